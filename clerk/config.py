@@ -1,0 +1,96 @@
+"""Configuration from the environment and a `.env` file, every default named in one place.
+
+Every setting is read from `CLERK_<NAME>` first, then the bare `<NAME>` (the names the
+design uses: `DATABASE_URL`, `OCR_WORKERS`, ...), then the default below.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+QUEUES = ("fetch", "ocr", "extraction", "compilation", "deploy")
+
+DEFAULT_STORAGE_DIR = "~/.local/share/clerk/sites"
+DEFAULT_DEPLOY_DIR = "~/.local/share/clerk/deploy"
+DEFAULT_EMBEDDED_DIR = "~/.local/share/clerk/postgres"
+DEFAULT_OCR_DPI = 150  # as accurate as 300 dpi on council agendas, at half the time
+DEFAULT_MAX_PDF_BYTES = 200 * 1024 * 1024
+DEFAULT_HTTP_TIMEOUT = 30.0
+DEFAULT_MAX_PAGE_PIXELS = 60_000_000  # about a 36 x 48 inch page at 150 dpi
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    storage_dir: Path = Path(DEFAULT_STORAGE_DIR).expanduser()
+    deploy_dir: Path = Path(DEFAULT_DEPLOY_DIR).expanduser()
+    embedded_dir: Path = Path(DEFAULT_EMBEDDED_DIR).expanduser()
+    queue_schema: str = "pgqueue"
+    default_ocr_backend: str = "tesseract"
+    ocr_dpi: int = DEFAULT_OCR_DPI
+    max_page_pixels: int = DEFAULT_MAX_PAGE_PIXELS
+    max_pdf_bytes: int = DEFAULT_MAX_PDF_BYTES
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT
+    spacy_model: str | None = None
+    deploy_backend: str = "directory"
+    fetch_workers: int = 1
+    ocr_workers: int = max(1, (os.cpu_count() or 1))
+    extraction_workers: int = 1
+    compilation_workers: int = 1
+    deploy_workers: int = 1
+    fetch_timeout: int = 1800
+    ocr_timeout: int = 300
+    extraction_timeout: int = 3600
+    compilation_timeout: int = 1800
+    deploy_timeout: int = 600
+    max_jobs_per_worker: int = 500  # recycle a worker process to bound memory growth
+    shutdown_grace: float = 30.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: no health/metrics endpoint
+    log_format: str = "text"
+    log_level: str = "INFO"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def workers_for(self, queue: str) -> int:
+        return int(getattr(self, f"{queue}_workers"))
+
+    def timeout_for(self, queue: str) -> int:
+        return int(getattr(self, f"{queue}_timeout"))
+
+
+def _convert(value: str, kind: object) -> object:
+    text = value.strip()
+    if kind in (int, "int"):
+        return int(text)
+    if kind in (float, "float"):
+        return float(text)
+    if kind in (Path, "Path"):
+        return Path(text).expanduser()
+    return text
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = ".env",
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Read settings; the process environment wins over the `.env` file."""
+    source: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    source.update(os.environ if environ is None else environ)
+    values: dict[str, object] = {}
+    for item in fields(Settings):
+        if item.name == "extra":
+            continue
+        name = item.name.upper()
+        raw = source.get(f"CLERK_{name}", source.get(name))
+        if raw is None or raw == "":
+            continue
+        kind = item.type.split("|")[0].strip() if isinstance(item.type, str) else item.type
+        try:
+            values[item.name] = _convert(raw, kind)
+        except ValueError as error:
+            raise ValueError(f"{name}={raw!r} is not a valid {kind}") from error
+    return Settings(**values)  # type: ignore[arg-type]
