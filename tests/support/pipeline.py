@@ -1,0 +1,1 @@
+"""Fixtures for the pipeline tests (PDF factory, local HTTP server)."""

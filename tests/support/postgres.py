@@ -1,0 +1,1 @@
+"""Fixtures for a real PostgreSQL server (filled in by the core work)."""
