@@ -1,0 +1,246 @@
+"""Read PDFs through Poppler's command-line tools, each call a child process with limits.
+
+PDF libraries crash and run away on bad files; the seeds' pipeline lost workers to them.
+Here every call (`pdfinfo`, `pdftotext`, `pdftoppm`) is a separate process with a time
+limit, and the ones we spawn ourselves also get an address-space and CPU limit, so a
+bad page fails alone with a `PdfError` and the worker lives on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import resource
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pdf2image import convert_from_path
+from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError, PDFSyntaxError
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RENDER_TIMEOUT = 120
+DEFAULT_MAX_PAGES = 5000  # a 5000-page PDF is a scanned archive, not a meeting document
+DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # bytes of address space for one Poppler child
+MIN_RENDER_DPI = 72  # below this Tesseract's accuracy collapses; refuse rather than guess
+POINTS_PER_INCH = 72.0
+
+_PAGES = re.compile(r"^Pages:\s+(\d+)\s*$", re.MULTILINE)
+_ENCRYPTED = re.compile(r"^Encrypted:\s+yes", re.MULTILINE)
+_PAGE_SIZE = re.compile(r"^Page\s+\d+\s+size:\s+([\d.]+)\s+x\s+([\d.]+)\s+pts", re.MULTILINE)
+_PAGE_ROT = re.compile(r"^Page\s+\d+\s+rot:\s+(\d+)", re.MULTILINE)
+
+
+class PdfError(Exception):
+    """A PDF (or one of its pages) that could not be read; the message says why."""
+
+
+@dataclass(frozen=True)
+class PdfInfo:
+    """Page count plus what Poppler complained about while reading it."""
+
+    pages: int
+    warnings: list[str] = field(default_factory=list)
+    encrypted: bool = False
+
+
+def _limits(memory_bytes: int, cpu_seconds: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def run_limited(
+    command: list[str], *, timeout: float, memory_bytes: int = DEFAULT_MEMORY_LIMIT
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a Poppler tool with a wall-clock, CPU and memory limit; raise PdfError on timeout."""
+    try:
+        return subprocess.run(
+            command,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            preexec_fn=_limits(memory_bytes, max(1, math.ceil(timeout))),
+        )
+    except subprocess.TimeoutExpired as error:
+        arguments = " ".join(command[1:])
+        raise PdfError(f"{command[0]} timed out after {timeout:g} s: {arguments}") from error
+    except FileNotFoundError as error:
+        raise PdfError(f"{command[0]} is not installed (apt install poppler-utils)") from error
+
+
+def _warnings(stderr: bytes) -> list[str]:
+    lines = stderr.decode("utf-8", "replace").splitlines()
+    unique: list[str] = []
+    for line in (line.strip() for line in lines):
+        if line and line not in unique:
+            unique.append(line)
+    return unique
+
+
+def _describe_failure(path: Path, stderr: bytes, code: int) -> str:
+    text = stderr.decode("utf-8", "replace")
+    if "Incorrect password" in text:
+        return f"encrypted PDF (needs a password): {path}"
+    if code < 0:
+        return f"Poppler was killed by signal {-code} reading {path}"
+    first = text.strip().splitlines()[-1] if text.strip() else f"exit code {code}"
+    return f"not a readable PDF ({first}): {path}"
+
+
+def pdf_info(
+    path: Path, *, timeout: float = DEFAULT_TIMEOUT, max_pages: int = DEFAULT_MAX_PAGES
+) -> PdfInfo:
+    """Count the pages of a PDF and collect Poppler's warnings.
+
+    A broken cross-reference table that Poppler repairs is a warning, not an error: such
+    files are common and readable. A PDF that needs a password to open is refused (one
+    with only an owner password, i.e. copy/print restrictions, is read normally).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PdfError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise PdfError(f"empty file (0 bytes), not a PDF: {path}")
+    result = run_limited(["pdfinfo", str(path)], timeout=timeout)
+    warnings = _warnings(result.stderr)
+    if result.returncode != 0:
+        raise PdfError(_describe_failure(path, result.stderr, result.returncode))
+    stdout = result.stdout.decode("utf-8", "replace")
+    match = _PAGES.search(stdout)
+    if not match:
+        raise PdfError(f"not a readable PDF (pdfinfo found no page count): {path}")
+    pages = int(match.group(1))
+    if pages == 0:
+        raise PdfError(f"PDF has zero pages: {path}")
+    if pages > max_pages:
+        raise PdfError(f"PDF has {pages} pages, more than the limit of {max_pages}: {path}")
+    if warnings:
+        log.warning(
+            "%s read with %d warning(s): %s",
+            path,
+            len(warnings),
+            warnings[0],
+            extra={"action": "pdf.warning"},
+        )
+    return PdfInfo(pages, warnings, bool(_ENCRYPTED.search(stdout)))
+
+
+def page_count(path: Path, *, timeout: float = DEFAULT_TIMEOUT,
+               max_pages: int = DEFAULT_MAX_PAGES) -> int:
+    """The number of pages; see `pdf_info` for the warnings."""
+    return pdf_info(path, timeout=timeout, max_pages=max_pages).pages
+
+
+def _check_page(page: int) -> None:
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise PdfError(f"invalid page {page!r}: pages are numbered from 1")
+
+
+def page_size(path: Path, page: int, *, timeout: float = DEFAULT_TIMEOUT) -> tuple[float, float]:
+    """Width and height of one page in points, as displayed (rotation applied)."""
+    _check_page(page)
+    result = run_limited(
+        ["pdfinfo", "-f", str(page), "-l", str(page), str(path)], timeout=timeout
+    )
+    if result.returncode != 0:
+        raise PdfError(_describe_failure(Path(path), result.stderr, result.returncode))
+    stdout = result.stdout.decode("utf-8", "replace")
+    match = _PAGE_SIZE.search(stdout)
+    if not match:
+        raise PdfError(f"page {page} does not exist or has no size: {path}")
+    width, height = float(match.group(1)), float(match.group(2))
+    rotation = _PAGE_ROT.search(stdout)
+    if rotation and int(rotation.group(1)) % 180 == 90:
+        width, height = height, width
+    return width, height
+
+
+def text_layer(
+    path: Path,
+    page: int,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    warnings: list[str] | None = None,
+) -> str:
+    """The text layer of one page (`pdftotext -layout`), '' or form feeds if it has none.
+
+    Poppler's complaints are appended to `warnings` when a list is given.
+    """
+    _check_page(page)
+    result = run_limited(
+        ["pdftotext", "-f", str(page), "-l", str(page), "-layout", "-enc", "UTF-8",
+         str(path), "-"],
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise PdfError(
+            f"page {page}: " + _describe_failure(Path(path), result.stderr, result.returncode)
+        )
+    if warnings is not None:
+        warnings.extend(_warnings(result.stderr))
+    return result.stdout.decode("utf-8", "replace")
+
+
+def fit_dpi(width_pts: float, height_pts: float, dpi: int, max_pixels: int) -> int:
+    """The highest dpi not above `dpi` at which the page has at most `max_pixels` pixels.
+
+    Lowering the dpi (rather than refusing) keeps an oversized page such as a site plan
+    searchable; below MIN_RENDER_DPI the OCR would be noise, so that raises PdfError.
+    """
+    inches = (width_pts / POINTS_PER_INCH) * (height_pts / POINTS_PER_INCH)
+    if inches <= 0:
+        raise PdfError(f"page has no area ({width_pts} x {height_pts} pts)")
+    if inches * dpi * dpi <= max_pixels:
+        return dpi
+    fitted = math.floor(math.sqrt(max_pixels / inches))
+    if fitted < MIN_RENDER_DPI:
+        raise PdfError(
+            f"page of {width_pts:g} x {height_pts:g} pts needs {fitted} dpi to stay within "
+            f"{max_pixels} pixels, below the minimum of {MIN_RENDER_DPI} dpi"
+        )
+    return fitted
+
+
+def render_page(
+    path: Path,
+    page: int,
+    dpi: int,
+    max_pixels: int,
+    *,
+    timeout: int = DEFAULT_RENDER_TIMEOUT,
+    warnings: list[str] | None = None,
+) -> Image.Image:
+    """Render one page to a grayscale image for OCR, never larger than `max_pixels`.
+
+    The page size is read first; an oversized page is rendered at a lower dpi (noted in
+    `warnings`). The image's `info["dpi"]` holds the dpi actually used.
+    """
+    width, height = page_size(path, page)
+    used = fit_dpi(width, height, dpi, max_pixels)
+    if used != dpi:
+        message = f"page {page} rendered at {used} dpi instead of {dpi} to fit {max_pixels} px"
+        log.warning("%s: %s", path, message, extra={"action": "pdf.lower_dpi"})
+        if warnings is not None:
+            warnings.append(message)
+    try:
+        images = convert_from_path(
+            path, dpi=used, first_page=page, last_page=page, grayscale=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as error:
+        raise PdfError(f"rendering page {page} timed out after {timeout} s: {path}") from error
+    except (PDFInfoNotInstalledError, PDFPageCountError, PDFSyntaxError) as error:
+        raise PdfError(f"could not render page {page} of {path}: {error}") from error
+    if not images:
+        raise PdfError(f"pdftoppm produced no image for page {page} of {path}")
+    image = images[0]
+    image.info["dpi"] = (used, used)
+    return image
