@@ -51,8 +51,9 @@ class TesseractBackend:
 
     name = "tesseract"
 
-    def __init__(self, *, lang: str = "eng", timeout: int = DEFAULT_OCR_TIMEOUT,
-                 extra_config: str = "") -> None:
+    def __init__(
+        self, *, lang: str = "eng", timeout: int = DEFAULT_OCR_TIMEOUT, extra_config: str = ""
+    ) -> None:
         self.lang = lang
         self.timeout = timeout
         self.extra_config = extra_config

@@ -134,8 +134,9 @@ def pdf_info(
     return PdfInfo(pages, warnings, bool(_ENCRYPTED.search(stdout)))
 
 
-def page_count(path: Path, *, timeout: float = DEFAULT_TIMEOUT,
-               max_pages: int = DEFAULT_MAX_PAGES) -> int:
+def page_count(
+    path: Path, *, timeout: float = DEFAULT_TIMEOUT, max_pages: int = DEFAULT_MAX_PAGES
+) -> int:
     """The number of pages; see `pdf_info` for the warnings."""
     return pdf_info(path, timeout=timeout, max_pages=max_pages).pages
 
@@ -148,9 +149,7 @@ def _check_page(page: int) -> None:
 def page_size(path: Path, page: int, *, timeout: float = DEFAULT_TIMEOUT) -> tuple[float, float]:
     """Width and height of one page in points, as displayed (rotation applied)."""
     _check_page(page)
-    result = run_limited(
-        ["pdfinfo", "-f", str(page), "-l", str(page), str(path)], timeout=timeout
-    )
+    result = run_limited(["pdfinfo", "-f", str(page), "-l", str(page), str(path)], timeout=timeout)
     if result.returncode != 0:
         raise PdfError(_describe_failure(Path(path), result.stderr, result.returncode))
     stdout = result.stdout.decode("utf-8", "replace")
@@ -177,8 +176,7 @@ def text_layer(
     """
     _check_page(page)
     result = run_limited(
-        ["pdftotext", "-f", str(page), "-l", str(page), "-layout", "-enc", "UTF-8",
-         str(path), "-"],
+        ["pdftotext", "-f", str(page), "-l", str(page), "-layout", "-enc", "UTF-8", str(path), "-"],
         timeout=timeout,
     )
     if result.returncode != 0:

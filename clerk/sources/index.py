@@ -1,0 +1,242 @@
+"""The `index` source: an HTML page that links to meeting PDFs.
+
+Most small cities publish a plain page of links ("City Council Agenda - January 5, 2024").
+Each link to a PDF becomes a DocumentRef:
+
+- date: from the link text, else from the file name (see clerk.sources.dates);
+  a link with no date is rejected, since a document without a date has no place on disk;
+- kind: 'minutes' if the text or file name says minutes, 'agenda' if it says agenda or
+  packet, otherwise 'agenda' (unlabelled meeting PDFs are far more often agendas and
+  agenda packets, published before the meeting, than minutes);
+- meeting: the words left after removing the date, the kind and filler words
+  ("City Council", "Planning Commission"), else "Meeting".
+
+Links to anything but http(s) (file:, javascript:, ftp:, data:) are never fetched; they
+are returned in `IndexResult.rejected` and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+import requests
+
+from clerk.config import Settings
+from clerk.fetch import UnsupportedScheme, check_scheme, redact_url
+from clerk.sources import DocumentRef, Kind, SourceError
+from clerk.sources.dates import find_date
+
+log = logging.getLogger(__name__)
+
+MAX_INDEX_BYTES = 10 * 1024 * 1024
+DEFAULT_KIND: Kind = "agenda"
+DEFAULT_MEETING = "Meeting"
+
+_MINUTES = re.compile(r"\bminutes?\b", re.IGNORECASE)
+_AGENDA = re.compile(r"\b(?:agendas?|packets?)\b", re.IGNORECASE)
+_FILLER = re.compile(
+    r"\b(?:agendas?|minutes?|packets?|meetings?|mtg|pdf|download|view|draft|final|approved|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun|kb|mb)\b",
+    re.IGNORECASE,
+)
+_SIZE = re.compile(r"\(\s*[\d.,]+\s*[kKmM]?[bB]\s*\)")
+_TIME = re.compile(r"\b\d{1,2}(?::\d{2})?\s*[ap]\.?m\.?\b", re.IGNORECASE)
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+# Run after punctuation is gone, so only words need trimming at the edges.
+_EDGE_WORDS = re.compile(
+    r"^(?:(?:the|of|for|and|at|on)\s+)+|(?:\s+(?:the|of|for|and|at|on))+$", re.IGNORECASE
+)
+_NON_WORD = re.compile(r"[^\w&'\u2019]+")
+
+
+@dataclass(frozen=True)
+class RejectedLink:
+    """A link that was not turned into a document, and why."""
+
+    url: str
+    reason: str
+
+
+@dataclass
+class IndexResult:
+    documents: list[DocumentRef] = field(default_factory=list)
+    rejected: list[RejectedLink] = field(default_factory=list)
+
+
+class _LinkParser(HTMLParser):
+    """Collects (href, text) for every <a>, and the <base href> if any."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "base" and values.get("href") and self.base is None:
+            self.base = values["href"]
+        elif tag == "a":
+            self._finish()
+            self._href = (values.get("href") or "").strip()
+            self._text = [values.get("title") or ""] if values.get("title") else []
+        elif tag == "img" and self._href is not None and values.get("alt"):
+            self._text.append(values["alt"] or "")
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._href:
+            self.links.append((self._href, " ".join(" ".join(self._text).split())))
+        self._href = None
+        self._text = []
+
+    def close(self) -> None:
+        super().close()
+        self._finish()
+
+
+def is_pdf_link(url: str) -> bool:
+    """True for a URL whose path ends in .pdf (any case), with or without a query."""
+    path = urlsplit(url).path.lower()
+    return path.endswith(".pdf") or ".pdf?" in url.lower()
+
+
+def _file_words(url: str) -> str:
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    name = re.sub(r"\.pdf$", "", name, flags=re.IGNORECASE)
+    return name
+
+
+def guess_kind(*texts: str) -> Kind:
+    """'minutes' or 'agenda' from the words of the link text and file name."""
+    for text in texts:
+        words = _CAMEL.sub(" ", text).replace("_", " ")
+        if _MINUTES.search(words):
+            return "minutes"
+        if _AGENDA.search(words):
+            return "agenda"
+    return DEFAULT_KIND
+
+
+def guess_meeting(text: str, date_span: tuple[int, int] | None = None) -> str | None:
+    """The meeting name left in `text` once the date, kind and filler words are gone."""
+    if date_span:
+        text = text[: date_span[0]] + " " + text[date_span[1] :]
+    text = _SIZE.sub(" ", text)
+    text = _TIME.sub(" ", text)
+    text = _CAMEL.sub(" ", text).replace("_", " ")
+    text = _FILLER.sub(" ", text)
+    text = _NON_WORD.sub(" ", text)
+    words = [word for word in text.split() if not word.isdigit()]
+    text = _EDGE_WORDS.sub("", " ".join(words)).strip()
+    if not any(char.isalpha() for char in text):
+        return None
+    if text.islower():
+        text = text.title()
+    return text
+
+
+def document_from_link(url: str, text: str) -> DocumentRef | RejectedLink:
+    """Turn one resolved PDF link and its text into a DocumentRef, or say why not."""
+    file_words = _file_words(url)
+    in_text = find_date(text)
+    in_file = find_date(file_words)
+    if in_text is None and in_file is None:
+        return RejectedLink(url, "no date in link text or file name")
+    kind = guess_kind(text, file_words)
+    meeting = None
+    if in_text is not None:
+        meeting = guess_meeting(text, in_text[1])
+    else:
+        meeting = guess_meeting(text) if text else None
+    if meeting is None:
+        meeting = guess_meeting(file_words, in_file[1] if in_file else None)
+    date = in_text[0] if in_text else in_file[0]  # type: ignore[index]
+    return DocumentRef(url=url, meeting=meeting or DEFAULT_MEETING, date=date, kind=kind)
+
+
+def parse_index(html: str, base_url: str) -> IndexResult:
+    """Every PDF link of an HTML page as a DocumentRef, plus the links refused and why."""
+    parser = _LinkParser()
+    parser.feed(html)
+    parser.close()
+    base = urljoin(base_url, parser.base) if parser.base else base_url
+    result = IndexResult()
+    seen: set[str] = set()
+    for href, text in parser.links:
+        url = urldefrag(urljoin(base, href)).url
+        if url in seen:
+            continue
+        seen.add(url)
+        try:
+            check_scheme(url)
+        except UnsupportedScheme as error:
+            if is_pdf_link(url) or not url.lower().startswith(("mailto:", "tel:")):
+                result.rejected.append(RejectedLink(redact_url(url), str(error)))
+            continue
+        if not is_pdf_link(url):
+            continue
+        found = document_from_link(url, text)
+        if isinstance(found, RejectedLink):
+            result.rejected.append(found)
+        else:
+            result.documents.append(found)
+    for rejected in result.rejected:
+        log.info(
+            "index link skipped: %s (%s)",
+            rejected.url,
+            rejected.reason,
+            extra={"action": "source.index.rejected"},
+        )
+    return result
+
+
+def fetch_index(
+    source_url: str,
+    session: requests.Session,
+    settings: Settings,
+    *,
+    max_bytes: int = MAX_INDEX_BYTES,
+) -> str:
+    """The HTML of the index page, bounded in size; SourceError on any failure."""
+    check_scheme(source_url)
+    try:
+        with session.get(source_url, timeout=settings.http_timeout, stream=True) as response:
+            if response.status_code != 200:
+                raise SourceError(f"{redact_url(source_url)}: HTTP {response.status_code}")
+            check_scheme(response.url or source_url)
+            body = bytearray()
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise SourceError(
+                        f"{redact_url(source_url)}: page larger than {max_bytes} bytes"
+                    )
+            encoding = response.encoding or response.apparent_encoding or "utf-8"
+    except requests.RequestException as error:
+        raise SourceError(f"{redact_url(source_url)}: {type(error).__name__}: {error}") from error
+    return bytes(body).decode(encoding, errors="replace")
+
+
+def discover_index(source_url: str, session: requests.Session, settings: Settings) -> IndexResult:
+    """Fetch the index page and parse it, keeping the rejected links."""
+    html = fetch_index(source_url, session, settings)
+    return parse_index(html, source_url)
+
+
+def discover(source_url: str, session: requests.Session, settings: Settings) -> list[DocumentRef]:
+    """The documents an index page links to (rejected links are logged)."""
+    return discover_index(source_url, session, settings).documents
