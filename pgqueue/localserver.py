@@ -84,7 +84,7 @@ class LocalServer:
         if self.as_root:
             entry = pwd.getpwnam(self.user)
             os.chown(self.base_dir, entry.pw_uid, entry.pw_gid)
-            os.chmod(self.base_dir, 0o755)
+            os.chmod(self.base_dir, 0o755)  # noqa: S103 - postgres must enter its own directory
             path = self.base_dir.parent
             while path != path.parent:  # every parent must be traversable by postgres
                 mode = path.stat().st_mode

@@ -1,0 +1,79 @@
+"""pgqueue's exceptions, under one base class.
+
+    PgQueueError
+    ├── ConfigurationError        bad schema name, unknown option
+    ├── DatabaseUnavailable       cannot connect (message names host and port, never the password)
+    ├── SerializationError        job args that are not JSON (also a TypeError)
+    ├── DuplicateJob              dedupe key already held by a queued or running job
+    ├── GroupError
+    │   ├── GroupExists           a group key already used (sealed)
+    │   └── GroupSealed           members added after sealing
+    ├── UnknownTask               a claimed job names a task this worker does not know
+    ├── JobNotFound
+    └── JobInterrupted            raised inside a task: cancelled, timed out, or lease lost
+        ├── JobCancelled
+        └── JobTimeout
+
+psycopg errors are translated at one boundary (`pgqueue.db`), so callers see these.
+"""
+
+from __future__ import annotations
+
+
+class PgQueueError(Exception):
+    """Base class of every pgqueue error."""
+
+
+class ConfigurationError(PgQueueError):
+    pass
+
+
+class DatabaseUnavailable(PgQueueError):
+    pass
+
+
+class SerializationError(PgQueueError, TypeError):
+    pass
+
+
+class DuplicateJob(PgQueueError):
+    def __init__(self, dedupe_key: str, existing_id: int | None) -> None:
+        super().__init__(f"a job with dedupe key {dedupe_key!r} is already queued or running"
+                         + (f" (job {existing_id})" if existing_id is not None else ""))
+        self.dedupe_key = dedupe_key
+        self.existing_id = existing_id
+
+
+class GroupError(PgQueueError):
+    pass
+
+
+class GroupExists(GroupError):
+    def __init__(self, key: str, group_id: int) -> None:
+        super().__init__(f"group {key!r} already exists (id {group_id}) and is sealed")
+        self.key = key
+        self.group_id = group_id
+
+
+class GroupSealed(GroupError):
+    pass
+
+
+class UnknownTask(PgQueueError):
+    pass
+
+
+class JobNotFound(PgQueueError):
+    pass
+
+
+class JobInterrupted(PgQueueError):
+    """The job must stop: cancelled by a user, over its timeout, or its lease was lost."""
+
+
+class JobCancelled(JobInterrupted):
+    pass
+
+
+class JobTimeout(JobInterrupted):
+    pass

@@ -1,0 +1,88 @@
+"""Jobs and their states.
+
+    enqueue ──▶ queued ──claim──▶ running ──▶ succeeded
+                  ▲                  │    ├──▶ failed      (attempts exhausted, or rescued
+                  │                  │    │                 with none left)
+                  │                  │    └──▶ cancelled   (by a user)
+                  └──────────────────┘
+          retry after backoff, rescue of an expired lease, or release on a warm shutdown
+
+queued and running jobs live in `jobs`; the three final states live in `job_history`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job, live or finished."""
+
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    priority: int
+    state: JobState
+    attempt: int
+    max_attempts: int
+    run_at: datetime
+    tag: str | None = None
+    group_id: int | None = None
+    origin_group_id: int | None = None
+    dedupe_key: str | None = None
+    timeout_seconds: int | None = None
+    worker_id: int | None = None
+    rescues: int = 0
+    last_error: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_until: datetime | None = None
+    cancel_requested: bool = False
+    on_success: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        names = cls.__dataclass_fields__.keys()
+        values = {key: row[key] for key in names if key in row}
+        values["state"] = JobState(row["state"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a worker holds while it runs a job."""
+
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    priority: int
+    attempt: int
+    max_attempts: int
+    group_id: int | None
+    origin_group_id: int | None
+    tag: str | None
+    timeout_seconds: int | None
+    rescues: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ClaimedJob:
+        return cls(**{key: row[key] for key in cls.__dataclass_fields__})

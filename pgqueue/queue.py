@@ -1,0 +1,211 @@
+"""The Queue: pgqueue's public face. Tasks, enqueueing, groups, workers and admin."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from pgqueue import admin
+from pgqueue.db import connect, transaction
+from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, run_at_for
+from pgqueue.errors import DuplicateJob, JobNotFound, UnknownTask
+from pgqueue.groups import Group, GroupProgress, create_group
+from pgqueue.jobs import Job
+from pgqueue.migrate import Migrator
+from pgqueue.retry import Backoff
+from pgqueue.sql import Statements
+from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Task
+
+
+class Queue:
+    """A job queue in one PostgreSQL schema.
+
+    `dsn=None` starts (or reuses) an embedded PostgreSQL in `embedded_dir`, so a new user
+    needs no server set-up; it needs the `embedded` extra.
+    """
+
+    def __init__(self, dsn: str | None = None, *, schema: str = "pgqueue",
+                 embedded_dir: str | None = None) -> None:
+        if dsn is None:
+            from pgqueue.embedded import embedded_url
+            dsn = embedded_url(embedded_dir)
+        self.dsn = dsn
+        self.schema = schema
+        self.statements = Statements(schema)
+        self.tasks: dict[str, Task] = {}
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrator(self) -> Migrator:
+        return Migrator(self.dsn, self.schema)
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; safe to run twice or from two processes at once."""
+        return [f"{m.version:04d}_{m.name}" for m in self.migrator().upgrade()]
+
+    def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+        return connect(self.dsn, autocommit=autocommit)
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def task(self, func: Callable[..., Any] | None = None, *, name: str | None = None,
+             queue: str = DEFAULT_QUEUE, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+             timeout: int | None = None, retry_backoff: Backoff | float | None = None,
+             priority: int = 0, retry_on: tuple[type[BaseException], ...] = (Exception,),
+             ) -> Any:
+        """Register a task: `@q.task(queue="ocr", max_attempts=3, timeout=600)`."""
+        def register(target: Callable[..., Any]) -> Task:
+            backoff = (retry_backoff if isinstance(retry_backoff, Backoff)
+                       else Backoff(base=float(retry_backoff)) if retry_backoff is not None
+                       else Backoff())
+            task_name = name or f"{target.__module__}.{target.__qualname__}"
+            registered = Task(self, target, task_name, queue=queue, max_attempts=max_attempts,
+                              timeout=timeout, retry_backoff=backoff, priority=priority,
+                              retry_on=retry_on)
+            functools.update_wrapper(registered, target)  # type: ignore[arg-type]
+            self.tasks[task_name] = registered
+            return registered
+        return register(func) if func is not None else register
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTask(f"no task named {name!r} is registered on this worker") from None
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def enqueue(self, task: Task, args: dict[str, Any] | None = None, *,
+                priority: int | None = None, run_at: datetime | None = None,
+                delay: float | None = None, dedupe_key: str | None = None,
+                tag: str | None = None, on_success: Sequence[JobSpec] | None = None,
+                conn: psycopg.Connection[Any] | None = None) -> int:
+        """Queue one job and return its id. A taken dedupe key raises DuplicateJob."""
+        batch = RowBatch()
+        batch.add(task, args or {}, priority=priority, run_at=run_at_for(run_at, delay),
+                  group_id=None, tag=tag, dedupe_key=dedupe_key, on_success=on_success)
+        with transaction(self.dsn, conn) as db:
+            ids = insert_batch(db, self.statements, batch)
+            if not ids:
+                assert dedupe_key is not None
+                row = db.execute(self.statements.find_dedupe, {"dedupe_key": dedupe_key}).fetchone()
+                raise DuplicateJob(dedupe_key, row["id"] if row else None)
+        return ids[0]
+
+    def enqueue_many(self, task: Task, args_list: Iterable[dict[str, Any]], *,
+                     priority: int | None = None, run_at: datetime | None = None,
+                     delay: float | None = None, tag: str | None = None,
+                     dedupe_keys: Sequence[str | None] | None = None,
+                     on_success: Sequence[JobSpec] | None = None,
+                     conn: psycopg.Connection[Any] | None = None,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> list[int]:
+        """Queue many jobs, one INSERT per `batch_size` rows, all in one transaction.
+
+        Jobs whose dedupe key is taken are skipped: the ids returned are those inserted.
+        """
+        when = run_at_for(run_at, delay)
+        ids: list[int] = []
+        position = 0
+        with transaction(self.dsn, conn) as db:
+            for chunk in batched(args_list, batch_size):
+                batch = RowBatch()
+                for args in chunk:
+                    key = dedupe_keys[position] if dedupe_keys is not None else None
+                    position += 1
+                    batch.add(task, args, priority=priority, run_at=when, group_id=None,
+                              tag=tag, dedupe_key=key, on_success=on_success)
+                ids.extend(insert_batch(db, self.statements, batch))
+        return ids
+
+    # -- groups ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def group(self, key: str, *, on_complete: Sequence[JobSpec] = (), tag: str | None = None,
+              priority: int = 0, conn: psycopg.Connection[Any] | None = None) -> Iterator[Group]:
+        """Create a group, add members, seal it on exit: all in one transaction.
+
+        With `conn`, the group joins the caller's transaction (a fetch job creates the group
+        of its pages atomically with its own bookkeeping). If the block raises, nothing of
+        the group is kept.
+        """
+        with transaction(self.dsn, conn) as db:
+            group = create_group(self, db, key, on_complete, tag, priority)
+            yield group
+            if not group.sealed:
+                group.seal()
+
+    def open_group(self, key: str, *, on_complete: Sequence[JobSpec] = (),
+                   tag: str | None = None, priority: int = 0,
+                   conn: psycopg.Connection[Any] | None = None) -> int:
+        """Create a group that stays open across transactions; returns its id."""
+        with transaction(self.dsn, conn) as db:
+            return create_group(self, db, key, on_complete, tag, priority).id
+
+    def add_to_group(self, group_id: int, task: Task, args_list: Iterable[dict[str, Any]], *,
+                     conn: psycopg.Connection[Any] | None = None) -> list[int]:
+        with transaction(self.dsn, conn) as db:
+            row = db.execute(self.statements.group_row, {"id": group_id}).fetchone()
+            if row is None:
+                raise JobNotFound(f"no group {group_id}")
+            group = Group(self, db, group_id, row["key"], row["tag"], row["priority"])
+            return group.enqueue_many(task, args_list)
+
+    def seal_group(self, group_id: int, *, conn: psycopg.Connection[Any] | None = None) -> bool:
+        with transaction(self.dsn, conn) as db:
+            row = db.execute(self.statements.seal_group, {"id": group_id}).fetchone()
+            return bool(row and row["completed"])
+
+    def get_group(self, group_id: int) -> GroupProgress:
+        with self.connect() as db:
+            row = db.execute(self.statements.group_by_id, {"id": group_id}).fetchone()
+        if row is None:
+            raise JobNotFound(f"no group {group_id}")
+        return GroupProgress.from_row(row)
+
+    def group_failures(self, group_id: int) -> list[dict[str, Any]]:
+        """Members of a group that failed for good, with their errors."""
+        with self.connect() as db:
+            return db.execute(self.statements.group_failures, {"group_id": group_id}).fetchall()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> Job:
+        with self.connect() as db:
+            row = db.execute(self.statements.get_job, {"id": job_id}).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id} (never existed, or pruned)")
+        return Job.from_row(row)
+
+    def queue_depth(self) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            return db.execute(self.statements.queue_depth).fetchall()
+
+    def active_workers(self) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            return db.execute(self.statements.active_workers).fetchall()
+
+    # -- work -----------------------------------------------------------------------------
+
+    def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Any:
+        from pgqueue.worker import Worker
+        names = list(queues) if queues else sorted({t.queue for t in self.tasks.values()})
+        return Worker(self, names, **options)
+
+    def work(self, queues: Sequence[str] | None = None, *, concurrency: int = 1,
+             burst: bool = False, **options: Any) -> int:
+        """Run a worker in this process until stopped (or, with burst, until idle)."""
+        return int(self.worker(queues, concurrency=concurrency, burst=burst, **options).run())
+
+    # -- admin ----------------------------------------------------------------------------
+
+    cancel = admin.cancel
+    purge_queue = admin.purge_queue
+    retry_failed = admin.retry_failed
+    failed_jobs = admin.failed_jobs
+    prune = admin.prune
+    rescue_expired = admin.rescue_expired

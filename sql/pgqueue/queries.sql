@@ -1,0 +1,321 @@
+-- Every statement pgqueue runs at run time, one `-- name:` block each.
+-- `{schema}` is the configured schema (an identifier); `{schema_name}` the same as a literal.
+
+-- name: insert_jobs
+-- One round trip for any number of jobs: parallel arrays unnested into one INSERT.
+-- The NOTIFY sits in an InitPlan so it runs once per statement, once per distinct queue;
+-- PostgreSQL then folds identical notifications of a transaction into one at commit.
+WITH inserted AS (
+    INSERT INTO {schema}.jobs (queue, task, args, priority, max_attempts, run_at, group_id,
+                               tag, dedupe_key, timeout_seconds, on_success)
+    SELECT * FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(args)s::jsonb[],
+                         %(priorities)s::smallint[], %(max_attempts)s::integer[],
+                         %(run_ats)s::timestamptz[], %(group_ids)s::bigint[], %(tags)s::text[],
+                         %(dedupe_keys)s::text[], %(timeouts)s::integer[], %(on_success)s::jsonb[])
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+    RETURNING id, queue
+)
+SELECT coalesce(array_agg(id ORDER BY id), '{{}}') AS ids,
+       (SELECT count(pg_notify({schema_name} || '.' || queue, ''))
+        FROM (SELECT DISTINCT queue FROM inserted) AS queues) AS notified
+FROM inserted;
+
+-- name: find_dedupe
+SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
+
+-- name: claim
+-- The MATERIALIZED CTE is an optimisation fence: written as `WHERE id IN (subquery)` the
+-- planner may re-run the LIMIT subquery per row and claim more rows than asked. The inner
+-- SELECT walks jobs_claim (queued rows only, in this ORDER BY), so claiming costs the same
+-- however much history exists. SKIP LOCKED lets concurrent workers take disjoint rows.
+WITH candidates AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs AS j
+SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
+    lease_until = now() + %(lease_seconds)s * interval '1 second',
+    started_at = now(), updated_at = now()
+FROM candidates
+WHERE j.id = candidates.id
+RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts, j.group_id,
+          j.origin_group_id, j.tag, j.timeout_seconds, j.rescues;
+
+-- name: finish_jobs
+-- Moves jobs to a final state. The guard (state and attempt as the finisher saw them)
+-- makes a late or duplicate finish harmless: a worker whose lease expired and whose job
+-- was re-run finds no row, and nothing below happens twice.
+-- In the same statement: the history row (whose trigger fires an on_success chain), and
+-- one aggregated decrement per group; the update that takes a sealed group's `pending`
+-- to 0 sets completed_at, whose trigger inserts the group's follow-ups exactly once.
+WITH outcome AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(states)s::text[],
+                         %(errors)s::text[]) AS o(id, attempt, state, error)
+),
+done AS (
+    DELETE FROM {schema}.jobs AS j
+    USING outcome AS o
+    WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state
+    RETURNING j.*, o.state AS final_state, o.error AS final_error
+),
+recorded AS (
+    INSERT INTO {schema}.job_history (id, queue, task, args, priority, state, attempt,
+        max_attempts, run_at, worker_id, group_id, origin_group_id, tag, dedupe_key,
+        timeout_seconds, on_success, rescues, last_error, created_at, started_at, finished_at)
+    SELECT id, queue, task, args, priority, final_state::{schema}.job_state, attempt,
+           max_attempts, run_at, worker_id, group_id, origin_group_id, tag, dedupe_key,
+           timeout_seconds, on_success, rescues, coalesce(final_error, last_error), created_at,
+           started_at, now()
+    FROM done
+    RETURNING id
+),
+per_group AS (
+    SELECT group_id, count(*) AS finished,
+           count(*) FILTER (WHERE final_state = 'failed') AS failed,
+           count(*) FILTER (WHERE final_state = 'cancelled') AS cancelled
+    FROM done WHERE group_id IS NOT NULL GROUP BY group_id
+),
+counted AS (
+    UPDATE {schema}.groups AS g
+    SET pending = g.pending - p.finished,
+        failed = g.failed + p.failed,
+        cancelled = g.cancelled + p.cancelled,
+        updated_at = now(),
+        completed_at = CASE WHEN g.sealed AND g.pending - p.finished = 0 THEN now()
+                            ELSE g.completed_at END
+    FROM per_group AS p
+    WHERE g.id = p.group_id
+    RETURNING g.id
+)
+SELECT (SELECT count(*) FROM recorded) AS finished, (SELECT count(*) FROM counted) AS groups;
+
+-- name: retry_later
+-- A failed attempt with attempts left goes back to queued, after a backoff.
+UPDATE {schema}.jobs AS j
+SET state = 'queued', run_at = now() + o.delay * interval '1 second', last_error = o.error,
+    lease_until = NULL, worker_id = NULL, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
+            %(errors)s::text[]) AS o(id, attempt, delay, error)
+WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
+RETURNING j.id;
+
+-- name: release_jobs
+-- A warm shutdown gives unfinished jobs back: queued again, the attempt not counted.
+UPDATE {schema}.jobs
+SET state = 'queued', attempt = attempt - 1, lease_until = NULL, worker_id = NULL,
+    run_at = now(), updated_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
+RETURNING id;
+
+-- name: heartbeat
+-- Extends the leases of the jobs this worker still holds; a job missing from the result
+-- was rescued from under it. cancel_requested tells the worker to stop a job.
+WITH beat AS (
+    UPDATE {schema}.workers SET last_beat = now() WHERE id = %(worker_id)s RETURNING id
+)
+UPDATE {schema}.jobs
+SET lease_until = now() + %(lease_seconds)s * interval '1 second'
+WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
+  AND EXISTS (SELECT 1 FROM beat)
+RETURNING id, cancel_requested;
+
+-- name: register_worker
+INSERT INTO {schema}.workers (host, pid, queues, concurrency, metadata)
+VALUES (%(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(metadata)s)
+RETURNING id;
+
+-- name: worker_done_jobs
+UPDATE {schema}.workers SET jobs_done = jobs_done + %(count)s WHERE id = %(worker_id)s;
+
+-- name: stop_worker
+UPDATE {schema}.workers SET stopped_at = now() WHERE id = %(worker_id)s;
+
+-- name: expired_leases
+-- The rescuer's scan: running jobs whose lease ran out (their worker died or lost the
+-- database). Locked so two rescuers never handle the same job.
+SELECT id, attempt, max_attempts, rescues, task, worker_id
+FROM {schema}.jobs
+WHERE state = 'running' AND lease_until < now()
+ORDER BY lease_until
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: requeue_rescued
+UPDATE {schema}.jobs AS j
+SET state = 'queued', rescues = j.rescues + 1, lease_until = NULL, worker_id = NULL,
+    run_at = now() + o.delay * interval '1 second', last_error = o.error, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
+            %(errors)s::text[]) AS o(id, attempt, delay, error)
+WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
+RETURNING j.id;
+
+-- name: stale_workers
+-- Worker rows whose heartbeat stopped: marked stopped so status no longer lists them.
+UPDATE {schema}.workers SET stopped_at = now()
+WHERE stopped_at IS NULL AND last_beat < now() - %(stale_seconds)s * interval '1 second'
+RETURNING id;
+
+-- name: get_job
+SELECT * FROM {schema}.all_jobs WHERE id = %(id)s;
+
+-- name: create_group
+INSERT INTO {schema}.groups (key, tag, priority, on_complete)
+VALUES (%(key)s, %(tag)s, %(priority)s, %(on_complete)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING id;
+
+-- name: find_group
+SELECT id, sealed, completed_at FROM {schema}.groups WHERE key = %(key)s;
+
+-- name: grow_group
+-- Adding members to an open group counts them in the same transaction that inserts them.
+UPDATE {schema}.groups
+SET total = total + %(count)s, pending = pending + %(count)s, updated_at = now()
+WHERE id = %(id)s AND NOT sealed
+RETURNING id;
+
+-- name: seal_group
+-- Once sealed, a group completes when pending reaches 0; if it is 0 already (an empty
+-- run, or members that all finished before sealing) it completes here and now.
+UPDATE {schema}.groups
+SET sealed = true, updated_at = now(),
+    completed_at = CASE WHEN pending = 0 THEN now() ELSE completed_at END
+WHERE id = %(id)s AND NOT sealed
+RETURNING id, pending, completed_at IS NOT NULL AS completed;
+
+-- name: group_row
+SELECT key, tag, priority FROM {schema}.groups WHERE id = %(id)s;
+
+-- name: group_by_id
+SELECT * FROM {schema}.group_progress WHERE id = %(id)s;
+
+-- name: group_failures
+SELECT id, task, args, attempt, last_error, finished_at
+FROM {schema}.job_history
+WHERE group_id = %(group_id)s AND state = 'failed'
+ORDER BY id;
+
+-- name: lock_queued_by_tag
+SELECT id, attempt FROM {schema}.jobs
+WHERE tag = %(tag)s AND state = 'queued'
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_queued_by_group
+SELECT id, attempt FROM {schema}.jobs
+WHERE group_id = %(group_id)s AND state = 'queued'
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_queued_by_ids
+SELECT id, attempt FROM {schema}.jobs
+WHERE id = ANY(%(ids)s::bigint[]) AND state = 'queued'
+FOR UPDATE SKIP LOCKED;
+
+-- name: cancel_group
+UPDATE {schema}.groups SET cancelled_at = now(), updated_at = now()
+WHERE id = %(id)s AND completed_at IS NULL AND cancelled_at IS NULL
+RETURNING id;
+
+-- name: lock_queued_by_queue
+SELECT id, attempt FROM {schema}.jobs
+WHERE queue = %(queue)s AND state = 'queued'
+FOR UPDATE SKIP LOCKED;
+
+-- name: cancel_groups_by_tag
+UPDATE {schema}.groups SET cancelled_at = now(), updated_at = now()
+WHERE tag = %(tag)s AND completed_at IS NULL AND cancelled_at IS NULL
+RETURNING id;
+
+-- name: request_cancel_running
+-- Running jobs cannot be deleted under their worker: flag them and tell the workers.
+WITH flagged AS (
+    UPDATE {schema}.jobs SET cancel_requested = true, updated_at = now()
+    WHERE state = 'running' AND NOT cancel_requested
+      AND ((%(tag)s::text IS NOT NULL AND tag = %(tag)s)
+        OR (%(queue)s::text IS NOT NULL AND queue = %(queue)s)
+        OR (%(group_id)s::bigint IS NOT NULL AND group_id = %(group_id)s)
+        OR id = ANY(%(ids)s::bigint[]))
+    RETURNING id
+)
+SELECT coalesce(array_agg(id), '{{}}') AS ids,
+       (SELECT count(pg_notify({schema_name} || '.cancel', '')) FROM flagged LIMIT 1) AS notified
+FROM flagged;
+
+-- name: lock_failed
+-- Failed jobs to retry: by ids, by queue or by tag (NULL filters match everything).
+SELECT id FROM {schema}.job_history
+WHERE state = 'failed'
+  AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(tag)s::text IS NULL OR tag = %(tag)s)
+FOR UPDATE;
+
+-- name: requeue_failed
+-- A retried job returns to `jobs` with its id, a fresh attempt count and its group
+-- reopened for it (counted again, so the group's follow-ups wait for it if still pending).
+WITH moved AS (
+    DELETE FROM {schema}.job_history WHERE id = ANY(%(ids)s::bigint[]) AND state = 'failed'
+    RETURNING *
+)
+INSERT INTO {schema}.jobs (id, queue, task, args, priority, state, attempt, max_attempts, run_at,
+                           group_id, origin_group_id, tag, dedupe_key, timeout_seconds,
+                           on_success, last_error, created_at)
+SELECT id, queue, task, args, priority, 'queued', 0, max_attempts, now(), NULL,
+       origin_group_id, tag, dedupe_key, timeout_seconds, on_success, last_error, created_at
+FROM moved
+ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+RETURNING id, queue;
+
+-- name: failed_jobs
+SELECT id, queue, task, args, tag, group_id, attempt, max_attempts, last_error, failed_at, final
+FROM {schema}.recent_failures
+WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(tag)s::text IS NULL OR tag = %(tag)s)
+ORDER BY failed_at DESC
+LIMIT %(limit)s;
+
+-- name: prune_history
+-- Deleted in batches (each a short transaction) through job_history_prune.
+WITH doomed AS (
+    SELECT id FROM {schema}.job_history
+    WHERE state = %(state)s::{schema}.job_state
+      AND finished_at < now() - %(older_than)s * interval '1 second'
+    ORDER BY finished_at
+    LIMIT %(batch)s
+)
+DELETE FROM {schema}.job_history AS h USING doomed WHERE h.id = doomed.id;
+
+-- name: prune_groups
+WITH doomed AS (
+    SELECT id FROM {schema}.groups
+    WHERE coalesce(completed_at, cancelled_at) < now() - %(older_than)s * interval '1 second'
+    ORDER BY id
+    LIMIT %(batch)s
+)
+DELETE FROM {schema}.groups AS g USING doomed WHERE g.id = doomed.id;
+
+-- name: prune_workers
+DELETE FROM {schema}.workers
+WHERE stopped_at < now() - %(older_than)s * interval '1 second';
+
+-- name: queue_depth
+SELECT queue, state, jobs FROM {schema}.queue_depth ORDER BY queue, state;
+
+-- name: active_workers
+SELECT * FROM {schema}.active_workers ORDER BY host, pid;
+
+-- name: groups_by_tag
+SELECT * FROM {schema}.group_progress WHERE tag = %(tag)s ORDER BY id DESC;
+
+-- name: active_groups
+SELECT * FROM {schema}.group_progress
+WHERE completed_at IS NULL AND cancelled_at IS NULL
+ORDER BY started_at;
+
+-- name: task_counts
+-- For /metrics: finished jobs still in retention, by queue, task and state, with durations.
+SELECT queue, task, state::text, count(*) AS jobs,
+       coalesce(sum(extract(epoch FROM finished_at - started_at)), 0) AS seconds
+FROM {schema}.job_history GROUP BY 1, 2, 3;
