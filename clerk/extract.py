@@ -124,7 +124,7 @@ _MOTION_WORD = re.compile(r"\b(?:moved|motion|seconded)\b", re.IGNORECASE)
 _ATTENDANCE = re.compile(
     rf"\b(?P<title>{_TITLE})s?[ \t]+(?P<status>present|absent)[ \t]*:[ \t]*"
     # a list that ends a line with a comma continues on the next line
-    r"(?P<names>[^\n]*(?:,[ \t]*\n[^\n]*)*)",
+    r"(?P<names>(?:[^\n]*,[ \t]*\n)*[^\n]*)",
     re.IGNORECASE,
 )
 _VOTE_LABEL = re.compile(

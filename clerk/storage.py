@@ -124,9 +124,7 @@ class Document:
 
     def pdf_path(self, storage_dir: Path) -> Path:
         """Where the downloaded PDF lives."""
-        return contained_path(
-            self.site_dir(storage_dir), PDFS_DIR, *self._parts(), f"{self.date}.pdf"
-        )
+        return contained_path(self.site_dir(storage_dir), PDFS_DIR, *self._parts(), f"{self.date}.pdf")
 
     def text_dir(self, storage_dir: Path) -> Path:
         """The directory holding one `<page>.txt` per page."""
@@ -197,12 +195,13 @@ def _iter_kind(root: Path, kind: Kind) -> Iterator[PageRecord]:
                 yield PageRecord(kind, meeting.name, date.name, number, Path(path))
 
 
-def iter_site_pages(site_path: Path) -> Iterator[PageRecord]:
+def iter_site_pages(site_path: Path, kinds: tuple[Kind, ...] = ("minutes", "agenda")) -> Iterator[PageRecord]:
     """Yield every page text of a site: minutes first, then agendas, each by meeting, date, page.
 
     A generator over directory listings, so memory stays flat however big the site is.
     Temporary files (`.3.txt.tmp...`) and symlinks are skipped.
     """
-    text_root = site_path / TEXT_DIR
-    yield from _iter_kind(text_root, "minutes")
-    yield from _iter_kind(text_root / AGENDAS_DIR, "agenda")
+    text_root = Path(site_path) / TEXT_DIR
+    for kind in kinds:
+        root = text_root / AGENDAS_DIR if kind == "agenda" else text_root
+        yield from _iter_kind(root, kind)

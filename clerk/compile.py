@@ -1,0 +1,257 @@
+"""Compile a site's page texts (and cached entities) into one SQLite database for Datasette.
+
+The database is built in a uniquely named temporary file beside `meetings.db` and renamed
+over it, so Datasette and deploy never see half a database, and two compilations of the
+same site (at-least-once execution) each build their own file; the last rename wins and
+neither removes the other's work. Rows stream from disk with generators, so memory does
+not grow with the site. Compile never runs spaCy: entities come from the extraction cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from clerk.extract import ExtractionCache, text_sha256
+from clerk.storage import Kind, PageRecord, iter_site_pages
+
+log = logging.getLogger(__name__)
+
+DATABASE_FILE = "meetings.db"
+BATCH_SIZE = 500
+PAGE_TABLES: dict[Kind, str] = {"minutes": "minutes", "agenda": "agendas"}
+PAGE_COLUMNS = {
+    "id": str,
+    "meeting": str,
+    "date": str,
+    "page": int,
+    "text": str,
+    "document_url": str,
+}
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    path: Path
+    agendas: int
+    minutes: int
+    people: int = 0
+    motions: int = 0
+    votes: int = 0
+    references: int = 0
+    missing_entities: int = 0
+    tables: list[str] = field(default_factory=list)
+
+
+def _document_key(record: PageRecord) -> str:
+    return f"{record.kind}/{record.meeting}/{record.date}"
+
+
+@dataclass
+class _Counts:
+    pages: dict[str, int] = field(default_factory=lambda: {"minutes": 0, "agenda": 0})
+    people: int = 0
+    motions: int = 0
+    votes: int = 0
+    references: int = 0
+    missing_entities: int = 0
+
+
+class _Builder:
+    """Streams pages once; entity rows are buffered per batch and flushed with the pages."""
+
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        site_dir: Path,
+        document_urls: dict[str, str] | None,
+        cache: ExtractionCache | None,
+    ) -> None:
+        self.db = db
+        self.site_dir = site_dir
+        self.document_urls = document_urls or {}
+        self.cache = cache
+        self.counts = _Counts()
+        self.entity_rows: dict[str, list[dict[str, Any]]] = {
+            "people": [],
+            "motions": [],
+            "votes": [],
+            "references": [],
+        }
+
+    def document_url(self, record: PageRecord) -> str | None:
+        urls = self.document_urls
+        return urls.get(_document_key(record)) or urls.get(record.id)
+
+    def rows(self, kind: Kind) -> Iterator[dict[str, Any]]:
+        for record in iter_site_pages(self.site_dir, kinds=(kind,)):
+            text = record.read_text()
+            self.counts.pages[kind] += 1
+            if self.cache is not None:
+                self._entities(record, text)
+            yield {
+                "id": record.id,
+                "meeting": record.meeting,
+                "date": record.date,
+                "page": record.page,
+                "text": text,
+                "document_url": self.document_url(record),
+            }
+
+    def _entities(self, record: PageRecord, text: str) -> None:
+        assert self.cache is not None
+        entities = self.cache.get(text_sha256(text))
+        if entities is None:
+            self.counts.missing_entities += 1
+            return
+        table = PAGE_TABLES[record.kind]
+        base = {
+            "page_id": record.id,
+            "page_table": table,
+            "meeting": record.meeting,
+            "date": record.date,
+            "page": record.page,
+        }
+        rows = self.entity_rows
+        for person in entities.people:
+            rows["people"].append({**base, "name": person.name, "title": person.title})
+        for motion in entities.motions:
+            rows["motions"].append(
+                {
+                    **base,
+                    "text": motion.text,
+                    "mover": motion.mover,
+                    "seconder": motion.seconder,
+                    "result": motion.result,
+                }
+            )
+        for vote in entities.votes:
+            rows["votes"].append(
+                {
+                    **base,
+                    "ayes": json.dumps(vote.ayes),
+                    "noes": json.dumps(vote.noes),
+                    "abstain": json.dumps(vote.abstain),
+                    "absent": json.dumps(vote.absent),
+                    "tally": vote.tally,
+                }
+            )
+        for kind, number in entities.references:
+            rows["references"].append({**base, "kind": kind, "number": number})
+        if sum(len(batch) for batch in rows.values()) >= BATCH_SIZE:
+            self.flush_entities()
+
+    def flush_entities(self) -> None:
+        for table, batch in self.entity_rows.items():
+            if batch:
+                self.db[table].insert_all(batch, batch_size=BATCH_SIZE)  # type: ignore[union-attr]
+                setattr(self.counts, table, getattr(self.counts, table) + len(batch))
+                batch.clear()
+
+
+def _create_tables(db: sqlite_utils.Database, entities: bool) -> None:
+    for table in PAGE_TABLES.values():
+        db[table].create(PAGE_COLUMNS, pk="id")  # type: ignore[union-attr]
+    if not entities:
+        return
+    base = {"page_id": str, "page_table": str, "meeting": str, "date": str, "page": int}
+    db["people"].create({**base, "name": str, "title": str})  # type: ignore[union-attr]
+    db["motions"].create(  # type: ignore[union-attr]
+        {**base, "text": str, "mover": str, "seconder": str, "result": str}
+    )
+    db["votes"].create(  # type: ignore[union-attr]
+        {**base, "ayes": str, "noes": str, "abstain": str, "absent": str, "tally": str}
+    )
+    db["references"].create({**base, "kind": str, "number": str})  # type: ignore[union-attr]
+
+
+def _finish(db: sqlite_utils.Database, entities: bool) -> None:
+    for table in PAGE_TABLES.values():
+        db[table].enable_fts(["text"], tokenize="porter", create_triggers=False)  # type: ignore[union-attr]
+        db[table].create_index(["meeting", "date"])  # type: ignore[union-attr]
+        db[table].create_index(["date"])  # type: ignore[union-attr]
+    if entities:
+        for table in ("people", "motions", "votes", "references"):
+            db[table].create_index(["page_id"])  # type: ignore[union-attr]
+        db["people"].create_index(["name"])  # type: ignore[union-attr]
+        db["references"].create_index(["kind", "number"])  # type: ignore[union-attr]
+
+
+def _table_names(path: Path) -> list[str]:
+    with contextlib.closing(sqlite_utils.Database(path)) as db:
+        return sorted(db.table_names())
+
+
+def compile_site(
+    site_dir: Path,
+    *,
+    entities: bool,
+    document_urls: dict[str, str] | None = None,
+) -> CompileResult:
+    """Build `<site_dir>/meetings.db` from the page texts, atomically.
+
+    `document_urls` maps a document key `"<kind>/<meeting>/<date>"` (or a page id) to
+    the URL of its PDF, for the `document_url` column. With `entities=True` the people,
+    motions, votes and references tables are filled from the extraction cache; pages
+    with no cached entities are counted in `missing_entities`.
+    """
+    site_dir = Path(site_dir)
+    site_dir.mkdir(parents=True, exist_ok=True)
+    target = site_dir / DATABASE_FILE
+    descriptor, temp_name = tempfile.mkstemp(dir=site_dir, prefix=f".{DATABASE_FILE}.", suffix=".tmp")
+    os.close(descriptor)
+    temp = Path(temp_name)
+    cache = ExtractionCache(site_dir) if entities else None
+    try:
+        db = sqlite_utils.Database(temp)
+        # The temporary file is disposable until the rename, so skip the journal.
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        _create_tables(db, entities)
+        builder = _Builder(db, site_dir, document_urls, cache)
+        for kind, table in PAGE_TABLES.items():
+            db[table].insert_all(builder.rows(kind), batch_size=BATCH_SIZE)  # type: ignore[union-attr]
+        builder.flush_entities()
+        _finish(db, entities)
+        db.execute("PRAGMA journal_mode = DELETE")
+        db.conn.commit()
+        db.close()
+        with temp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    finally:
+        if cache is not None:
+            cache.close()
+    counts = builder.counts
+    result = CompileResult(
+        path=target,
+        agendas=counts.pages["agenda"],
+        minutes=counts.pages["minutes"],
+        people=counts.people,
+        motions=counts.motions,
+        votes=counts.votes,
+        references=counts.references,
+        missing_entities=counts.missing_entities,
+        tables=_table_names(target),
+    )
+    log.info(
+        "compiled %s: %d agenda pages, %d minutes pages",
+        target,
+        result.agendas,
+        result.minutes,
+        extra={"action": "compile.site"},
+    )
+    return result
