@@ -120,7 +120,6 @@ MOTION_PATTERNS = tuple(
     )
 )
 _RESULT = re.compile(r"\b(passed|carried|approved|adopted|failed|denied|defeated)\b", re.IGNORECASE)
-_MOTION_WORD = re.compile(r"\b(?:moved|motion|seconded)\b", re.IGNORECASE)
 _ATTENDANCE = re.compile(
     rf"\b(?P<title>{_TITLE})s?[ \t]+(?P<status>present|absent)[ \t]*:[ \t]*"
     # a list that ends a line with a comma continues on the next line
@@ -233,7 +232,7 @@ def _result_near(text: str, start: int, end: int) -> str | None:
     if line_end != -1:
         next_end = text.find("\n", line_end + 1)
         following = text[line_end + 1 : next_end if next_end != -1 else len(text)]
-        if not _MOTION_WORD.search(following):
+        if not any(pattern.search(following) for pattern in MOTION_PATTERNS):
             window += "\n" + following
     match = _RESULT.search(window)
     return _RESULTS[match.group(1).lower()] if match else None

@@ -1,0 +1,30 @@
+"""Pure parts of ocr: when a text layer is usable, the backend registry, atomic writes."""
+
+from pathlib import Path
+
+import pytest
+
+from clerk.ocr import OcrError, TesseractBackend, get_backend, has_usable_text, write_page_text
+
+
+@pytest.mark.parametrize(
+    ("text", "usable"),
+    [("", False), ("\f", False), ("  \n\f  \n", False), ("- 1 -\f", False),
+     ("CITY COUNCIL REGULAR MEETING AGENDA", True)],
+)
+def test_usable_text_layer(text: str, usable: bool) -> None:
+    assert has_usable_text(text) is usable
+
+
+def test_backend_registry() -> None:
+    assert isinstance(get_backend("tesseract"), TesseractBackend)
+    with pytest.raises(OcrError, match="unknown OCR backend 'nope'"):
+        get_backend("nope")
+
+
+def test_write_page_text_is_atomic_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "txt" / "City Council" / "2024-01-05" / "1.txt"
+    write_page_text(target, "first")
+    write_page_text(target, "second é")
+    assert target.read_text(encoding="utf-8") == "second é"
+    assert [p.name for p in target.parent.iterdir()] == ["1.txt"]
