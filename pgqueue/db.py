@@ -63,3 +63,9 @@ def transaction(conninfo: str | None, conn: psycopg.Connection[Any] | None
 
 def is_connection_error(error: BaseException) -> bool:
     return isinstance(error, psycopg.OperationalError | DatabaseUnavailable | psycopg.InterfaceError)
+
+
+def query(conn: psycopg.Connection[Any], statement: Any, params: Any = None
+          ) -> psycopg.Cursor[dict[str, Any]]:
+    """Execute on any connection (a caller's may have another row factory); dict rows."""
+    return conn.cursor(row_factory=dict_row).execute(statement, params)

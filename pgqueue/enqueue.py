@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pgqueue.db import query
 from pgqueue.sql import Statements
 from pgqueue.tasks import JobSpec, Task, dump_args
 
@@ -65,7 +66,7 @@ def run_at_for(run_at: datetime | None, delay: float | None) -> datetime:
 def insert_batch(conn: psycopg.Connection[Any], statements: Statements, batch: RowBatch) -> list[int]:
     if not len(batch):
         return []
-    row = conn.execute(statements.insert_jobs, batch.params()).fetchone()
+    row = query(conn, statements.insert_jobs, batch.params()).fetchone()
     assert row is not None
     return list(row["ids"])
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pgqueue.db import query
 from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, run_at_for
 from pgqueue.errors import GroupExists, GroupSealed
 from pgqueue.tasks import JobSpec, Task
@@ -87,7 +88,7 @@ class Group:
                 batch.add(task, args, priority=effective, run_at=now, group_id=self.id,
                           tag=self.tag, dedupe_key=None, on_success=on_success)
             with self.conn.transaction():
-                grown = self.conn.execute(statements.grow_group,
+                grown = query(self.conn, statements.grow_group,
                                           {"id": self.id, "count": len(batch)}).fetchone()
                 if grown is None:
                     raise GroupSealed(f"group {self.key!r} is sealed; no members can be added")
@@ -97,7 +98,7 @@ class Group:
 
     def seal(self) -> bool:
         """No more members; returns True if the group completed at once (no pending members)."""
-        row = self.conn.execute(self.queue.statements.seal_group, {"id": self.id}).fetchone()
+        row = query(self.conn, self.queue.statements.seal_group, {"id": self.id}).fetchone()
         self.sealed = True
         return bool(row and row["completed"])
 
@@ -105,11 +106,11 @@ class Group:
 def create_group(queue: Queue, conn: psycopg.Connection[Any], key: str,
                  on_complete: Sequence[JobSpec], tag: str | None, priority: int) -> Group:
     specs = json.dumps([spec.to_json() for spec in on_complete])
-    row = conn.execute(queue.statements.create_group,
+    row = query(conn, queue.statements.create_group,
                        {"key": key, "tag": tag, "priority": priority, "on_complete": specs}
                        ).fetchone()
     if row is None:
-        existing = conn.execute(queue.statements.find_group, {"key": key}).fetchone()
+        existing = query(conn, queue.statements.find_group, {"key": key}).fetchone()
         assert existing is not None
         if existing["sealed"]:
             raise GroupExists(key, existing["id"])

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from pgqueue import admin
-from pgqueue.db import connect, transaction
+from pgqueue.db import connect, query, transaction
 from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, run_at_for
 from pgqueue.errors import DuplicateJob, JobNotFound, UnknownTask
 from pgqueue.groups import Group, GroupProgress, create_group
@@ -93,7 +93,7 @@ class Queue:
             ids = insert_batch(db, self.statements, batch)
             if not ids:
                 assert dedupe_key is not None
-                row = db.execute(self.statements.find_dedupe, {"dedupe_key": dedupe_key}).fetchone()
+                row = query(db, self.statements.find_dedupe, {"dedupe_key": dedupe_key}).fetchone()
                 raise DuplicateJob(dedupe_key, row["id"] if row else None)
         return ids[0]
 
@@ -149,7 +149,7 @@ class Queue:
     def add_to_group(self, group_id: int, task: Task, args_list: Iterable[dict[str, Any]], *,
                      conn: psycopg.Connection[Any] | None = None) -> list[int]:
         with transaction(self.dsn, conn) as db:
-            row = db.execute(self.statements.group_row, {"id": group_id}).fetchone()
+            row = query(db, self.statements.group_row, {"id": group_id}).fetchone()
             if row is None:
                 raise JobNotFound(f"no group {group_id}")
             group = Group(self, db, group_id, row["key"], row["tag"], row["priority"])
@@ -157,12 +157,12 @@ class Queue:
 
     def seal_group(self, group_id: int, *, conn: psycopg.Connection[Any] | None = None) -> bool:
         with transaction(self.dsn, conn) as db:
-            row = db.execute(self.statements.seal_group, {"id": group_id}).fetchone()
+            row = query(db, self.statements.seal_group, {"id": group_id}).fetchone()
             return bool(row and row["completed"])
 
     def get_group(self, group_id: int) -> GroupProgress:
         with self.connect() as db:
-            row = db.execute(self.statements.group_by_id, {"id": group_id}).fetchone()
+            row = query(db, self.statements.group_by_id, {"id": group_id}).fetchone()
         if row is None:
             raise JobNotFound(f"no group {group_id}")
         return GroupProgress.from_row(row)
@@ -170,24 +170,24 @@ class Queue:
     def group_failures(self, group_id: int) -> list[dict[str, Any]]:
         """Members of a group that failed for good, with their errors."""
         with self.connect() as db:
-            return db.execute(self.statements.group_failures, {"group_id": group_id}).fetchall()
+            return query(db, self.statements.group_failures, {"group_id": group_id}).fetchall()
 
     # -- reading --------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Job:
         with self.connect() as db:
-            row = db.execute(self.statements.get_job, {"id": job_id}).fetchone()
+            row = query(db, self.statements.get_job, {"id": job_id}).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id} (never existed, or pruned)")
         return Job.from_row(row)
 
     def queue_depth(self) -> list[dict[str, Any]]:
         with self.connect() as db:
-            return db.execute(self.statements.queue_depth).fetchall()
+            return query(db, self.statements.queue_depth).fetchall()
 
     def active_workers(self) -> list[dict[str, Any]]:
         with self.connect() as db:
-            return db.execute(self.statements.active_workers).fetchall()
+            return query(db, self.statements.active_workers).fetchall()
 
     # -- work -----------------------------------------------------------------------------
 

@@ -165,10 +165,16 @@ class Worker:
         self.worker_id = int(row["id"])
 
     def _claim(self, limit: int) -> list[ClaimedJob]:
-        rows = self._connection().execute(self.queue.statements.claim, {
-            "queues": self.queues, "limit": limit, "worker_id": self.worker_id,
-            "lease_seconds": self.lease_seconds}).fetchall()
-        return [ClaimedJob.from_row(row) for row in rows]
+        """Up to `limit` jobs, from the worker's queues in the order given."""
+        claimed: list[ClaimedJob] = []
+        for name in self.queues:
+            rows = self._connection().execute(self.queue.statements.claim, {
+                "queue": name, "limit": limit - len(claimed), "worker_id": self.worker_id,
+                "lease_seconds": self.lease_seconds}).fetchall()
+            claimed.extend(ClaimedJob.from_row(row) for row in rows)
+            if len(claimed) >= limit:
+                break
+        return claimed
 
     def _flush(self) -> None:
         """Record finished jobs: final states in one statement, retries in another."""

@@ -27,10 +27,13 @@ SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
 -- The MATERIALIZED CTE is an optimisation fence: written as `WHERE id IN (subquery)` the
 -- planner may re-run the LIMIT subquery per row and claim more rows than asked. The inner
 -- SELECT walks jobs_claim (queued rows only, in this ORDER BY), so claiming costs the same
--- however much history exists. SKIP LOCKED lets concurrent workers take disjoint rows.
+-- however much history or backlog exists. One queue per statement: with `queue = ANY(...)`
+-- PostgreSQL cannot read the index in order and sorts the whole backlog instead (seen:
+-- a sequential scan and sort over 10,000 queued rows for a LIMIT 10).
+-- SKIP LOCKED lets concurrent workers take disjoint rows.
 WITH candidates AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
-    WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+    WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -109,3 +109,21 @@ def _drop(admin_url: str, name: str) -> None:
 @pytest.fixture
 def queue(db_url: str) -> Queue:
     return Queue(db_url)
+
+
+@pytest.fixture
+def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Queue:
+    """The tests' pgqueue application (tests.support.worker_app) bound to a fresh database."""
+    from tests.support import worker_app
+
+    monkeypatch.setenv("PGQUEUE_APP_DSN", db_url)
+    monkeypatch.setattr(worker_app.queue, "dsn", db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(worker_app.EFFECTS_DDL)
+    return worker_app.queue
+
+
+def effects(db_url: str) -> list[tuple[int, int, int]]:
+    """(job_id, item, attempt) of every recorded side effect."""
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT job_id, item, attempt FROM effects ORDER BY id").fetchall()

@@ -1,0 +1,222 @@
+"""pgqueue against a real PostgreSQL: enqueue, claim, retry, dedupe, transactions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from pgqueue import (
+    DatabaseUnavailable,
+    DuplicateJob,
+    JobNotFound,
+    JobState,
+    Queue,
+    SerializationError,
+    current_job,
+)
+from tests.support import worker_app
+from tests.support.postgres import effects
+
+
+def test_enqueue_and_get_job(app: Queue) -> None:
+    job_id = worker_app.record.enqueue(item=7, priority=3, tag="pleasanton")
+    job = app.get_job(job_id)
+    assert job.state is JobState.QUEUED
+    assert job.args == {"item": 7}
+    assert (job.priority, job.tag, job.attempt, job.max_attempts) == (3, "pleasanton", 0, 3)
+    with pytest.raises(JobNotFound):
+        app.get_job(job_id + 1000)
+
+
+def test_args_that_are_not_json_insert_nothing(app: Queue, db_url: str) -> None:
+    with pytest.raises(SerializationError, match="not JSON"):
+        worker_app.record.enqueue(item=object())
+    with pytest.raises(SerializationError):
+        app.enqueue_many(worker_app.record, [{"item": 1}, {"item": float("nan")}])
+    assert app.queue_depth() == []
+
+
+def test_work_runs_each_of_10000_jobs_exactly_once(app: Queue, db_url: str) -> None:
+    ran: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    @app.task(name="count", queue="bulk")
+    def count(i: int) -> None:
+        with lock:
+            ran[i] += 1
+
+    ids = app.enqueue_many(count, [{"i": i} for i in range(10_000)])
+    assert len(ids) == len(set(ids)) == 10_000
+    assert app.work(["bulk"], concurrency=4, burst=True) == 0
+    assert len(ran) == 10_000 and set(ran.values()) == {1}
+    depth = {(r["queue"], r["state"]): r["jobs"] for r in app.queue_depth()}
+    assert depth == {("bulk", "succeeded"): 10_000}
+
+
+def test_enqueue_inside_the_callers_transaction(app: Queue, db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.commit()
+        with conn.transaction():
+            conn.execute("INSERT INTO orders VALUES (1)")
+            kept = worker_app.record.enqueue(item=1, conn=conn)
+        with pytest.raises(RuntimeError), conn.transaction():
+            conn.execute("INSERT INTO orders VALUES (2)")
+            lost = worker_app.record.enqueue(item=2, conn=conn)
+            raise RuntimeError("the caller's work failed")
+    assert app.get_job(kept).state is JobState.QUEUED
+    with pytest.raises(JobNotFound):
+        app.get_job(lost)
+
+
+def test_dedupe_key_is_unique_among_live_jobs(app: Queue) -> None:
+    first = worker_app.record.enqueue(item=1, dedupe_key="site:alameda")
+    with pytest.raises(DuplicateJob) as raised:
+        worker_app.record.enqueue(item=2, dedupe_key="site:alameda")
+    assert raised.value.existing_id == first
+    app.work(["work"], burst=True)
+    again = worker_app.record.enqueue(item=3, dedupe_key="site:alameda")
+    assert again != first
+    ids = app.enqueue_many(worker_app.record, [{"item": 4}, {"item": 5}],
+                           dedupe_keys=["site:alameda", "site:other"])
+    assert len(ids) == 1
+
+
+def test_priority_then_age_order(app: Queue, db_url: str) -> None:
+    low = worker_app.record.enqueue(item=1)
+    high = worker_app.record.enqueue(item=2, priority=10)
+    later = worker_app.record.enqueue(item=3, delay=3600)
+    app.work(["work"], concurrency=1, burst=True)
+    assert [item for _, item, _ in effects(db_url)] == [2, 1]
+    assert app.get_job(low).state is JobState.SUCCEEDED
+    assert app.get_job(high).state is JobState.SUCCEEDED
+    assert app.get_job(later).state is JobState.QUEUED  # not due yet
+
+
+def test_failure_retries_with_backoff_then_fails_for_good(app: Queue) -> None:
+    job_id = worker_app.fail_if.enqueue(item=1, fail=True)
+    app.work(["work"], burst=True, poll_interval=0.05)
+    job = app.get_job(job_id)
+    assert job.state is JobState.FAILED
+    assert job.attempt == 2
+    assert "RuntimeError: item 1 is meant to fail" in (job.last_error or "")
+    assert "Traceback" in (job.last_error or "")
+    failures = app.failed_jobs(queue="work")
+    assert [f["id"] for f in failures] == [job_id]
+
+
+def test_retry_then_success(app: Queue) -> None:
+    @app.task(name="flaky", queue="flaky", max_attempts=3, retry_backoff=0.01)
+    def flaky() -> None:
+        job = current_job()
+        assert job is not None
+        if job.attempt < 3:
+            raise ConnectionError(f"transient, attempt {job.attempt}")
+
+    job_id = flaky.enqueue()
+    app.work(["flaky"], burst=True, poll_interval=0.05)
+    job = app.get_job(job_id)
+    assert (job.state, job.attempt) == (JobState.SUCCEEDED, 3)
+    assert "transient, attempt 2" in (job.last_error or "")
+
+
+def test_unknown_task_fails_clearly_and_the_worker_goes_on(app: Queue, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        unknown = conn.execute("SELECT pgqueue.add_job('work', 'no.such.task')").fetchone()[0]
+    known = worker_app.record.enqueue(item=5)
+    app.work(["work"], burst=True)
+    job = app.get_job(unknown)
+    assert job.state is JobState.FAILED and job.attempt == 1
+    assert "no task named 'no.such.task'" in (job.last_error or "")
+    assert app.get_job(known).state is JobState.SUCCEEDED
+
+
+def test_timeout_kills_the_job_process_and_counts_an_attempt(app: Queue) -> None:
+    @app.task(name="hang", queue="hang", timeout=1, max_attempts=2, retry_backoff=0.01)
+    def hang() -> None:
+        time.sleep(600)
+
+    job_id = hang.enqueue()
+    app.work(["hang"], burst=True, isolation="process", poll_interval=0.1)
+    job = app.get_job(job_id)
+    assert job.state is JobState.FAILED and job.attempt == 2
+    assert "timed out after 1 s (worker process killed)" in (job.last_error or "")
+
+
+def test_a_crashing_job_process_is_recorded_and_the_worker_lives(app: Queue, db_url: str) -> None:
+    @app.task(name="segfault", queue="crash", max_attempts=1)
+    def segfault() -> None:
+        import os
+        import signal
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    @app.task(name="fine", queue="crash")
+    def fine() -> None:
+        return None
+
+    bad, good = segfault.enqueue(), fine.enqueue()
+    app.work(["crash"], burst=True, isolation="process")
+    assert "killed by signal 11 (SIGSEGV)" in (app.get_job(bad).last_error or "")
+    assert app.get_job(bad).state is JobState.FAILED
+    assert app.get_job(good).state is JobState.SUCCEEDED
+
+
+def test_idle_worker_wakes_on_notify_not_on_the_poll(app: Queue, db_url: str) -> None:
+    worker = app.worker(["work"], concurrency=1, poll_interval=3600)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not app.active_workers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the listener subscribe; its first wake-up polls anyway
+        worker_app.record.enqueue(item=9)
+        deadline = time.monotonic() + 30  # far below the hour-long poll: only NOTIFY can do it
+        while not effects(db_url) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [item for _, item, _ in effects(db_url)] == [9]
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_database_down_at_start_names_host_and_hides_password() -> None:
+    queue = Queue("postgresql://clerk:s3cret-pw@127.0.0.1:1/clerk")
+    with pytest.raises(DatabaseUnavailable) as raised:
+        queue.migrate()
+    message = str(raised.value)
+    assert "127.0.0.1:1" in message
+    assert "s3cret-pw" not in message
+
+
+def test_claim_uses_the_partial_index_over_a_large_history(app: Queue, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO pgqueue.job_history (id, queue, task, args, priority, state, attempt,
+                max_attempts, run_at, created_at)
+            SELECT g, 'work', 'record', '{}', 0, 'succeeded', 1, 3, now(), now()
+            FROM generate_series(1000000, 1200000) g""")
+        conn.execute("""
+            INSERT INTO pgqueue.jobs (queue, task, state, run_at)
+            SELECT CASE WHEN g % 2 = 0 THEN 'work' ELSE 'other' END, 'record', 'queued',
+                   now() - interval '1 minute'
+            FROM generate_series(1, 20000) g""")
+        conn.execute("ANALYZE")
+        plan = conn.execute(
+            psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + app.statements.claim,
+            {"queue": "work", "limit": 10, "worker_id": 1, "lease_seconds": 30},
+        ).fetchone()[0]
+    assert "jobs_claim" in str(plan)
+    assert "job_history" not in str(plan)
+
+
+def test_delayed_job_by_run_at(app: Queue) -> None:
+    when = datetime.now(UTC) + timedelta(hours=1)
+    job = app.get_job(worker_app.record.enqueue(item=1, run_at=when))
+    assert abs((job.run_at - when).total_seconds()) < 1

@@ -1,0 +1,91 @@
+"""A small pgqueue application for tests that run workers in real processes.
+
+Tasks record their side effects in a table (`effects`), so a test can count how many
+times each job really ran. Run a worker with:
+
+    python -m tests.support.worker_app DSN QUEUE [--concurrency N] [--burst] [--isolation I]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import psycopg
+
+from pgqueue import Queue, current_job
+
+queue = Queue(os.environ.get("PGQUEUE_APP_DSN", "postgresql:///unused"))
+
+EFFECTS_DDL = """
+CREATE TABLE IF NOT EXISTS effects (
+    id bigserial PRIMARY KEY, job_id bigint, item integer, attempt integer, pid integer,
+    at timestamptz DEFAULT clock_timestamp())
+"""
+
+
+def _record(item: int) -> None:
+    job = current_job()
+    with psycopg.connect(os.environ["PGQUEUE_APP_DSN"], autocommit=True) as conn:
+        conn.execute("INSERT INTO effects (job_id, item, attempt, pid) VALUES (%s, %s, %s, %s)",
+                     (job.id if job else None, item, job.attempt if job else None, os.getpid()))
+
+
+@queue.task(name="record", queue="work", max_attempts=3, retry_backoff=0.05)
+def record(item: int, sleep: float = 0.0) -> None:
+    if sleep:
+        time.sleep(sleep)
+    _record(item)
+
+
+@queue.task(name="started_then_sleep", queue="work", max_attempts=3, retry_backoff=0.05)
+def started_then_sleep(item: int, sleep: float = 5.0) -> None:
+    """Records a start marker (negative item) first, so a test knows the job is running."""
+    _record(-item)
+    time.sleep(sleep)
+    _record(item)
+
+
+@queue.task(name="noop", queue="work", max_attempts=3, retry_backoff=0.05)
+def noop(item: int = 0) -> None:
+    return None
+
+
+@queue.task(name="fail_if", queue="work", max_attempts=2, retry_backoff=0.01)
+def fail_if(item: int, fail: bool = False) -> None:
+    if fail:
+        raise RuntimeError(f"item {item} is meant to fail")
+    _record(item)
+
+
+@queue.task(name="collect", queue="followup", max_attempts=3, retry_backoff=0.05)
+def collect(label: str = "") -> None:
+    _record(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dsn")
+    parser.add_argument("queues")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--burst", action="store_true")
+    parser.add_argument("--isolation", default="thread")
+    parser.add_argument("--lease", type=float, default=2.0)
+    parser.add_argument("--poll", type=float, default=1.0)
+    parser.add_argument("--grace", type=float, default=30.0)
+    options = parser.parse_args(argv)
+    os.environ["PGQUEUE_APP_DSN"] = options.dsn
+    queue.dsn = options.dsn
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(process)d %(name)s %(message)s")
+    return queue.work(options.queues.split(","), concurrency=options.concurrency,
+                      burst=options.burst, isolation=options.isolation,
+                      lease_seconds=options.lease, poll_interval=options.poll,
+                      shutdown_grace=options.grace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
