@@ -47,17 +47,21 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
 
 
-class _Template(string.Template):
-    """Only `${name}` is a placeholder, so `$MAINPID` in a unit passes through untouched."""
+# Only `${name}` is a placeholder, so `$MAINPID` in a unit passes through untouched.
+_PLACEHOLDER = r"""
+    \$(?:
+      (?P<escaped>\$(?=\{)) |
+      \{(?P<braced>[_a-z][_a-z0-9]*)\} |
+      (?P<named>(?!)) |
+      (?P<invalid>(?!))
+    )
+"""
 
-    pattern = r"""
-        \$(?:
-          (?P<escaped>\$(?=\{)) |
-          \{(?P<braced>[_a-z][_a-z0-9]*)\} |
-          (?P<named>(?!)) |
-          (?P<invalid>(?!))
-        )
-    """
+
+class _Template(string.Template):
+    """string.Template with braced placeholders only (see _PLACEHOLDER)."""
+
+    pattern = _PLACEHOLDER  # type: ignore[assignment]  # a str here; Template compiles it
 
 
 def _template(relative: str) -> str:
@@ -289,8 +293,9 @@ def install_workers(
     kind = _platform(platform)
     work = Path(working_dir or Path.cwd()).absolute()
     program = Path(executable).absolute() if executable else _default_executable()
+    environment_file: Path | None
     if env_file is not None:
-        environment_file: Path | None = Path(env_file).absolute()
+        environment_file = Path(env_file).absolute()
         if not environment_file.is_file():
             raise FileNotFoundError(f"env file {environment_file} does not exist")
     else:

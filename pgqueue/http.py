@@ -40,6 +40,11 @@ class HealthServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    def close_in_child(self) -> None:
+        """In a forked child: drop the inherited listening socket, so the port is freed
+        when the supervisor exits even if an orphaned child lives on."""
+        self._server.socket.close()
+
     def close(self) -> None:
         """Stop serving and release the port."""
         self._server.shutdown()

@@ -119,7 +119,7 @@ class _Slot:
 
 
 def _child_main(target: Callable[[WorkerSlot], int | None], slot: WorkerSlot,
-                close_fds: tuple[int, ...]) -> None:
+                close_fds: tuple[int, ...], child_setup: Callable[[], None] | None) -> None:
     """Entry point of every child: shed the supervisor's signal plumbing, run the target."""
     for fd in close_fds:
         try:
@@ -128,6 +128,8 @@ def _child_main(target: Callable[[WorkerSlot], int | None], slot: WorkerSlot,
             pass
     reset_child_signals()
     sdnotify.forget_environment()
+    if child_setup is not None:
+        child_setup()
     code = target(slot)
     sys.exit(code or 0)
 
@@ -146,8 +148,12 @@ class Supervisor:
         crash_loop_window: float = 60.0,
         on_event: Callable[[SupervisorEvent], None] | None = None,
         on_reload: Callable[[], None] | None = None,
+        child_setup: Callable[[], None] | None = None,
         start_method: str = "fork",
     ) -> None:
+        """See the module docstring. `child_setup` runs first in each child: a forked child
+        shares the parent's descriptors, so close what it must not hold there, such as
+        the health server's listening socket (`HealthServer.close_in_child`)."""
         first, longest = restart_backoff
         if not 0 <= first <= longest:
             raise ValueError("restart_backoff must be (first, longest) with 0 <= first <= longest")
@@ -160,6 +166,7 @@ class Supervisor:
         self._loop_window = crash_loop_window
         self._on_event = on_event
         self._on_reload = on_reload
+        self._child_setup = child_setup
         # typeshed types get_context() as BaseContext, which lacks the Process attribute
         self._context: Any = multiprocessing.get_context(start_method)
         self._start_method = start_method
@@ -373,7 +380,7 @@ class Supervisor:
         close_fds = self._pipe.fds() if self._start_method == "fork" else ()
         process = self._context.Process(
             target=_child_main,
-            args=(self._target, worker, close_fds),
+            args=(self._target, worker, close_fds, self._child_setup),
             name=f"pgqueue-{slot.pool}-{slot.index}",
         )
         with block_signals():
