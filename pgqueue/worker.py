@@ -43,6 +43,7 @@ DEFAULT_POLL_INTERVAL = 5.0  # safety net for lost NOTIFYs (e.g. behind PgBounce
 DEFAULT_SHUTDOWN_GRACE = 30.0
 BURST_HORIZON_SECONDS = 60.0  # burst mode waits for retries due within this
 RECONNECT_BACKOFF_MAX = 5.0
+LISTENER_PROBE_SECONDS = 10.0
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Worker:
         self._beat_now = threading.Event()
         self._done_since_beat = 0
         self._started_jobs = 0
+        self._threads: list[threading.Thread] = []
 
     # -- control --------------------------------------------------------------------------
 
@@ -311,6 +313,14 @@ class Worker:
         return thread
 
     def _heartbeat_loop(self) -> None:
+        holder: list[psycopg.Connection[Any]] = []
+        try:
+            self._heartbeats(holder)
+        finally:
+            for conn in holder:
+                conn.close()
+
+    def _heartbeats(self, holder: list[psycopg.Connection[Any]]) -> None:
         conn: psycopg.Connection[Any] | None = None
         interval = max(0.2, self.lease_seconds / 3)
         next_rescue = 0.0
@@ -322,7 +332,11 @@ class Worker:
                 return
             try:
                 if conn is None or conn.closed:
+                    for old in holder:
+                        old.close()
+                    holder.clear()
                     conn = self.queue.connect(autocommit=True)
+                    holder.append(conn)
                 with self._lock:
                     held = dict(self._running)
                     done, self._done_since_beat = self._done_since_beat, 0
@@ -369,14 +383,17 @@ class Worker:
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self._wake.set()  # anything sent while we were not listening: look now
                     delay = 0.2
+                    probe_at = time.monotonic() + LISTENER_PROBE_SECONDS
                     while not self._stopping.is_set():
-                        for notice in conn.notifies(timeout=1.0):
+                        for notice in conn.notifies(timeout=0.25):
                             if notice.channel == cancel_channel:
                                 self._beat_now.set()
                             else:
                                 self._wake.set()
-                        # an idle socket can die silently; a trivial query notices
-                        conn.execute("SELECT 1")
+                        if time.monotonic() > probe_at:
+                            # an idle socket can die silently; a trivial query notices
+                            conn.execute("SELECT 1")
+                            probe_at = time.monotonic() + LISTENER_PROBE_SECONDS
             except psycopg.Error as error:
                 if not is_connection_error(error):
                     raise
@@ -417,8 +434,8 @@ class Worker:
                  extra={"action": "worker_started"})
         for slot in self._slots:
             slot.thread = self._supervised(f"slot-{slot.index}", lambda s=slot: self._slot_loop(s))
-        self._supervised("heartbeat", self._heartbeat_loop)
-        self._supervised("listener", self._listen_loop)
+        self._threads = [self._supervised("heartbeat", self._heartbeat_loop),
+                         self._supervised("listener", self._listen_loop)]
         delay = 0.2
         stop_deadline: float | None = None
         while True:
@@ -487,6 +504,9 @@ class Worker:
         for slot in self._slots:
             if slot.thread is not None:
                 slot.thread.join(2)
+        self._beat_now.set()
+        for thread in self._threads:
+            thread.join(5)
         self._drop_connection()
         log.info("worker %s stopped: %s", self.worker_id, self.stats,
                  extra={"action": "worker_stopped"})
