@@ -419,8 +419,12 @@ class Worker:
             install = threading.current_thread() is threading.main_thread()
         previous: dict[int, Any] = {}
         if install:
+            # First signal: warm stop; second: cold stop (see pgqueue.signals). A signal
+            # already ignored stays ignored: a supervised worker ignores SIGINT, since the
+            # supervisor relays a terminal's Ctrl-C as SIGTERM.
             for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, self._handle_signal)
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    previous[signum] = signal.signal(signum, self._handle_signal)
         try:
             return self._run()
         finally:

@@ -235,6 +235,7 @@ def test_property_followups_fire_once_per_group(
     import os
 
     from psycopg import sql
+
     from tests.support.postgres import database_url
 
     name = f"pgqueue_test_prop_{os.getpid()}_{next(_prop_counter)}"
