@@ -1,0 +1,27 @@
+"""The contenders, by name. Each module imports its queue library only when used."""
+
+from __future__ import annotations
+
+from bench.contenders.base import Contender
+
+NAMES = ("pgqueue", "procrastinate", "pgqueuer", "raw", "raw_batched")
+PEERS = NAMES[1:]
+
+
+def get(name: str) -> Contender:
+    if name == "pgqueue":
+        from bench.contenders.pgqueue_c import PgQueue
+        return PgQueue()
+    if name == "procrastinate":
+        from bench.contenders.procrastinate_c import Procrastinate
+        return Procrastinate()
+    if name == "pgqueuer":
+        from bench.contenders.pgqueuer_c import PgQueuer
+        return PgQueuer()
+    if name == "raw":
+        from bench.contenders.raw import RawSingle
+        return RawSingle()
+    if name == "raw_batched":
+        from bench.contenders.raw import RawBatched
+        return RawBatched()
+    raise KeyError(f"unknown contender {name!r}; choose from {', '.join(NAMES)}")
