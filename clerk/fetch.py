@@ -117,9 +117,7 @@ def check_scheme(url: str) -> str:
     except ValueError as error:
         raise UnsupportedScheme(url, f"invalid URL ({error})") from error
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
-        raise UnsupportedScheme(
-            url, f"scheme {parts.scheme or '(none)'!r} refused: only http and https"
-        )
+        raise UnsupportedScheme(url, f"scheme {parts.scheme or '(none)'!r} refused: only http and https")
     if not parts.hostname:
         raise UnsupportedScheme(url, "URL has no host")
     return url
@@ -195,18 +193,14 @@ def _open(request: _Request, headers: dict[str, str]) -> requests.Response:
         try:
             check_scheme(target)
         except UnsupportedScheme as error:
-            raise UnsupportedScheme(
-                request.url, f"redirected to a refused URL ({error})"
-            ) from error
+            raise UnsupportedScheme(request.url, f"redirected to a refused URL ({error})") from error
         if target in seen:
             raise TooManyRedirects(request.url, f"redirect loop at {redact_url(target)}")
         url = target
     raise TooManyRedirects(request.url, f"more than {request.max_redirects} redirects")
 
 
-def _stream_to_temp(
-    request: _Request, response: requests.Response, url: str
-) -> tuple[Path, str, int]:
+def _stream_to_temp(request: _Request, response: requests.Response, url: str) -> tuple[Path, str, int]:
     """Write the body to a temporary file beside dest; return its path, sha256 and size."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > request.max_bytes:
@@ -250,8 +244,6 @@ def _stream_to_temp(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    finally:
-        response.close()
     return temp, digest.hexdigest(), size
 
 
@@ -272,21 +264,24 @@ def _attempt(request: _Request) -> DownloadResult:
     if have_file and request.last_modified:
         headers["If-Modified-Since"] = request.last_modified
     response = _open(request, headers)
+    # Closed on every path: an abandoned streamed response leaks its socket.
+    with contextlib.closing(response):
+        return _handle(request, response, have_file)
+
+
+def _handle(request: _Request, response: requests.Response, have_file: bool) -> DownloadResult:
     url = response.url or request.url
     etag = response.headers.get("ETag") or request.etag
     last_modified = response.headers.get("Last-Modified") or request.last_modified
     if response.status_code == 304:
-        response.close()
         if not have_file:
             raise FetchError(url, "304 Not Modified but there is no local copy")
         return DownloadResult(
             False, etag, last_modified, sha256_file(request.dest), request.dest.stat().st_size
         )
     if response.status_code >= 500:
-        response.close()
         raise TransientFetchError(url, f"HTTP {response.status_code} {response.reason or ''}")
     if response.status_code != 200:
-        response.close()
         raise HttpStatusError(url, response.status_code, response.reason or "")
     temp, sha256, size = _stream_to_temp(request, response, url)
     if have_file and sha256_file(request.dest) == sha256:

@@ -8,6 +8,7 @@ fetch is tested against sockets rather than a mocked `requests`.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -160,6 +161,17 @@ class SeenRequest:
     headers: dict[str, str]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early (size limits, deadlines) are expected, not errors."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class LocalServer:
     """A ThreadingHTTPServer on 127.0.0.1 with routes a test sets."""
 
@@ -220,8 +232,7 @@ class LocalServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(

@@ -1,0 +1,89 @@
+"""Poppler through child processes, on the real civic PDFs and on broken files."""
+
+from pathlib import Path
+
+import pytest
+
+from clerk.pdf import PdfError, page_count, page_size, pdf_info, render_page, text_layer
+from tests.support.pipeline import CIVIC, PdfFactory
+
+AGENDAS = {
+    "beverlyhills_agenda_1.pdf": 4,
+    "burbank_agenda_1.pdf": 5,
+    "cuya_community_college_agenda.pdf": 2,
+    "lapuente_agenda_1.pdf": 2,
+    "manhattanbeach_agenda_1.pdf": 2,
+}
+MALFORMED = CIVIC / "malformed" / "Notice-and-Agenda-001-2023-06-06.pdf"
+MINUTES = CIVIC / "minutes" / "SSA21_MeetingMinutes_1.29.18.pdf"
+SCANNED = CIVIC / "scanned" / "duarte_agenda_1.pdf"
+
+
+@pytest.mark.parametrize(("name", "pages"), AGENDAS.items())
+def test_civic_agendas_page_counts(name: str, pages: int) -> None:
+    info = pdf_info(CIVIC / "agendas" / name)
+    assert (info.pages, info.warnings) == (pages, [])
+
+
+def test_malformed_xref_is_read_with_a_warning() -> None:
+    info = pdf_info(MALFORMED)
+    assert info.pages == 1
+    assert any("trailer" in warning for warning in info.warnings)
+    warnings: list[str] = []
+    assert len(text_layer(MALFORMED, 1, warnings=warnings).strip()) > 100
+    assert warnings
+
+
+def test_text_layer_of_minutes_and_empty_layer_of_a_scan() -> None:
+    assert page_count(MINUTES) == 2
+    assert "Commissioners Present" in text_layer(MINUTES, 1)
+    assert "Meeting adjourned" in text_layer(MINUTES, 2)
+    assert text_layer(SCANNED, 1).strip() == ""
+
+
+def test_page_out_of_range_is_an_error() -> None:
+    with pytest.raises(PdfError):
+        page_size(MINUTES, 3)
+    with pytest.raises(PdfError, match="numbered from 1"):
+        text_layer(MINUTES, 0)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda f: f.encrypted_pdf("locked.pdf"), "encrypted"),
+        (lambda f: f.truncated_pdf("cut.pdf"), "not a readable PDF"),
+        (lambda f: f.garbage("noise.pdf"), "not a readable PDF"),
+        (lambda f: f.empty("empty.pdf"), "empty file"),
+        (lambda f: f.html("page.pdf"), "not a readable PDF"),
+    ],
+)
+def test_broken_pdfs_fail_clearly(pdf_factory: PdfFactory, make, message: str) -> None:
+    path = make(pdf_factory)
+    with pytest.raises(PdfError, match=message) as caught:
+        page_count(path)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PdfError, match="no such file"):
+        page_count(tmp_path / "nope.pdf")
+
+
+def test_page_limit(pdf_factory: PdfFactory) -> None:
+    path = pdf_factory.text_pdf("three.pdf", ["a", "b", "c"])
+    assert page_count(path) == 3
+    with pytest.raises(PdfError, match="more than the limit of 2"):
+        page_count(path, max_pages=2)
+
+
+def test_render_page_within_pixel_budget(pdf_factory: PdfFactory) -> None:
+    image = render_page(SCANNED, 1, 100, 60_000_000)
+    assert image.size == (850, 1100)
+    plan = pdf_factory.huge_page_pdf("plan.pdf", 36 * 72, 48 * 72)
+    warnings: list[str] = []
+    big = render_page(plan, 1, 150, 10_000_000, warnings=warnings)
+    assert big.size[0] * big.size[1] <= 10_000_000
+    assert "instead of 150" in warnings[0]
+    with pytest.raises(PdfError, match="below the minimum"):
+        render_page(plan, 1, 150, 1_000_000)
