@@ -219,7 +219,9 @@ def compile_site(
         _create_tables(db, entities)
         builder = _Builder(db, site_dir, document_urls, cache)
         for kind, table in PAGE_TABLES.items():
-            db[table].insert_all(builder.rows(kind), batch_size=BATCH_SIZE)  # type: ignore[union-attr]
+            # Ids derive from the meeting slug, so "City Council" and "CITY COUNCIL" on
+            # the same date name the same page: the later one replaces the earlier.
+            db[table].insert_all(builder.rows(kind), batch_size=BATCH_SIZE, replace=True)  # type: ignore[union-attr]
         builder.flush_entities()
         _finish(db, entities)
         db.execute("PRAGMA journal_mode = DELETE")

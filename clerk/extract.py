@@ -370,6 +370,9 @@ class Extractor:
                 if name:
                     people.setdefault(name, Person(name, None))
         votes = self._votes(lines, doc)
+        for vote in votes:
+            for name in (*vote.ayes, *vote.noes, *vote.abstain, *vote.absent):
+                people.setdefault(name, Person(name, None))
         return PageEntities(
             people=list(people.values()),
             motions=motions,

@@ -29,8 +29,7 @@ def test_real_scanned_agenda_is_ocrd() -> None:
     assert "DUARTE" in text
 
 
-def test_generated_scan_is_ocrd_and_text_page_is_not(pdf_factory: PdfFactory,
-                                                     tmp_path: Path) -> None:
+def test_generated_scan_is_ocrd_and_text_page_is_not(pdf_factory: PdfFactory, tmp_path: Path) -> None:
     path = pdf_factory.mixed_pdf(
         "mixed.pdf",
         [

@@ -14,14 +14,19 @@ def extractor() -> Extractor:
 @pytest.mark.parametrize(
     ("text", "mover", "seconder"),
     [
-        ("Motion by Councilmember Smith, seconded by Vice Mayor Jones, to approve the minutes.",
-         "Smith", "Jones"),
+        (
+            "Motion by Councilmember Smith, seconded by Vice Mayor Jones, to approve the minutes.",
+            "Smith",
+            "Jones",
+        ),
         ("Moved by Commissioner Ana Lee, seconded by Commissioner Park.", "Ana Lee", "Park"),
-        ("It was moved by Trustee Garcia and seconded by Trustee Chen to adopt the budget.",
-         "Garcia", "Chen"),
+        (
+            "It was moved by Trustee Garcia and seconded by Trustee Chen to adopt the budget.",
+            "Garcia",
+            "Chen",
+        ),
         ("Garcia moved, Chen seconded.", "Garcia", "Chen"),
-        ("Council Member O'Brien moved to continue the item, seconded by Mayor Diaz.",
-         "O'Brien", "Diaz"),
+        ("Council Member O'Brien moved to continue the item, seconded by Mayor Diaz.", "O'Brien", "Diaz"),
         ("Budget approved - B. Munro (motion), Z. Maiorca (second)", "B. Munro", "Z. Maiorca"),
         ("Motion: Alderman Novak  Second: Alderwoman Reyes", "Novak", "Reyes"),
     ],

@@ -7,8 +7,14 @@ from clerk.fetch import FetchError, UnsupportedScheme, check_scheme, download, r
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///etc/passwd", "ftp://x.org/a.pdf", "javascript:alert(1)", "data:,x", "/local.pdf",
-     "http:///nohost.pdf"],
+    [
+        "file:///etc/passwd",
+        "ftp://x.org/a.pdf",
+        "javascript:alert(1)",
+        "data:,x",
+        "/local.pdf",
+        "http:///nohost.pdf",
+    ],
 )
 def test_only_http_and_https(url: str) -> None:
     with pytest.raises(UnsupportedScheme) as caught:

@@ -9,8 +9,13 @@ from clerk.ocr import OcrError, TesseractBackend, get_backend, has_usable_text, 
 
 @pytest.mark.parametrize(
     ("text", "usable"),
-    [("", False), ("\f", False), ("  \n\f  \n", False), ("- 1 -\f", False),
-     ("CITY COUNCIL REGULAR MEETING AGENDA", True)],
+    [
+        ("", False),
+        ("\f", False),
+        ("  \n\f  \n", False),
+        ("- 1 -\f", False),
+        ("CITY COUNCIL REGULAR MEETING AGENDA", True),
+    ],
 )
 def test_usable_text_layer(text: str, usable: bool) -> None:
     assert has_usable_text(text) is usable

@@ -93,16 +93,14 @@ def test_parse_index_resolves_and_reads_links() -> None:
 
 
 VALID = [
-    {"url": "https://c.gov/a.pdf", "meeting": "City Council", "date": "2024-01-05",
-     "kind": "agenda"},
+    {"url": "https://c.gov/a.pdf", "meeting": "City Council", "date": "2024-01-05", "kind": "agenda"},
     {"url": "b.pdf", "meeting": "Planning", "date": "2024-02-01", "kind": "minutes"},
 ]
 
 
 def test_manifest_parses_and_resolves_relative_urls() -> None:
     documents = parse_manifest(json.dumps(VALID), base_url="https://c.gov/docs/list.json")
-    assert documents[1] == DocumentRef("https://c.gov/docs/b.pdf", "Planning", "2024-02-01",
-                                       "minutes")
+    assert documents[1] == DocumentRef("https://c.gov/docs/b.pdf", "Planning", "2024-02-01", "minutes")
 
 
 def test_manifest_reports_every_problem_with_its_entry() -> None:
@@ -110,8 +108,7 @@ def test_manifest_reports_every_problem_with_its_entry() -> None:
         {"url": "file:///etc/passwd", "meeting": "x", "date": "2024-01-05", "kind": "agenda"},
         {"url": "https://c.gov/a.pdf", "meeting": "", "date": "1/5/2024", "kind": "notes"},
         "not an object",
-        {"url": "https://c.gov/a.pdf", "meeting": "x", "date": "2024-01-05", "kind": "agenda",
-         "extra": 1},
+        {"url": "https://c.gov/a.pdf", "meeting": "x", "date": "2024-01-05", "kind": "agenda", "extra": 1},
     ]
     with pytest.raises(ManifestError) as caught:
         parse_manifest(json.dumps(bad))

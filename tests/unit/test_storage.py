@@ -62,16 +62,12 @@ def test_layout_matches_civic_sites(tmp_path: Path) -> None:
     assert minutes.pdf_path(tmp_path) == site / "pdfs/City Council/2024-01-05.pdf"
     assert agenda.pdf_path(tmp_path) == site / "pdfs/_agendas/City Council/2024-01-05.pdf"
     assert minutes.page_text_path(tmp_path, 2) == site / "txt/City Council/2024-01-05/2.txt"
-    assert agenda.page_text_path(tmp_path, 1) == (
-        site / "txt/_agendas/City Council/2024-01-05/1.txt"
-    )
+    assert agenda.page_text_path(tmp_path, 1) == (site / "txt/_agendas/City Council/2024-01-05/1.txt")
 
 
 def test_page_ids_are_stable_and_prefixed_for_agendas() -> None:
     assert page_id("minutes", "City Council", "2024-01-05", 3) == "city-council-2024-01-05-3"
-    assert page_id("agenda", "City Council", "2024-01-05", 1) == (
-        "agenda-city-council-2024-01-05-1"
-    )
+    assert page_id("agenda", "City Council", "2024-01-05", 1) == ("agenda-city-council-2024-01-05-1")
     assert meeting_slug("Comité d'Été") == "comite-d-ete"
 
 
