@@ -26,9 +26,9 @@ DEFAULT_MAX_PAGE_PIXELS = 60_000_000  # about a 36 x 48 inch page at 150 dpi
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
-    storage_dir: Path = Path(DEFAULT_STORAGE_DIR).expanduser()
-    deploy_dir: Path = Path(DEFAULT_DEPLOY_DIR).expanduser()
-    embedded_dir: Path = Path(DEFAULT_EMBEDDED_DIR).expanduser()
+    storage_dir: Path = field(default_factory=lambda: Path(DEFAULT_STORAGE_DIR).expanduser())
+    deploy_dir: Path = field(default_factory=lambda: Path(DEFAULT_DEPLOY_DIR).expanduser())
+    embedded_dir: Path = field(default_factory=lambda: Path(DEFAULT_EMBEDDED_DIR).expanduser())
     queue_schema: str = "pgqueue"
     default_ocr_backend: str = "tesseract"
     ocr_dpi: int = DEFAULT_OCR_DPI
@@ -38,7 +38,7 @@ class Settings:
     spacy_model: str | None = None
     deploy_backend: str = "directory"
     fetch_workers: int = 1
-    ocr_workers: int = max(1, (os.cpu_count() or 1))
+    ocr_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     extraction_workers: int = 1
     compilation_workers: int = 1
     deploy_workers: int = 1

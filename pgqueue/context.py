@@ -20,6 +20,7 @@ class JobContext:
     tag: str | None
     group_id: int | None
     origin_group_id: int | None
+    priority: int = 0
     deadline: float | None = None  # time.monotonic() value
     stop_reason: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)

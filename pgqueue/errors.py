@@ -8,6 +8,7 @@
     ├── GroupError
     │   ├── GroupExists           a group key already used (sealed)
     │   └── GroupSealed           members added after sealing
+    ├── PermanentFailure          raised by a task: fail now, do not retry
     ├── UnknownTask               a claimed job names a task this worker does not know
     ├── JobNotFound
     └── JobInterrupted            raised inside a task: cancelled, timed out, or lease lost
@@ -57,6 +58,10 @@ class GroupExists(GroupError):
 
 class GroupSealed(GroupError):
     pass
+
+
+class PermanentFailure(PgQueueError):
+    """Raise from a task when retrying cannot help (a corrupt file, a bad argument)."""
 
 
 class UnknownTask(PgQueueError):

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgqueue.context import JobContext, set_current
-from pgqueue.errors import JobCancelled, JobInterrupted, JobTimeout, UnknownTask
+from pgqueue.errors import (
+    JobCancelled,
+    JobInterrupted,
+    JobTimeout,
+    PermanentFailure,
+    UnknownTask,
+)
 from pgqueue.jobs import ClaimedJob
 
 if TYPE_CHECKING:
@@ -58,7 +64,8 @@ def execute(queue: Queue, job: ClaimedJob, context: JobContext) -> Outcome:
     except BaseException as error:  # noqa: BLE001 - a task's failure is data, not a crash
         retryable = True
         try:
-            retryable = isinstance(error, queue.get_task(job.task).retry_on)
+            retryable = (not isinstance(error, PermanentFailure)
+                         and isinstance(error, queue.get_task(job.task).retry_on))
         except UnknownTask:
             retryable = False
         return Outcome("failed", _format_error(error), retryable=retryable)
@@ -96,7 +103,7 @@ def _child_main(queue: Queue, pipe: multiprocessing.connection.Connection, max_j
             return
         job = ClaimedJob(**message)
         context = JobContext(job.id, job.queue, job.task, job.attempt, job.max_attempts,
-                             job.tag, job.group_id, job.origin_group_id)
+                             job.tag, job.group_id, job.origin_group_id, job.priority)
         outcome = execute(queue, job, context)
         pipe.send((outcome.state, outcome.error, outcome.retryable))
 

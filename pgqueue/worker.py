@@ -273,7 +273,7 @@ class Worker:
     def _dispatch(self, job: ClaimedJob) -> None:
         timeout = job.timeout_seconds
         context = JobContext(job.id, job.queue, job.task, job.attempt, job.max_attempts,
-                             job.tag, job.group_id, job.origin_group_id,
+                             job.tag, job.group_id, job.origin_group_id, job.priority,
                              deadline=time.monotonic() + timeout if timeout else None)
         running = RunningJob(job, context, time.monotonic())
         with self._lock:

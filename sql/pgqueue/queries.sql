@@ -322,3 +322,30 @@ ORDER BY started_at;
 SELECT queue, task, state::text, count(*) AS jobs,
        coalesce(sum(extract(epoch FROM finished_at - started_at)), 0) AS seconds
 FROM {schema}.job_history GROUP BY 1, 2, 3;
+
+-- name: live_by_tag
+-- A site's unfinished jobs by queue and state (clerk's one-run-per-site check and --wait).
+SELECT queue, state::text, count(*) AS jobs FROM {schema}.jobs
+WHERE tag = %(tag)s GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- name: history_by_tag
+-- A site's finished jobs since a time, by queue, task and state (status --subdomain).
+SELECT queue, task, state::text, count(*) AS jobs, max(finished_at) AS last_finished
+FROM {schema}.job_history
+WHERE tag = %(tag)s AND finished_at >= %(since)s
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+
+-- name: jobs_by_tag_since
+-- A tag's jobs (live and finished) created since a time, leaving out one queue (clerk
+-- leaves out its per-page OCR jobs, which the group's counters summarise).
+SELECT id, queue, task, args, state::text, attempt, max_attempts, last_error, created_at,
+       started_at, finished_at
+FROM {schema}.all_jobs
+WHERE tag = %(tag)s AND created_at >= %(since)s AND queue <> %(exclude_queue)s
+ORDER BY id;
+
+-- name: latest_group_by_tag
+SELECT * FROM {schema}.group_progress WHERE tag = %(tag)s ORDER BY id DESC LIMIT 1;
+
+-- name: live_tags
+SELECT tag, queue, count(*) AS jobs FROM {schema}.jobs WHERE tag IS NOT NULL GROUP BY 1, 2;

@@ -1,0 +1,44 @@
+"""Logging: one line per event, text or JSON (`LOG_FORMAT=json`), passwords masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from pgqueue.db import mask_url
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class MaskingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the stable `action` field and the record's extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+                "level": record.levelname, "logger": record.name, "pid": record.process,
+                "message": record.getMessage()}
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                data[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return mask_url(json.dumps(data, default=str))
+
+
+def configure(log_format: str = "text", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(MaskingFormatter(
+            "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

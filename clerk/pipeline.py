@@ -1,0 +1,261 @@
+"""The pipeline as pgqueue tasks.
+
+    fetch(site)                              queue fetch
+      -> ocr_page(site, doc, page) x N        queue ocr          one group per site run
+    when the group's last member finishes (fan-in, exactly once):
+      -> compile_site(site, entities=False)   queue compilation  fast path
+      -> extract(site)                        queue extraction   full path, a chain:
+         -> compile_site(site, entities=True) queue compilation
+            -> deploy(site)                   queue deploy
+
+Every job of a run carries the site as its tag and the run's priority.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from clerk import db as clerk_db
+from clerk.compile import DATABASE_FILE, compile_site
+from clerk.config import Settings
+from clerk.deploy import deploy as deploy_database
+from clerk.extract import extract_site
+from clerk.fetch import FetchError, download
+from clerk.ocr import read_page, write_page_text
+from clerk.pdf import PdfError, pdf_info
+from clerk.sites import site_dir, validate_subdomain
+from clerk.sources import SourceError, get_source
+from clerk.storage import Document, StorageError
+from pgqueue import GroupExists, PermanentFailure, Queue, Task, current_job
+from pgqueue.db import connect
+
+log = logging.getLogger("clerk.pipeline")
+
+PRIORITIES = {"high": 100, "normal": 0, "low": -100}
+COMPILE_MARKER = ".compiled.json"  # which run the current meetings.db comes from
+
+
+class SiteNotFound(ValueError):
+    pass
+
+
+def resolve_dsn(settings: Settings) -> str:
+    """DATABASE_URL, or the embedded PostgreSQL when none is configured."""
+    if settings.database_url:
+        return settings.database_url
+    from pgqueue.embedded import embedded_url
+    return embedded_url(settings.embedded_dir)
+
+
+@dataclass
+class Pipeline:
+    """clerk's queue with its tasks registered, bound to one configuration."""
+
+    settings: Settings
+    queue: Queue
+    fetch_task: Task = field(init=False)
+    ocr_task: Task = field(init=False)
+    extract_task: Task = field(init=False)
+    compile_task: Task = field(init=False)
+    deploy_task: Task = field(init=False)
+
+    @property
+    def dsn(self) -> str:
+        return self.queue.dsn
+
+    def migrate(self) -> list[str]:
+        return self.queue.migrate() + clerk_db.migrate_clerk(self.dsn)
+
+    # -- enqueueing -----------------------------------------------------------------------
+
+    def enqueue_site(self, subdomain: str, priority: str | int = "normal") -> dict[str, Any]:
+        """Start a run of a site, or join the one in progress (one run per site at a time)."""
+        validate_subdomain(subdomain)
+        if clerk_db.fetch_one(self.dsn, "get_site", {"subdomain": subdomain}) is None:
+            raise SiteNotFound(f"no site {subdomain!r}: add it with `clerk site add`")
+        level = PRIORITIES[priority] if isinstance(priority, str) else int(priority)
+        live = self.live_jobs(subdomain)
+        if live:
+            return {"site": subdomain, "joined": True, "live_jobs": sum(live.values())}
+        job_id = self.queue.enqueue(self.fetch_task, {"site": subdomain}, priority=level,
+                                    tag=subdomain, dedupe_key=f"clerk:fetch:{subdomain}")
+        return {"site": subdomain, "joined": False, "job_id": job_id, "priority": level}
+
+    def live_jobs(self, subdomain: str) -> dict[str, int]:
+        with connect(self.dsn) as conn:
+            rows = conn.execute(self.queue.statements.live_by_tag, {"tag": subdomain}).fetchall()
+        return {f"{r['queue']}:{r['state']}": r["jobs"] for r in rows}
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def fetch(self, site: str) -> None:
+        settings = self.settings
+        row = clerk_db.fetch_one(self.dsn, "get_site", {"subdomain": validate_subdomain(site)})
+        if row is None:
+            raise PermanentFailure(f"site {site!r} no longer exists")
+        job = current_job()
+        run_key = f"site:{site}:run:{job.id if job else 'manual'}"
+        session = requests.Session()
+        try:
+            refs = get_source(row["source_kind"]).discover(row["source_url"], session, settings)
+        except SourceError as error:
+            raise PermanentFailure(f"site {site}: cannot read its source: {error}") from error
+        finally:
+            session.close()
+        changed: list[tuple[Document, int]] = []
+        problems = 0
+        with requests.Session() as downloads:
+            for ref in refs:
+                try:
+                    outcome = self._fetch_document(site, ref, downloads)
+                except (FetchError, PdfError, StorageError) as error:
+                    problems += 1
+                    log.warning("site %s: document %s failed: %s", site, ref.url, error,
+                                extra={"action": "document_failed", "site": site})
+                    continue
+                if outcome is not None:
+                    changed.append(outcome)
+        root = site_dir(settings.storage_dir, site)
+        summary = (f"{len(refs)} documents listed, {len(changed)} new or changed, "
+                   f"{sum(p for _, p in changed)} pages to read, {problems} failed")
+        if not changed and (root / DATABASE_FILE).exists():
+            self._record_fetch(site, run_key, f"nothing new: {summary}")
+            log.info("site %s: nothing new (%s)", site, summary,
+                     extra={"action": "nothing_new", "site": site})
+            return
+        self._fan_out(site, run_key, changed, job.priority if job else 0, summary)
+
+    def _fetch_document(self, site: str, ref: Any, session: requests.Session
+                        ) -> tuple[Document, int] | None:
+        settings = self.settings
+        document = Document(site, ref.kind, ref.meeting, ref.date)
+        key = {"site": site, "kind": document.kind, "meeting": document.meeting,
+               "date": document.date}
+        previous = clerk_db.fetch_one(self.dsn, "get_document", key)
+        pdf = document.pdf_path(settings.storage_dir)
+        have_file = pdf.exists() and previous is not None and previous["pages"]
+        record = {**key, "url": ref.url, "etag": None, "last_modified": None, "sha256": None,
+                  "pages": None, "error": None}
+        try:
+            result = download(ref.url, pdf,
+                              etag=previous["etag"] if have_file else None,
+                              last_modified=previous["last_modified"] if have_file else None,
+                              max_bytes=settings.max_pdf_bytes, timeout=settings.http_timeout,
+                              session=session)
+            record.update(etag=result.etag, last_modified=result.last_modified,
+                          sha256=result.sha256 or (previous or {}).get("sha256"))
+            if not result.changed and have_file:
+                record["pages"] = previous["pages"]
+                self._save_document(record)
+                return None
+            info = pdf_info(pdf)
+            record["pages"] = info.pages
+            if info.warnings:
+                record["error"] = f"read with warnings: {info.warnings[0]}"
+        except (FetchError, PdfError) as error:
+            record["error"] = f"{type(error).__name__}: {error}"
+            self._save_document(record)
+            raise
+        self._save_document(record)
+        # The document changed: its old page texts go, so no stale page survives.
+        shutil.rmtree(document.text_dir(settings.storage_dir), ignore_errors=True)
+        return document, info.pages
+
+    def _save_document(self, record: dict[str, Any]) -> None:
+        with connect(self.dsn) as conn:
+            clerk_db.execute(conn, "save_document", record)
+
+    def _record_fetch(self, site: str, run_key: str, result: str, conn: Any = None) -> None:
+        params = {"subdomain": site, "run_key": run_key, "result": result}
+        if conn is not None:
+            clerk_db.execute(conn, "site_fetched", params)
+            return
+        with connect(self.dsn) as own:
+            clerk_db.execute(own, "site_fetched", params)
+
+    def _fan_out(self, site: str, run_key: str, changed: list[tuple[Document, int]],
+                 priority: int, summary: str) -> None:
+        """One group of page jobs and the follow-ups, in one transaction."""
+        compile_fast = self.compile_task.spec(site=site, entities=False, run=run_key)
+        full_path = self.extract_task.spec(site=site).then(
+            self.compile_task.spec(site=site, entities=True, run=run_key).then(
+                self.deploy_task.spec(site=site)))
+        pages = [{"site": site, "kind": doc.kind, "meeting": doc.meeting, "date": doc.date,
+                  "page": page}
+                 for doc, count in changed for page in range(1, count + 1)]
+        with connect(self.dsn) as conn, conn.transaction():
+            try:
+                with self.queue.group(run_key, tag=site, priority=priority, conn=conn,
+                                      on_complete=[compile_fast, full_path]) as group:
+                    group.enqueue_many(self.ocr_task, pages)
+            except GroupExists:
+                log.info("site %s: run %s was already fanned out (a retried fetch)", site,
+                         run_key, extra={"action": "fan_out_exists", "site": site})
+                return
+            self._record_fetch(site, run_key, summary, conn)
+        log.info("site %s: %s", site, summary, extra={"action": "fanned_out", "site": site})
+
+    def ocr_page(self, site: str, kind: str, meeting: str, date: str, page: int) -> None:
+        settings = self.settings
+        try:
+            document = Document(site, kind, meeting, date)  # type: ignore[arg-type]
+            pdf = document.pdf_path(settings.storage_dir)
+            text = read_page(pdf, page, settings)
+        except (PdfError, StorageError) as error:
+            raise PermanentFailure(f"site {site}, {kind} {meeting} {date}, page {page}: "
+                                   f"{error}") from error
+        write_page_text(document.page_text_path(settings.storage_dir, page), text.text)
+
+    def extract(self, site: str) -> None:
+        stats = extract_site(site_dir(self.settings.storage_dir, site), self.settings)
+        log.info("site %s: entities from %s pages (%s extracted, %s cached)", site, stats.pages,
+                 stats.extracted, stats.cached, extra={"action": "extracted", "site": site})
+
+    def compile(self, site: str, entities: bool, run: str | None = None) -> None:
+        root = site_dir(self.settings.storage_dir, site)
+        marker = root / COMPILE_MARKER
+        if not entities and run is not None and marker.exists():
+            # The full path already compiled this run (it raced ahead): keep its entities.
+            previous = json.loads(marker.read_text())
+            if previous.get("run") == run and previous.get("entities"):
+                log.info("site %s: fast compile skipped, the full one is done", site,
+                         extra={"action": "compile_skipped", "site": site})
+                return
+        urls = {f"{r['kind']}/{r['meeting']}/{r['date']}": r["url"]
+                for r in clerk_db.fetch_all(self.dsn, "document_urls", {"site": site})}
+        result = compile_site(root, entities=entities, document_urls=urls)
+        marker.write_text(json.dumps({"run": run, "entities": entities}))
+        log.info("site %s: compiled %s (entities=%s)", site, result.path, entities,
+                 extra={"action": "compiled", "site": site})
+
+    def deploy(self, site: str) -> None:
+        database = site_dir(self.settings.storage_dir, site) / DATABASE_FILE
+        target = deploy_database(site, database, self.settings)
+        with connect(self.dsn) as conn:
+            clerk_db.execute(conn, "site_succeeded", {"subdomain": site})
+        log.info("site %s: deployed to %s", site, target, extra={"action": "deployed", "site": site})
+
+
+def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:
+    """A Pipeline whose queue has clerk's five tasks registered."""
+    queue = Queue(dsn or resolve_dsn(settings), schema=settings.queue_schema)
+    pipeline = Pipeline(settings, queue)
+    pipeline.fetch_task = queue.task(pipeline.fetch, name="clerk.fetch", queue="fetch",
+                                     max_attempts=3, timeout=settings.fetch_timeout,
+                                     retry_backoff=10.0)
+    pipeline.ocr_task = queue.task(pipeline.ocr_page, name="clerk.ocr_page", queue="ocr",
+                                   max_attempts=3, timeout=settings.ocr_timeout, retry_backoff=5.0)
+    pipeline.extract_task = queue.task(pipeline.extract, name="clerk.extract", queue="extraction",
+                                       max_attempts=3, timeout=settings.extraction_timeout)
+    pipeline.compile_task = queue.task(pipeline.compile, name="clerk.compile", queue="compilation",
+                                       max_attempts=3, timeout=settings.compilation_timeout)
+    pipeline.deploy_task = queue.task(pipeline.deploy, name="clerk.deploy", queue="deploy",
+                                      max_attempts=5, timeout=settings.deploy_timeout)
+    return pipeline
+

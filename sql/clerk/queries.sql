@@ -1,0 +1,46 @@
+-- Every statement clerk runs, one `-- name:` block each. `{schema}` is clerk's schema.
+
+-- name: add_site
+INSERT INTO {schema}.sites (subdomain, name, source_url, source_kind)
+VALUES (%(subdomain)s, %(name)s, %(source_url)s, %(source_kind)s)
+ON CONFLICT (subdomain) DO UPDATE
+SET name = excluded.name, source_url = excluded.source_url, source_kind = excluded.source_kind
+RETURNING subdomain, (xmax = 0) AS created;
+
+-- name: get_site
+SELECT * FROM {schema}.sites WHERE subdomain = %(subdomain)s;
+
+-- name: list_sites
+SELECT * FROM {schema}.sites ORDER BY subdomain;
+
+-- name: remove_site
+DELETE FROM {schema}.sites WHERE subdomain = %(subdomain)s RETURNING subdomain;
+
+-- name: site_fetched
+UPDATE {schema}.sites SET last_fetch_at = now(), last_run_key = %(run_key)s,
+    last_result = %(result)s
+WHERE subdomain = %(subdomain)s;
+
+-- name: site_succeeded
+UPDATE {schema}.sites SET last_success_at = now() WHERE subdomain = %(subdomain)s;
+
+-- name: get_document
+SELECT * FROM {schema}.documents
+WHERE site = %(site)s AND kind = %(kind)s AND meeting = %(meeting)s AND date = %(date)s;
+
+-- name: save_document
+INSERT INTO {schema}.documents (site, kind, meeting, date, url, etag, last_modified, sha256,
+                                pages, fetched_at, error)
+VALUES (%(site)s, %(kind)s, %(meeting)s, %(date)s, %(url)s, %(etag)s, %(last_modified)s,
+        %(sha256)s, %(pages)s, now(), %(error)s)
+ON CONFLICT (site, kind, meeting, date) DO UPDATE
+SET url = excluded.url, etag = excluded.etag, last_modified = excluded.last_modified,
+    sha256 = excluded.sha256, pages = excluded.pages, fetched_at = excluded.fetched_at,
+    error = excluded.error;
+
+-- name: document_errors
+SELECT kind, meeting, date, url, error FROM {schema}.documents
+WHERE site = %(site)s AND error IS NOT NULL ORDER BY date, meeting;
+
+-- name: document_urls
+SELECT kind, meeting, date::text AS date, url FROM {schema}.documents WHERE site = %(site)s;
