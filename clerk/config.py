@@ -74,12 +74,17 @@ def _convert(value: str, kind: object) -> object:
 
 
 def load_settings(env_file: str | os.PathLike[str] | None = ".env",
-                  environ: dict[str, str] | None = None) -> Settings:
-    """Read settings; the process environment wins over the `.env` file."""
-    source: dict[str, str] = {}
+                  environ: dict[str, str] | None = None, *, file_wins: bool = False) -> Settings:
+    """Read settings; the process environment wins over the `.env` file.
+
+    `file_wins` reverses that, for a reload (SIGHUP): under systemd the file was loaded into
+    the environment at start (EnvironmentFile=), so only the file has the new values.
+    """
+    from_file: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
-        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    source.update(os.environ if environ is None else environ)
+        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    from_env = dict(os.environ if environ is None else environ)
+    source = {**from_env, **from_file} if file_wins else {**from_file, **from_env}
     values: dict[str, object] = {}
     for item in fields(Settings):
         if item.name == "extra":

@@ -189,6 +189,24 @@ class Queue:
         with self.connect() as db:
             return query(db, self.statements.active_workers).fetchall()
 
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """What /metrics shows, read from the views at scrape time (see pgqueue.metrics)."""
+        with self.connect() as db:
+            depth = query(db, self.statements.queue_depth).fetchall()
+            workers = query(db, self.statements.active_workers).fetchall()
+            finished = query(db, self.statements.task_counts).fetchall()
+        alive: dict[str, int] = {}
+        for worker in workers:
+            for name in worker["queues"]:
+                alive[name] = alive.get(name, 0) + 1
+        return {
+            "depth": [(r["queue"], r["state"], int(r["jobs"])) for r in depth],
+            "workers": sorted(alive.items()),
+            "finished": [(r["queue"], r["task"], r["state"], int(r["jobs"])) for r in finished],
+            "durations": [(r["queue"], r["task"], {"sum": float(r["seconds"]), "count": int(r["jobs"])})
+                          for r in finished if r["state"] == "succeeded"],
+        }
+
     # -- work -----------------------------------------------------------------------------
 
     def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Any:

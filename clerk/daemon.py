@@ -1,0 +1,145 @@
+"""`clerkd`: one supervisor, one pool of worker processes per queue, sized from configuration.
+
+A worker process holds its connection and its jobs' leases; each job runs in a child of
+it (process isolation), so Tesseract, Poppler or spaCy crashing, hanging or bloating fails
+that job alone. The supervisor restarts crashed workers with backoff, recycles them after
+MAX_JOBS_PER_WORKER jobs, and on SIGTERM lets running jobs finish within SHUTDOWN_GRACE
+before giving their jobs back. SIGHUP re-reads the configuration and resizes the pools.
+It also prunes finished jobs on a schedule (one machine at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+import click
+
+from clerk.config import QUEUES, Settings, load_settings
+from clerk.doctor import run_checks
+from clerk.logs import configure as configure_logging
+from clerk.pipeline import Pipeline, build_pipeline
+from pgqueue import sdnotify
+from pgqueue.db import describe, is_connection_error
+from pgqueue.errors import ConfigurationError, DatabaseUnavailable
+from pgqueue.http import serve_health_and_metrics
+from pgqueue.metrics import Metrics
+from pgqueue.supervisor import PoolSpec, Supervisor, SupervisorEvent, WorkerSlot, pools_from_sizes
+
+log = logging.getLogger("clerk.daemon")
+
+PRUNE_INTERVAL_SECONDS = 600.0
+SUPERVISOR_GRACE_MARGIN = 10.0  # the supervisor waits a little longer than its workers
+
+
+def pool_sizes(settings: Settings) -> dict[str, PoolSpec]:
+    return pools_from_sizes({name: settings.workers_for(name) for name in QUEUES})
+
+
+class Daemon:
+    def __init__(self, settings: Settings, env_file: str, burst: bool = False) -> None:
+        self.settings = settings
+        self.env_file = env_file
+        self.burst = burst
+        self.pipeline: Pipeline = build_pipeline(settings)
+        self.metrics = Metrics(fetch=self._snapshot, queues=QUEUES)
+        self.stop_maintenance = threading.Event()
+        self.server: Any = None
+        if settings.metrics_port:
+            self.server = serve_health_and_metrics(
+                health=self.health, registry=self.metrics.registry,
+                host=settings.metrics_host, port=settings.metrics_port)
+        self.supervisor = Supervisor(
+            pool_sizes(settings), self.run_worker,
+            grace=settings.shutdown_grace + SUPERVISOR_GRACE_MARGIN,
+            on_event=self._on_event, on_reload=self.reload,
+            child_setup=self.server.close_in_child if self.server is not None else None)
+
+    def _snapshot(self) -> Any:
+        return self.pipeline.queue.metrics_snapshot()
+
+    def _on_event(self, event: SupervisorEvent) -> None:
+        level = logging.ERROR if event.kind in ("crashed", "crash_loop") else logging.INFO
+        log.log(level, "supervisor: %s pool=%s index=%s pid=%s exit=%s", event.kind, event.pool,
+                event.index, event.pid, event.exitcode,
+                extra={"action": f"supervisor_{event.kind}", "queue": event.pool})
+
+    def health(self) -> dict[str, Any]:
+        report = dict(self.supervisor.health())
+        try:
+            with self.pipeline.queue.connect() as conn:
+                conn.execute("SELECT 1")
+            report["database"] = "reachable"
+        except DatabaseUnavailable as error:
+            report["database"] = str(error)
+            report["status"] = "database_unreachable"
+        return report
+
+    def run_worker(self, slot: WorkerSlot) -> int:
+        """In a child process: one worker for the slot's queue."""
+        settings = self.settings
+        return self.pipeline.queue.work(
+            [slot.pool], concurrency=1, isolation="process", burst=self.burst,
+            max_jobs=settings.max_jobs_per_worker, max_jobs_per_child=settings.max_jobs_per_worker,
+            shutdown_grace=settings.shutdown_grace)
+
+    def reload(self) -> None:
+        try:
+            fresh = load_settings(self.env_file, file_wins=True)
+        except ValueError as error:
+            log.error("reload refused: %s", error, extra={"action": "reload_failed"})
+            return
+        log.info("reload: pools %s", {n: fresh.workers_for(n) for n in QUEUES},
+                 extra={"action": "reload"})
+        self.supervisor.resize(pool_sizes(fresh))
+
+    def maintenance(self) -> None:
+        """Prune history now and then (an advisory lock keeps it to one machine)."""
+        while not self.stop_maintenance.wait(PRUNE_INTERVAL_SECONDS):
+            try:
+                deleted = self.pipeline.queue.prune()
+                if deleted:
+                    log.info("pruned %s", deleted, extra={"action": "pruned"})
+            except Exception as error:  # maintenance must not kill the daemon
+                if not is_connection_error(error):
+                    log.exception("prune failed", extra={"action": "prune_failed"})
+
+    def run(self) -> int:
+        self.pipeline.migrate()
+        for check in run_checks(self.settings):
+            if not check.ok:
+                log.warning("doctor: %s: %s (fix: %s)", check.name, check.detail, check.fix,
+                            extra={"action": "doctor"})
+        log.info("clerkd starting: database %s, pools %s", describe(self.pipeline.dsn),
+                 {n: self.settings.workers_for(n) for n in QUEUES}, extra={"action": "start"})
+        if self.server is not None:
+            log.info("health and metrics on %s", self.server.url, extra={"action": "http"})
+            sdnotify.status(f"metrics on {self.server.url}")
+        thread = threading.Thread(target=self.maintenance, name="clerkd-maintenance", daemon=True)
+        thread.start()
+        try:
+            return self.supervisor.run()
+        finally:
+            self.stop_maintenance.set()
+            if self.server is not None:
+                self.server.close()
+
+
+@click.command()
+@click.option("--env-file", default=".env", envvar="CLERK_ENV_FILE", show_default=True)
+@click.option("--burst", is_flag=True, envvar="CLERK_BURST",
+              help="Workers exit when their queue is empty (tests, cron).")
+def main(env_file: str, burst: bool) -> None:
+    """Run the clerk worker pools (FETCH_WORKERS, OCR_WORKERS, ... from the environment/.env)."""
+    try:
+        settings = load_settings(env_file)
+    except ValueError as error:
+        raise click.ClickException(f"configuration: {error}") from None
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        daemon = Daemon(settings, env_file, burst=burst)
+        sys.exit(daemon.run())
+    except (DatabaseUnavailable, ConfigurationError) as error:
+        raise click.ClickException(str(error)) from None
