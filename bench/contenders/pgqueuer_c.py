@@ -18,7 +18,7 @@ import psycopg
 from bench import probe
 from bench.contenders.base import THROUGHPUT_TASK, Contender, Layout, Producer, count
 
-DEFAULT_BATCH_SIZE = 50
+DEFAULT_BATCH_SIZE = 100  # `--tune`: 10 / 50 / 100 gave 2.9k / 4.7k / 5.6k jobs/s in one process
 
 
 def driver_name() -> str:
