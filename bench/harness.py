@@ -149,6 +149,8 @@ def machine_facts() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "git_commit": commit or None,
+        # other work on the machine skews every figure; compare runs with similar load
+        "load_average_at_start": os.getloadavg(),
         "packages": {name: _version(name) for name in (
             "clerk", "procrastinate", "pgqueuer", "psycopg", "psycopg-binary",
             "psycopg-pool", "asyncpg")},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             run_figures(args, cluster, sizes, results)
     finally:
         results["seconds"] = time.monotonic() - started
+        results["machine"]["load_average_at_end"] = os.getloadavg()
         cluster.stop()
         path = report.write(results, None if args.output is None else Path(args.output))
     if not args.tune:
@@ -152,5 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{results['machine']['cpu_count']} CPUs ({results['machine']['cpu_model']}), "
           f"Python {results['machine']['python']}, {results['machine'].get('postgresql', '?')}")
     print("versions: " + ", ".join(f"{n} {v}" for n, v in results["versions"].items()))
+    print(f"load average at start / end: {results['machine']['load_average_at_start'][0]:.1f}"
+          f" / {results['machine']['load_average_at_end'][0]:.1f}")
     print(f"took {results['seconds']:.0f} s; JSON: {path}")
     return 0
