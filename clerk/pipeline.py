@@ -30,7 +30,8 @@ from clerk.fetch import FetchError, download
 from clerk.ocr import read_page, write_page_text
 from clerk.pdf import PdfError, pdf_info
 from clerk.sites import site_dir, validate_subdomain
-from clerk.sources import SourceError, get_source
+from clerk.sources import DocumentRef, SourceError, get_source
+from clerk.sources.index import RejectedLink
 from clerk.storage import Document, StorageError
 from pgqueue import GroupExists, PermanentFailure, Queue, Task, current_job
 from pgqueue.db import connect
@@ -103,11 +104,12 @@ class Pipeline:
         run_key = f"site:{site}:run:{job.id if job else 'manual'}"
         session = requests.Session()
         try:
-            refs = get_source(row["source_kind"]).discover(row["source_url"], session, settings)
-        except SourceError as error:
+            refs, refused = discover(row["source_kind"], row["source_url"], session, settings)
+        except (SourceError, FetchError) as error:
             raise PermanentFailure(f"site {site}: cannot read its source: {error}") from error
         finally:
             session.close()
+        self._record_refused(site, refused)
         changed: list[tuple[Document, int]] = []
         problems = 0
         with requests.Session() as downloads:
@@ -123,7 +125,8 @@ class Pipeline:
                     changed.append(outcome)
         root = site_dir(settings.storage_dir, site)
         summary = (f"{len(refs)} documents listed, {len(changed)} new or changed, "
-                   f"{sum(p for _, p in changed)} pages to read, {problems} failed")
+                   f"{sum(p for _, p in changed)} pages to read, {problems} failed"
+                   + (f", {len(refused)} links refused" if refused else ""))
         if not changed and (root / DATABASE_FILE).exists():
             self._record_fetch(site, run_key, f"nothing new: {summary}")
             log.info("site %s: nothing new (%s)", site, summary,
@@ -166,6 +169,18 @@ class Pipeline:
         # The document changed: its old page texts go, so no stale page survives.
         shutil.rmtree(document.text_dir(settings.storage_dir), ignore_errors=True)
         return document, info.pages
+
+    def _record_refused(self, site: str, refused: list[RejectedLink]) -> None:
+        """Replace the site's refused links with this fetch's (status shows them)."""
+        for link in refused:
+            log.warning("site %s: link %s refused: %s", site, link.url, link.reason,
+                        extra={"action": "link_refused", "site": site})
+        with connect(self.dsn) as conn:
+            clerk_db.execute(conn, "clear_refused_links", {"site": site})
+            if refused:
+                clerk_db.execute(conn, "save_refused_links", {
+                    "site": site, "urls": [link.url for link in refused],
+                    "reasons": [link.reason for link in refused]})
 
     def _save_document(self, record: dict[str, Any]) -> None:
         with connect(self.dsn) as conn:
@@ -240,6 +255,21 @@ class Pipeline:
         with connect(self.dsn) as conn:
             clerk_db.execute(conn, "site_succeeded", {"subdomain": site})
         log.info("site %s: deployed to %s", site, target, extra={"action": "deployed", "site": site})
+
+
+def discover(kind: str, source_url: str, session: requests.Session, settings: Settings
+             ) -> tuple[list[DocumentRef], list[RejectedLink]]:
+    """The documents a site's source lists, and the links it refused to turn into one.
+
+    A source that can say what it refused (the index page: other schemes, undated PDFs)
+    provides `discover_index`; for the others every problem is an error of the whole source.
+    """
+    source = get_source(kind)
+    detailed = getattr(source, "discover_index", None)
+    if detailed is None:
+        return source.discover(source_url, session, settings), []
+    result = detailed(source_url, session, settings)
+    return list(result.documents), list(result.rejected)
 
 
 def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:

@@ -44,3 +44,15 @@ WHERE site = %(site)s AND error IS NOT NULL ORDER BY date, meeting;
 
 -- name: document_urls
 SELECT kind, meeting, date::text AS date, url FROM {schema}.documents WHERE site = %(site)s;
+
+-- name: clear_refused_links
+DELETE FROM {schema}.refused_links WHERE site = %(site)s;
+
+-- name: save_refused_links
+-- One statement for all of a fetch's refused links (parallel arrays).
+INSERT INTO {schema}.refused_links (site, url, reason)
+SELECT %(site)s, url, reason FROM unnest(%(urls)s::text[], %(reasons)s::text[]) AS r(url, reason)
+ON CONFLICT (site, url) DO UPDATE SET reason = excluded.reason, seen_at = now();
+
+-- name: refused_links
+SELECT url, reason FROM {schema}.refused_links WHERE site = %(site)s ORDER BY url;
