@@ -246,9 +246,10 @@ def status(obj: Context, subdomain: str | None, as_json: bool) -> None:
 
 
 def _print_site(data: dict[str, Any]) -> None:
-    click.echo(f"{data['site']} ({data['name']}): {'complete' if data['complete'] else 'in progress'}")
-    click.echo(f"  pages {data['pages_done']}/{data['pages_total']} ({data['percent']:.0f}%), "
-               f"started {data['started_at']}, updated {data['updated_at']}")
+    click.echo(f"{data['site']} ({data['name']}): {data['state']}")
+    if data["started_at"] is not None:
+        click.echo(f"  pages {data['pages_done']}/{data['pages_total']} ({data['percent']:.0f}%), "
+                   f"started {data['started_at']}, updated {data['updated_at']}")
     if data["last_result"]:
         click.echo(f"  last fetch: {data['last_result']}")
     for stage in data["stages"]:
@@ -257,8 +258,14 @@ def _print_site(data: dict[str, Any]) -> None:
     for page in data["failed_pages"]:
         click.echo(f"  failed page: {page.get('kind')} {page.get('meeting')} {page.get('date')} "
                    f"page {page.get('page')}: {page['error']}")
+    for job in data["failed_jobs"]:
+        click.echo(f"  failed {job['queue']} job {job['job_id']} ({job['task']}, attempt "
+                   f"{job['attempt']}): {job['error']}")
     for document in data["document_errors"]:
-        click.echo(f"  document problem: {document['url']}: {document['error']}")
+        click.echo(f"  document problem: {document['kind']} {document['meeting']} "
+                   f"{document['date']} ({document['url']}): {document['error']}")
+    for link in data["refused_links"]:
+        click.echo(f"  refused link: {link['url']}: {link['error']}")
 
 
 @main.command("purge")
@@ -334,7 +341,9 @@ def worker(obj: Context, queue_name: str, concurrency: int, burst: bool) -> None
     settings = obj.settings
     code = pipeline.queue.work([queue_name], concurrency=concurrency, burst=burst,
                                isolation="process", shutdown_grace=settings.shutdown_grace,
-                               max_jobs_per_child=settings.max_jobs_per_worker)
+                               max_jobs_per_child=settings.max_jobs_per_worker,
+                               lease_seconds=settings.lease_seconds,
+                               poll_interval=settings.poll_interval)
     sys.exit(code)
 
 

@@ -84,13 +84,28 @@ def site_status(pipeline: Pipeline, site: str) -> dict[str, Any]:
                         {"tag": site, "since": row["created_at"], "exclude_queue": "ocr"}
                         ).fetchall()
     failures = pipeline.queue.group_failures(group["id"]) if group else []
-    stages = _stages(group, jobs, [j for j in fetches if j["queue"] == "fetch"], live)
+    fetch_jobs = [j for j in fetches if j["queue"] == "fetch"]
+    stages = _stages(group, jobs, fetch_jobs, live)
     documents = clerk_db.fetch_all(pipeline.dsn, "document_errors", {"site": site})
+    refused = clerk_db.fetch_all(pipeline.dsn, "refused_links", {"site": site})
     complete = all(s["state"] in ("done", "skipped") for s in stages)
+    # The latest fetch, and the run's later steps, that failed for good: their errors.
+    failed_jobs = [{"job_id": j["id"], "task": j["task"], "queue": j["queue"],
+                    "attempt": j["attempt"], "error": _last_line(j["last_error"])}
+                   for j in fetch_jobs[-1:] + [j for j in jobs if j["queue"] != "fetch"]
+                   if j["state"] == "failed"]
+    if complete:
+        state = "complete"
+    elif live:
+        state = "in progress"
+    elif not fetch_jobs:
+        state = "never run"
+    else:
+        state = "failed" if failed_jobs or any(s["state"] == "failed" for s in stages) else "stopped"
     return {
         "site": site, "name": row["name"], "source_url": row["source_url"],
         "last_fetch_at": _iso(row["last_fetch_at"]), "last_success_at": _iso(row["last_success_at"]),
-        "last_result": row["last_result"], "complete": complete,
+        "last_result": row["last_result"], "complete": complete, "state": state,
         "pages_done": group["done"] if group else 0, "pages_total": group["total"] if group else 0,
         "percent": float(group["percent"]) if group else 0.0,
         "started_at": _iso(group["started_at"]) if group else None,
@@ -98,7 +113,9 @@ def site_status(pipeline: Pipeline, site: str) -> dict[str, Any]:
         "stages": stages,
         "failed_pages": [{"job_id": f["id"], **f["args"], "error": _last_line(f["last_error"])}
                          for f in failures],
+        "failed_jobs": failed_jobs,
         "document_errors": [{**d, "date": str(d["date"])} for d in documents],
+        "refused_links": [{"url": r["url"], "error": r["reason"]} for r in refused],
     }
 
 
