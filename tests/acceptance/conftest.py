@@ -14,7 +14,6 @@ import html
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,17 +83,6 @@ def city(http_server: LocalServer) -> CitySite:
     return site
 
 
-@pytest.fixture(autouse=True)
-def _keep_root_logging() -> Iterator[None]:
-    """The CLI points the root logger at its stderr; CliRunner closes that stream after
-    each call, so the test's later log lines would go to a closed file. Put it back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture
 def clerk_env(db_url: str, tmp_path: Path) -> dict[str, str]:
     """The environment a clerk command runs with in these tests."""
@@ -128,8 +116,16 @@ class Cli:
         self.env = env
 
     def __call__(self, *args: str, ok: bool = True, input: str | None = None) -> Result:
-        result = CliRunner().invoke(main, list(args), env=self.env, input=input,
-                                    catch_exceptions=True)
+        # The CLI points the root logger at its own stderr, which CliRunner closes after
+        # the call: put pytest's handlers (caplog) back so later log lines are captured.
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            result = CliRunner().invoke(main, list(args), env=self.env, input=input,
+                                        catch_exceptions=True)
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise AssertionError(f"clerk {' '.join(args)} raised") from result.exception
         if ok:
