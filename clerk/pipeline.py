@@ -33,7 +33,7 @@ from clerk.sites import site_dir, validate_subdomain
 from clerk.sources import DocumentRef, SourceError, get_source
 from clerk.sources.index import RejectedLink
 from clerk.storage import Document, StorageError
-from pgqueue import GroupExists, PermanentFailure, Queue, Task, current_job
+from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
 from pgqueue.db import connect
 
 log = logging.getLogger("clerk.pipeline")
@@ -84,8 +84,12 @@ class Pipeline:
         live = self.live_jobs(subdomain)
         if live:
             return {"site": subdomain, "joined": True, "live_jobs": sum(live.values())}
-        job_id = self.queue.enqueue(self.fetch_task, {"site": subdomain}, priority=level,
-                                    tag=subdomain, dedupe_key=f"clerk:fetch:{subdomain}")
+        try:
+            job_id = self.queue.enqueue(self.fetch_task, {"site": subdomain}, priority=level,
+                                        tag=subdomain, dedupe_key=f"clerk:fetch:{subdomain}")
+        except DuplicateJob:  # another enqueue of this site won the race: join its run
+            return {"site": subdomain, "joined": True,
+                    "live_jobs": sum(self.live_jobs(subdomain).values())}
         return {"site": subdomain, "joined": False, "job_id": job_id, "priority": level}
 
     def live_jobs(self, subdomain: str) -> dict[str, int]:
@@ -110,7 +114,7 @@ class Pipeline:
         finally:
             session.close()
         self._record_refused(site, refused)
-        changed: list[tuple[Document, int]] = []
+        changed: list[tuple[Document, list[int]]] = []
         problems = 0
         with requests.Session() as downloads:
             for ref in refs:
@@ -125,7 +129,7 @@ class Pipeline:
                     changed.append(outcome)
         root = site_dir(settings.storage_dir, site)
         summary = (f"{len(refs)} documents listed, {len(changed)} new or changed, "
-                   f"{sum(p for _, p in changed)} pages to read, {problems} failed"
+                   f"{sum(len(p) for _, p in changed)} pages to read, {problems} failed"
                    + (f", {len(refused)} links refused" if refused else ""))
         if not changed and (root / DATABASE_FILE).exists():
             self._record_fetch(site, run_key, f"nothing new: {summary}")
@@ -135,7 +139,13 @@ class Pipeline:
         self._fan_out(site, run_key, changed, job.priority if job else 0, summary)
 
     def _fetch_document(self, site: str, ref: Any, session: requests.Session
-                        ) -> tuple[Document, int] | None:
+                        ) -> tuple[Document, list[int]] | None:
+        """Download a document if it changed; return it with the pages to read, if any.
+
+        An unchanged document still has pages to read when some of its page texts are
+        missing: a fetch that failed between the download and the fan-out (the next fetch
+        finds the file unchanged), or a page that failed for good in an earlier run.
+        """
         settings = self.settings
         document = Document(site, ref.kind, ref.meeting, ref.date)
         key = {"site": site, "kind": document.kind, "meeting": document.meeting,
@@ -153,10 +163,14 @@ class Pipeline:
                               session=session)
             record.update(etag=result.etag, last_modified=result.last_modified,
                           sha256=result.sha256 or (previous or {}).get("sha256"))
-            if not result.changed and have_file:
-                record["pages"] = previous["pages"]
+            # Unchanged means the bytes on disk are those the pages were read from: a crash
+            # between the download's rename and this record would otherwise keep stale pages.
+            if not result.changed and have_file and result.sha256 == previous["sha256"]:
+                record.update(pages=previous["pages"], error=previous["error"])
                 self._save_document(record)
-                return None
+                missing = [page for page in range(1, previous["pages"] + 1)
+                           if not document.page_text_path(settings.storage_dir, page).exists()]
+                return (document, missing) if missing else None
             info = pdf_info(pdf)
             record["pages"] = info.pages
             if info.warnings:
@@ -168,7 +182,7 @@ class Pipeline:
         self._save_document(record)
         # The document changed: its old page texts go, so no stale page survives.
         shutil.rmtree(document.text_dir(settings.storage_dir), ignore_errors=True)
-        return document, info.pages
+        return document, list(range(1, info.pages + 1))
 
     def _record_refused(self, site: str, refused: list[RejectedLink]) -> None:
         """Replace the site's refused links with this fetch's (status shows them)."""
@@ -194,7 +208,7 @@ class Pipeline:
         with connect(self.dsn) as own:
             clerk_db.execute(own, "site_fetched", params)
 
-    def _fan_out(self, site: str, run_key: str, changed: list[tuple[Document, int]],
+    def _fan_out(self, site: str, run_key: str, changed: list[tuple[Document, list[int]]],
                  priority: int, summary: str) -> None:
         """One group of page jobs and the follow-ups, in one transaction."""
         compile_fast = self.compile_task.spec(site=site, entities=False, run=run_key)
@@ -203,7 +217,7 @@ class Pipeline:
                 self.deploy_task.spec(site=site)))
         pages = [{"site": site, "kind": doc.kind, "meeting": doc.meeting, "date": doc.date,
                   "page": page}
-                 for doc, count in changed for page in range(1, count + 1)]
+                 for doc, numbers in changed for page in numbers]
         with connect(self.dsn) as conn, conn.transaction():
             try:
                 with self.queue.group(run_key, tag=site, priority=priority, conn=conn,
