@@ -62,7 +62,18 @@ def _subdomain(value: str) -> str:
         raise click.ClickException(str(error)) from None
 
 
-@click.group()
+class ClerkGroup(click.Group):
+    """Turns the errors a user can fix (the database is down, the configuration is wrong)
+    into one line and exit code 1, from whichever command meets them, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (DatabaseUnavailable, ConfigurationError) as error:
+            raise click.ClickException(mask_url(str(error))) from None
+
+
+@click.group(cls=ClerkGroup)
 @click.option("--env-file", default=".env", envvar="CLERK_ENV_FILE", show_default=True,
               help="A .env file of settings (the environment wins over it).")
 @click.pass_context
