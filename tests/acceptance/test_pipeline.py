@@ -12,8 +12,11 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from clerk.compile import DATABASE_FILE
 from clerk.pipeline import Pipeline
+from pgqueue import PermanentFailure
 from tests.acceptance.conftest import (
     CLERK_BIN,
     CitySite,
@@ -209,3 +212,38 @@ def test_conditional_requests_use_last_modified_too(
     second = city.hits("a.pdf")[1]
     assert second.get("If-Modified-Since") == stamp
     assert len(ocr_jobs(db_url)) == 1
+
+
+def test_fetch_that_dies_before_fan_out_loses_no_pages(
+        city: CitySite, pdf_factory: PdfFactory, cli: Cli, pipeline: Pipeline, db_url: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PDFs were downloaded and recorded, then the fetch died: the next fetch finds
+    them unchanged (304) and must still read their pages, which were never read."""
+    city.add("a.pdf", "City Council Agenda 2024-04-02",
+             pdf_factory.text_pdf("a.pdf", ["Agenda: the egret colony", "Page two: adjourn"]).read_bytes())
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise PermanentFailure("simulated crash between the downloads and the fan-out")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Pipeline, "_fan_out", die)
+        cli("site", "add", "springfield", "--url", city.url)
+        cli("enqueue", "springfield")
+        run_workers(pipeline)
+    assert [job["state"] for job in history(db_url)] == ["failed"]
+
+    cli("enqueue", "springfield")
+    run_workers(pipeline)
+    assert city.hits("a.pdf")[1].get("If-None-Match")  # not downloaded again
+    assert len(ocr_jobs(db_url)) == 2
+    database = tmp_path / "storage" / "springfield" / DATABASE_FILE
+    assert len(pages(database, "agendas")) == 2
+    assert search(database, "agendas", "egret")
+
+    # A page text lost on disk is read again, alone.
+    (tmp_path / "storage" / "springfield" / "txt" / "_agendas" / "City Council" / "2024-04-02"
+     / "2.txt").unlink()
+    cli("enqueue", "springfield")
+    run_workers(pipeline)
+    assert [job["args"]["page"] for job in ocr_jobs(db_url)[2:]] == [2]
+    assert len(pages(database, "agendas")) == 2
