@@ -1,4 +1,5 @@
-"""PostgreSQL restarted twice under running workers (a fast stop, then a crash-like one).
+"""PostgreSQL restarted twice under running workers: a fast restart, then a crash (immediate
+stop) with the server down until every worker has tried to reconnect.
 
 Workers lose every connection (main, listener, heartbeat, the task's own); they must
 reconnect, record what they finished, and leave nothing lost and nothing `running`.
@@ -7,6 +8,7 @@ reconnect, record what they finished, and leave nothing lost and nothing `runnin
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,11 @@ from tests.support import worker_app
 
 JOBS = scaled(1_200, 5_000)
 GROUP_SIZE = 100
+REFUSED = "cannot connect to PostgreSQL"
+
+
+def worker_logs(fleet: Fleet) -> dict[Path, str]:
+    return {path: path.read_text(errors="replace") for path in fleet.log_dir.glob("*.log")}
 
 
 @pytest.mark.slow
@@ -59,8 +66,15 @@ def test_workers_survive_fast_and_immediate_restarts(own_server: LocalServer, fl
     own_server.restart("fast")
     wait_for(lambda: finished() >= before + JOBS // 4, timeout=60,
              what="progress after the fast restart", watch=fleet)
+    # A crash (immediate stop), and PostgreSQL back only once every worker has tried and
+    # failed to reconnect, as when systemd restarts it a few seconds later.
     before = finished()
-    own_server.restart("immediate")
+    refused = {path: text.count(REFUSED) for path, text in worker_logs(fleet).items()}
+    own_server.stop_server("immediate")
+    wait_for(lambda: all(text.count(REFUSED) > refused.get(path, 0)
+                         for path, text in worker_logs(fleet).items()),
+             timeout=30, what="every worker to find the database down")
+    own_server.start()
     wait_for(lambda: finished() >= before + JOBS // 10, timeout=60,
              what="progress after the immediate restart", watch=fleet)
 
