@@ -34,7 +34,7 @@ def worker_logs(fleet: Fleet) -> dict[Path, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(scaled(240, 600))
 @pytest.mark.xfail(strict=True, raises=WorkerDied, reason=(
     "pgqueue.worker catches psycopg.Error while reconnecting, but pgqueue.db.connect raises "
     "DatabaseUnavailable (not a psycopg.Error): a worker that reconnects while PostgreSQL is "

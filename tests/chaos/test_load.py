@@ -48,7 +48,7 @@ ORDER BY 1
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(280 if JOBS <= 20_000 else 1200)
+@pytest.mark.timeout(scaled(280, 1200))
 def test_load_is_steady_bounded_and_prunable(app: Queue, db_url: str, fleet: Fleet) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(FINISH_LOG)
@@ -64,7 +64,7 @@ def test_load_is_steady_bounded_and_prunable(app: Queue, db_url: str, fleet: Fle
              >= len(procs), timeout=60, what="every worker to finish a job", watch=fleet)
     rss_start = {p.pid: vm_rss_kb(p.pid) for p in procs}
 
-    wait_for(lambda: finished() >= JOBS // 2, timeout=240, what="half the jobs", watch=fleet,
+    wait_for(lambda: finished() >= JOBS // 2, timeout=scaled(240, 900), what="half the jobs", watch=fleet,
              interval=0.25)
     history_before = int(scalar(db_url, "SELECT count(*) FROM pgqueue.job_history"))
     deleted = app.prune(succeeded_after=0)
@@ -73,7 +73,7 @@ def test_load_is_steady_bounded_and_prunable(app: Queue, db_url: str, fleet: Fle
     assert deleted is not None and deleted["succeeded"] > 0
     assert history_after <= history_before
 
-    wait_for(lambda: finished() >= JOBS, timeout=240, what=f"all {JOBS} jobs", watch=fleet,
+    wait_for(lambda: finished() >= JOBS, timeout=scaled(240, 900), what=f"all {JOBS} jobs", watch=fleet,
              interval=0.25)
     rss_end = {p.pid: vm_rss_kb(p.pid) for p in procs}
     fleet.stop_all()
