@@ -6,6 +6,7 @@ import json
 import logging
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def publish(city: CitySite, pdf_factory: PdfFactory, documents: int = 2, pages: 
 
 def fetch_only(pipeline: Pipeline) -> None:
     """Run the fetches, leaving the page jobs queued."""
-    pipeline.queue.work(["fetch"], burst=True, install_signals=False)
+    pipeline.queue.work(["fetch"], burst=True, poll_interval=0.2, install_signals=False)
 
 
 def test_status_overview(city: CitySite, pdf_factory: PdfFactory, cli: Cli,
@@ -242,3 +243,29 @@ def test_demo_on_the_embedded_database(tmp_path: Path, clerk_env: dict[str, str]
         assert any(embedded.iterdir()), "the embedded cluster lives in CLERK_EMBEDDED_DIR"
     finally:
         stop_embedded(embedded)
+
+
+def test_enqueue_joins_a_run_in_progress_and_waits(city: CitySite, pdf_factory: PdfFactory,
+                                                   cli: Cli, pipeline: Pipeline, db_url: str) -> None:
+    publish(city, pdf_factory, documents=1, pages=2)
+    cli("site", "add", "springfield", "--url", city.url)
+    assert "enqueued" in cli("enqueue", "springfield").output
+    joined = cli("enqueue", "springfield", "--priority", "high").output
+    assert "a run is already in progress (1 jobs); joined it" in joined
+    fetch_only(pipeline)
+    assert "a run is already in progress (2 jobs)" in cli("enqueue", "springfield").output
+
+    # --wait follows the run to its end while a worker (here a thread) does the work.
+    worker = pipeline.queue.worker(list(QUEUES), concurrency=2, poll_interval=0.2,
+                                   install_signals=False)
+    thread = threading.Thread(target=worker.run, name="test-worker")
+    thread.start()
+    try:
+        result = cli("enqueue", "springfield", "--wait")
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert "springfield (springfield): complete" in result.output
+    assert "✓ deploy" in result.output
+    assert [j["queue"] for j in history(db_url)].count("fetch") == 1  # one run, joined twice

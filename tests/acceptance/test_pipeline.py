@@ -176,7 +176,7 @@ def test_high_priority_site_overtakes_backlog(
     # The big site's pages are queued first (its fetch runs alone), then the small site
     # is enqueued with high priority behind that backlog.
     cli("enqueue", "bigtown")
-    pipeline.queue.work(["fetch"], concurrency=1, burst=True, install_signals=False)
+    pipeline.queue.work(["fetch"], burst=True, poll_interval=0.2, install_signals=False)
     assert sum(pipeline.live_jobs("bigtown").values()) == 24
     cli("enqueue", "smallville", "--priority", "high")
     # One worker for every queue, one job at a time. It claims from its queues in the

@@ -116,11 +116,14 @@ def test_bad_pdf(make, expected: str, city: CitySite, pdf_factory: PdfFactory, c
     ("timeout", "timed out"),
 ])
 def test_document_http_failure(route: str, expected: str, city: CitySite, pdf_factory: PdfFactory,
-                               cli: Cli, pipeline: Pipeline, db_url: str, tmp_path: Path) -> None:
+                               cli: Cli, pipeline: Pipeline, db_url: str, tmp_path: Path,
+                               clerk_env: dict[str, str]) -> None:
     publish_good(city, pdf_factory)
     path = city.path("bad.pdf")
     if route == "timeout":
         city.server.slow_drip(path, interval=60)  # the header, then nothing
+        pipeline = build_pipeline(load_settings(None, {**clerk_env, "CLERK_HTTP_TIMEOUT": "0.5"}),
+                                  db_url)
     elif route == "500":
         city.server.status(path, 500)
     # "404": no route at all
