@@ -83,7 +83,8 @@ class Daemon:
         return self.pipeline.queue.work(
             [slot.pool], concurrency=1, isolation="process", burst=self.burst,
             max_jobs=settings.max_jobs_per_worker, max_jobs_per_child=settings.max_jobs_per_worker,
-            shutdown_grace=settings.shutdown_grace)
+            shutdown_grace=settings.shutdown_grace, lease_seconds=settings.lease_seconds,
+            poll_interval=settings.poll_interval)
 
     def reload(self) -> None:
         try:

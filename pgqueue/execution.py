@@ -9,10 +9,12 @@ cancellation, and records "killed by signal 11" as the job's error if it dies.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from pgqueue.jobs import ClaimedJob
 if TYPE_CHECKING:
     from pgqueue.queue import Queue
 
+PR_SET_PDEATHSIG = 1
 CHECK_INTERVAL = 0.2  # seconds between the parent's checks of a child's deadline and flags
 MAX_ERROR_CHARS = 20_000
 
@@ -90,7 +93,21 @@ class ThreadRunner:
         pass
 
 
-def _child_main(queue: Queue, pipe: multiprocessing.connection.Connection, max_jobs: int) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this process when its parent dies (say, by SIGKILL), so
+    a job never outlives the worker that holds its lease."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+
+def _child_main(queue: Queue, pipe: multiprocessing.connection.Connection, max_jobs: int,
+                parent_pid: int) -> None:
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
     # The parent decides when a job stops; a Ctrl-C to the process group must not.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -136,7 +153,8 @@ class ProcessRunner:
             parent_end, child_end = multiprocessing.Pipe()
             ctx = multiprocessing.get_context("fork")
             self._process = ctx.Process(target=_child_main, name="pgqueue-job",
-                                        args=(self.queue, child_end, self.max_jobs), daemon=True)
+                                        args=(self.queue, child_end, self.max_jobs, os.getpid()),
+                                        daemon=True)
             self._process.start()
             child_end.close()
             self._pipe = parent_end

@@ -42,6 +42,7 @@ DEFAULT_LEASE_SECONDS = 30.0  # a dead worker's jobs come back within this
 DEFAULT_POLL_INTERVAL = 5.0  # safety net for lost NOTIFYs (e.g. behind PgBouncer)
 DEFAULT_SHUTDOWN_GRACE = 30.0
 BURST_HORIZON_SECONDS = 60.0  # burst mode waits for retries due within this
+BURST_RECHECK_SECONDS = 0.25
 RECONNECT_BACKOFF_MAX = 5.0
 LISTENER_PROBE_SECONDS = 10.0
 
@@ -120,6 +121,8 @@ class Worker:
         self._done_since_beat = 0
         self._started_jobs = 0
         self._threads: list[threading.Thread] = []
+        self._signals = 0
+        self._exiting = threading.Event()
 
     # -- control --------------------------------------------------------------------------
 
@@ -131,13 +134,21 @@ class Worker:
         self._wake.set()
 
     def _handle_signal(self, signum: int, frame: Any) -> None:
-        if self._stopping.is_set():
+        # A handler runs in the main thread between bytecodes, possibly while that thread
+        # holds the lock inside `Event.wait`; setting the same event here would deadlock.
+        # So the handler only starts a thread, which takes the locks normally.
+        self._signals += 1
+        cold = self._signals > 1
+        threading.Thread(target=self._stop_from_signal, args=(signum, cold),
+                         name="pgqueue-signal", daemon=True).start()
+
+    def _stop_from_signal(self, signum: int, cold: bool) -> None:
+        if cold:
             log.warning("second signal %s: cold stop", signum, extra={"action": "cold_stop"})
-            self.stop(cold=True)
         else:
-            log.info("signal %s: warm stop (grace %.0f s)", signum, self.shutdown_grace,
+            log.info("signal %s: warm stop (grace %.1f s)", signum, self.shutdown_grace,
                      extra={"action": "warm_stop"})
-            self.stop()
+        self.stop(cold=cold)
 
     def _emit(self, action: str, **details: Any) -> None:
         if self.on_event is not None:
@@ -166,24 +177,31 @@ class Worker:
         assert row is not None
         self.worker_id = int(row["id"])
 
-    def _claim(self, limit: int) -> list[ClaimedJob]:
+    def _claim_params(self, name: str, limit: int) -> dict[str, Any]:
+        return {"queue": name, "limit": limit, "worker_id": self.worker_id,
+                "lease_seconds": self.lease_seconds}
+
+    def _claim(self, limit: int, skip_first: bool = False) -> list[ClaimedJob]:
         """Up to `limit` jobs, from the worker's queues in the order given."""
         claimed: list[ClaimedJob] = []
-        for name in self.queues:
-            rows = self._connection().execute(self.queue.statements.claim, {
-                "queue": name, "limit": limit - len(claimed), "worker_id": self.worker_id,
-                "lease_seconds": self.lease_seconds}).fetchall()
-            claimed.extend(ClaimedJob.from_row(row) for row in rows)
+        for name in self.queues[1 if skip_first else 0:]:
             if len(claimed) >= limit:
                 break
+            rows = self._connection().execute(
+                self.queue.statements.claim, self._claim_params(name, limit - len(claimed))
+            ).fetchall()
+            claimed.extend(ClaimedJob.from_row(row) for row in rows)
         return claimed
 
-    def _flush(self) -> None:
-        """Record finished jobs: final states in one statement, retries in another."""
+    def _flush_and_claim(self, free: int) -> list[ClaimedJob]:
+        """Record finished jobs and claim up to `free` new ones.
+
+        With both to do, they share one transaction sent as one pipeline: one round trip and
+        one commit (one WAL flush) per cycle instead of two. Final states go in one
+        statement, retries in another.
+        """
         with self._lock:
             batch, self._finished = self._finished, []
-        if not batch:
-            return
         finals: list[tuple[Finished, str]] = []
         retries: list[tuple[Finished, float]] = []
         for item in batch:
@@ -197,25 +215,49 @@ class Worker:
                     retries.append((item, decision.delay))
                     continue
             finals.append((item, outcome.state))
+        claimed: list[ClaimedJob] = []
         try:
             conn = self._connection()
-            if finals:
-                conn.execute(self.queue.statements.finish_jobs, {
-                    "ids": [f.job.id for f, _ in finals],
-                    "attempts": [f.job.attempt for f, _ in finals],
-                    "states": [state for _, state in finals],
-                    "errors": [f.outcome.error for f, _ in finals],
-                    "from_state": "running"})
-            if retries:
-                conn.execute(self.queue.statements.retry_later, {
-                    "ids": [f.job.id for f, _ in retries],
-                    "attempts": [f.job.attempt for f, _ in retries],
-                    "delays": [delay for _, delay in retries],
-                    "errors": [f.outcome.error for f, _ in retries]})
+            if finals or retries:
+                with conn.pipeline(), conn.transaction():
+                    self._record(conn, finals, retries)
+                    cursor = (conn.execute(self.queue.statements.claim,
+                                           self._claim_params(self.queues[0], free))
+                              if free > 0 else None)
+                if cursor is not None:
+                    claimed = [ClaimedJob.from_row(row) for row in cursor.fetchall()]
+                if free > len(claimed) and len(self.queues) > 1:
+                    claimed += self._claim(free - len(claimed), skip_first=True)
+            elif free > 0:
+                claimed = self._claim(free)
         except psycopg.Error:
             with self._lock:  # keep them; the next flush after reconnecting records them
                 self._finished[:0] = batch
             raise
+        self._recorded(batch, finals, retries)
+        return claimed
+
+    def _flush(self) -> None:
+        self._flush_and_claim(0)
+
+    def _record(self, conn: psycopg.Connection[Any], finals: list[tuple[Finished, str]],
+                retries: list[tuple[Finished, float]]) -> None:
+        if finals:
+            conn.execute(self.queue.statements.finish_jobs, {
+                "ids": [f.job.id for f, _ in finals],
+                "attempts": [f.job.attempt for f, _ in finals],
+                "states": [state for _, state in finals],
+                "errors": [f.outcome.error for f, _ in finals],
+                "from_state": "running"})
+        if retries:
+            conn.execute(self.queue.statements.retry_later, {
+                "ids": [f.job.id for f, _ in retries],
+                "attempts": [f.job.attempt for f, _ in retries],
+                "delays": [delay for _, delay in retries],
+                "errors": [f.outcome.error for f, _ in retries]})
+
+    def _recorded(self, batch: list[Finished], finals: list[tuple[Finished, str]],
+                  retries: list[tuple[Finished, float]]) -> None:
         with self._lock:
             for item in batch:
                 self._running.pop(item.job.id, None)
@@ -328,7 +370,7 @@ class Worker:
         while not self._cold.is_set():
             self._beat_now.wait(interval)
             self._beat_now.clear()
-            if self._stopped_all():
+            if self._exiting.is_set():
                 return
             try:
                 if conn is None or conn.closed:
@@ -368,9 +410,6 @@ class Worker:
                 conn = None
                 time.sleep(delay)
                 delay = min(RECONNECT_BACKOFF_MAX, delay * 2)
-
-    def _stopped_all(self) -> bool:
-        return self._stopping.is_set() and not self._busy() and not self._running
 
     def _listen_loop(self) -> None:
         channels = [f"{self.queue.schema}.{name}" for name in self.queues]
@@ -444,8 +483,11 @@ class Worker:
         stop_deadline: float | None = None
         while True:
             try:
-                self._flush()
+                # Cleared before looking, so a slot finishing from here on wakes the wait
+                # below (clearing after the flush lost such wake-ups: a 5 s stall).
+                self._wake.clear()
                 if self._stopping.is_set():
+                    self._flush()
                     if stop_deadline is None:
                         stop_deadline = time.monotonic() + self.shutdown_grace
                     if not self._busy() or self._cold.is_set() or time.monotonic() > stop_deadline:
@@ -453,22 +495,21 @@ class Worker:
                 else:
                     free = self._free_slots()
                     if self.max_jobs is not None:
-                        free = min(free, self.max_jobs - self._started_jobs)
-                        if free <= 0 and not self._busy():
-                            log.info("worker %s recycled after %s jobs", self.worker_id,
-                                     self._started_jobs, extra={"action": "recycle"})
-                            break
-                    if free > 0:
-                        self._wake.clear()
-                        jobs = self._claim(free)
-                        for job in jobs:
-                            self._dispatch(job)
-                        if jobs:
-                            continue
-                        if self.burst and not self._busy() and self._idle_everywhere():
-                            break
+                        free = max(0, min(free, self.max_jobs - self._started_jobs))
+                    jobs = self._flush_and_claim(free)
+                    for job in jobs:
+                        self._dispatch(job)
+                    if jobs:
+                        continue
+                    if self.max_jobs is not None and self._started_jobs >= self.max_jobs \
+                            and not self._busy():
+                        log.info("worker %s recycled after %s jobs", self.worker_id,
+                                 self._started_jobs, extra={"action": "recycle"})
+                        break
+                    if free > 0 and self.burst and not self._busy() and self._idle_everywhere():
+                        break
                 delay = 0.2
-                self._wake.wait(self.poll_interval if not self._stopping.is_set() else 0.1)
+                self._wake.wait(self._wait_seconds())
             except psycopg.Error as error:
                 if not is_connection_error(error):
                     raise
@@ -481,6 +522,13 @@ class Worker:
                 delay = min(RECONNECT_BACKOFF_MAX, delay * 2)
         self._shutdown()
         return 1 if self._fatal else 0
+
+    def _wait_seconds(self) -> float:
+        if self._stopping.is_set():
+            return 0.1
+        if self.burst:  # others' running jobs may finish (or be rescued) without a NOTIFY
+            return min(self.poll_interval, BURST_RECHECK_SECONDS)
+        return self.poll_interval
 
     def _shutdown(self) -> None:
         self._stopping.set()
@@ -508,6 +556,7 @@ class Worker:
         for slot in self._slots:
             if slot.thread is not None:
                 slot.thread.join(2)
+        self._exiting.set()
         self._beat_now.set()
         for thread in self._threads:
             thread.join(5)
