@@ -50,7 +50,7 @@ def cancel(self: Queue, *, tag: str | None = None, group_id: int | None = None,
     """Cancel the queued jobs of a tag (a site), a group, or ids; stop their running ones."""
     if tag is None and group_id is None and not ids:
         raise ValueError("cancel needs a tag, a group id or job ids")
-    with self.connect() as conn, conn.transaction():
+    with self.session() as conn:
         groups = 0
         if tag is not None:
             groups += len(conn.execute(self.statements.cancel_groups_by_tag, {"tag": tag}).fetchall())
@@ -69,7 +69,7 @@ def cancel(self: Queue, *, tag: str | None = None, group_id: int | None = None,
 
 def purge_queue(self: Queue, queue: str) -> CancelResult:
     """Cancel every queued job of a queue and stop its running ones."""
-    with self.connect() as conn, conn.transaction():
+    with self.session() as conn:
         queued = conn.execute(self.statements.lock_queued_by_queue, {"queue": queue}).fetchall()
         cancelled = finish(conn, self, queued, "cancelled", f"queue {queue} purged", "queued")
         flagged = conn.execute(self.statements.request_cancel_running,
@@ -81,7 +81,7 @@ def purge_queue(self: Queue, queue: str) -> CancelResult:
 def retry_failed(self: Queue, *, ids: list[int] | None = None, queue: str | None = None,
                  tag: str | None = None) -> int:
     """Put failed jobs back in the queue (fresh attempts). Returns how many."""
-    with self.connect() as conn, conn.transaction():
+    with self.session() as conn:
         locked = conn.execute(self.statements.lock_failed,
                               {"ids": ids, "queue": queue, "tag": tag}).fetchall()
         if not locked:
@@ -96,7 +96,7 @@ def retry_failed(self: Queue, *, ids: list[int] | None = None, queue: str | None
 def failed_jobs(self: Queue, *, queue: str | None = None, tag: str | None = None,
                 limit: int = 100) -> list[dict[str, Any]]:
     """Recent failures: final ones, and jobs waiting to retry after an error."""
-    with self.connect() as conn:
+    with self.session(atomic=False) as conn:
         return conn.execute(self.statements.failed_jobs,
                             {"queue": queue, "tag": tag, "limit": limit}).fetchall()
 
@@ -108,7 +108,7 @@ def rescue_expired(self: Queue, backoff: Backoff | None = None) -> dict[str, int
     is likely the job that kills its worker.
     """
     policy = backoff or Backoff(base=1.0, maximum=60.0)
-    with self.connect() as conn, conn.transaction():
+    with self.session() as conn:
         expired = conn.execute(self.statements.expired_leases, {"limit": RESCUE_BATCH}).fetchall()
         give_up = [r for r in expired
                    if r["attempt"] >= r["max_attempts"] or r["rescues"] + 1 >= MAX_RESCUES]

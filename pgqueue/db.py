@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -46,19 +44,6 @@ def connect(conninfo: str, *, autocommit: bool = False, **kwargs: Any) -> psycop
         reason = mask_url(str(error).strip().splitlines()[0] if str(error).strip() else "")
         raise DatabaseUnavailable(
             f"cannot connect to PostgreSQL at {describe(conninfo)}: {reason}") from None
-
-
-@contextlib.contextmanager
-def transaction(conninfo: str | None, conn: psycopg.Connection[Any] | None
-                ) -> Iterator[psycopg.Connection[Any]]:
-    """Use the caller's connection (joining its transaction) or open one and commit."""
-    if conn is not None:
-        with conn.transaction():
-            yield conn
-        return
-    assert conninfo is not None
-    with connect(conninfo) as own, own.transaction():
-        yield own
 
 
 def is_connection_error(error: BaseException) -> bool:

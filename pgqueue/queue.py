@@ -4,22 +4,45 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import admin
-from pgqueue.db import connect, query, transaction
+from pgqueue.db import CONNECT_TIMEOUT, connect, describe, query
 from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, run_at_for
-from pgqueue.errors import DuplicateJob, JobNotFound, UnknownTask
+from pgqueue.errors import DatabaseUnavailable, DuplicateJob, JobNotFound, UnknownTask
 from pgqueue.groups import Group, GroupProgress, create_group
 from pgqueue.jobs import Job
 from pgqueue.migrate import Migrator
 from pgqueue.retry import Backoff
 from pgqueue.sql import Statements
 from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Task
+
+DEFAULT_POOL_SIZE = 4  # connections for enqueueing and reads; workers hold their own
+
+_queues: weakref.WeakSet[Queue] = weakref.WeakSet()
+_inherited_pools: list[ConnectionPool] = []
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must never use, nor close, its parent's pooled connections: closing
+    would send the server a Terminate on the parent's sockets. Keep them unreferenced by
+    the queues and alive until the child exits."""
+    for queue in list(_queues):
+        if queue._pool is not None:
+            _inherited_pools.append(queue._pool)
+            queue._pool = None
+            queue._pool_key = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Queue:
@@ -30,7 +53,7 @@ class Queue:
     """
 
     def __init__(self, dsn: str | None = None, *, schema: str = "pgqueue",
-                 embedded_dir: str | None = None) -> None:
+                 embedded_dir: str | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         if dsn is None:
             from pgqueue.embedded import embedded_url
             dsn = embedded_url(embedded_dir)
@@ -38,6 +61,10 @@ class Queue:
         self.schema = schema
         self.statements = Statements(schema)
         self.tasks: dict[str, Task] = {}
+        self.pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._pool_key: tuple[int, str] | None = None
+        _queues.add(self)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -49,7 +76,52 @@ class Queue:
         return [f"{m.version:04d}_{m.name}" for m in self.migrator().upgrade()]
 
     def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+        """A dedicated connection (workers hold their own); see `session` for short work."""
         return connect(self.dsn, autocommit=autocommit)
+
+    def _connection_pool(self) -> ConnectionPool:
+        # One pool per process and DSN: a forked worker must not share its parent's sockets.
+        key = (os.getpid(), self.dsn)
+        if self._pool is None or self._pool_key != key:
+            self._pool = ConnectionPool(
+                self.dsn, min_size=1, max_size=self.pool_size, open=True, name="pgqueue",
+                timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
+                kwargs={"autocommit": True, "row_factory": dict_row,
+                        "connect_timeout": CONNECT_TIMEOUT})
+            self._pool_key = key
+        return self._pool
+
+    @contextlib.contextmanager
+    def session(self, conn: psycopg.Connection[Any] | None = None, *, atomic: bool = True
+                ) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for short work: the caller's (joining its transaction), or a pooled
+        one. `atomic` wraps the work in a transaction (a savepoint inside the caller's);
+        a single statement needs none, which saves two round trips."""
+        if conn is not None:
+            if atomic:
+                with conn.transaction():
+                    yield conn
+            else:
+                yield conn
+            return
+        try:
+            with self._connection_pool().connection() as pooled:
+                if atomic:
+                    with pooled.transaction():
+                        yield pooled
+                else:
+                    yield pooled
+        except PoolTimeout:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {describe(self.dsn)} "
+                f"(no connection within {CONNECT_TIMEOUT} s)") from None
+
+    def close(self) -> None:
+        """Close the pooled connections (workers close their own)."""
+        if self._pool is not None and self._pool_key == (os.getpid(), self.dsn):
+            self._pool.close()
+        self._pool = None
+        self._pool_key = None
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -89,7 +161,7 @@ class Queue:
         batch = RowBatch()
         batch.add(task, args or {}, priority=priority, run_at=run_at_for(run_at, delay),
                   group_id=None, tag=tag, dedupe_key=dedupe_key, on_success=on_success)
-        with transaction(self.dsn, conn) as db:
+        with self.session(conn, atomic=False) as db:
             ids = insert_batch(db, self.statements, batch)
             if not ids:
                 assert dedupe_key is not None
@@ -111,7 +183,7 @@ class Queue:
         when = run_at_for(run_at, delay)
         ids: list[int] = []
         position = 0
-        with transaction(self.dsn, conn) as db:
+        with self.session(conn) as db:
             for chunk in batched(args_list, batch_size):
                 batch = RowBatch()
                 for args in chunk:
@@ -133,7 +205,7 @@ class Queue:
         of its pages atomically with its own bookkeeping). If the block raises, nothing of
         the group is kept.
         """
-        with transaction(self.dsn, conn) as db:
+        with self.session(conn) as db:
             group = create_group(self, db, key, on_complete, tag, priority)
             yield group
             if not group.sealed:
@@ -143,12 +215,12 @@ class Queue:
                    tag: str | None = None, priority: int = 0,
                    conn: psycopg.Connection[Any] | None = None) -> int:
         """Create a group that stays open across transactions; returns its id."""
-        with transaction(self.dsn, conn) as db:
+        with self.session(conn) as db:
             return create_group(self, db, key, on_complete, tag, priority).id
 
     def add_to_group(self, group_id: int, task: Task, args_list: Iterable[dict[str, Any]], *,
                      conn: psycopg.Connection[Any] | None = None) -> list[int]:
-        with transaction(self.dsn, conn) as db:
+        with self.session(conn) as db:
             row = query(db, self.statements.group_row, {"id": group_id}).fetchone()
             if row is None:
                 raise JobNotFound(f"no group {group_id}")
@@ -156,12 +228,12 @@ class Queue:
             return group.enqueue_many(task, args_list)
 
     def seal_group(self, group_id: int, *, conn: psycopg.Connection[Any] | None = None) -> bool:
-        with transaction(self.dsn, conn) as db:
+        with self.session(conn) as db:
             row = query(db, self.statements.seal_group, {"id": group_id}).fetchone()
             return bool(row and row["completed"])
 
     def get_group(self, group_id: int) -> GroupProgress:
-        with self.connect() as db:
+        with self.session() as db:
             row = query(db, self.statements.group_by_id, {"id": group_id}).fetchone()
         if row is None:
             raise JobNotFound(f"no group {group_id}")
@@ -169,29 +241,29 @@ class Queue:
 
     def group_failures(self, group_id: int) -> list[dict[str, Any]]:
         """Members of a group that failed for good, with their errors."""
-        with self.connect() as db:
+        with self.session() as db:
             return query(db, self.statements.group_failures, {"group_id": group_id}).fetchall()
 
     # -- reading --------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Job:
-        with self.connect() as db:
+        with self.session() as db:
             row = query(db, self.statements.get_job, {"id": job_id}).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id} (never existed, or pruned)")
         return Job.from_row(row)
 
     def queue_depth(self) -> list[dict[str, Any]]:
-        with self.connect() as db:
+        with self.session() as db:
             return query(db, self.statements.queue_depth).fetchall()
 
     def active_workers(self) -> list[dict[str, Any]]:
-        with self.connect() as db:
+        with self.session() as db:
             return query(db, self.statements.active_workers).fetchall()
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """What /metrics shows, read from the views at scrape time (see pgqueue.metrics)."""
-        with self.connect() as db:
+        with self.session() as db:
             depth = query(db, self.statements.queue_depth).fetchall()
             workers = query(db, self.statements.active_workers).fetchall()
             finished = query(db, self.statements.task_counts).fetchall()

@@ -107,12 +107,14 @@ def _drop(admin_url: str, name: str) -> None:
 
 
 @pytest.fixture
-def queue(db_url: str) -> Queue:
-    return Queue(db_url)
+def queue(db_url: str) -> Iterator[Queue]:
+    queue = Queue(db_url)
+    yield queue
+    queue.close()
 
 
 @pytest.fixture
-def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Queue:
+def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Queue]:
     """The tests' pgqueue application (tests.support.worker_app) bound to a fresh database."""
     from tests.support import worker_app
 
@@ -120,7 +122,8 @@ def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Queue:
     monkeypatch.setattr(worker_app.queue, "dsn", db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(worker_app.EFFECTS_DDL)
-    return worker_app.queue
+    yield worker_app.queue
+    worker_app.queue.close()
 
 
 def effects(db_url: str) -> list[tuple[int, int, int]]:
