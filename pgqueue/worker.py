@@ -177,21 +177,18 @@ class Worker:
         assert row is not None
         self.worker_id = int(row["id"])
 
-    def _claim_params(self, name: str, limit: int) -> dict[str, Any]:
-        return {"queue": name, "limit": limit, "worker_id": self.worker_id,
-                "lease_seconds": self.lease_seconds}
+    def _claim_statement(self, limit: int) -> tuple[Any, dict[str, Any]]:
+        """One queue: the simple claim. Several: the best jobs across them (priority first)."""
+        params = {"limit": limit, "worker_id": self.worker_id,
+                  "lease_seconds": self.lease_seconds}
+        if len(self.queues) == 1:
+            return self.queue.statements.claim, {**params, "queue": self.queues[0]}
+        return self.queue.statements.claim_across_queues, {**params, "queues": self.queues}
 
-    def _claim(self, limit: int, skip_first: bool = False) -> list[ClaimedJob]:
-        """Up to `limit` jobs, from the worker's queues in the order given."""
-        claimed: list[ClaimedJob] = []
-        for name in self.queues[1 if skip_first else 0:]:
-            if len(claimed) >= limit:
-                break
-            rows = self._connection().execute(
-                self.queue.statements.claim, self._claim_params(name, limit - len(claimed))
-            ).fetchall()
-            claimed.extend(ClaimedJob.from_row(row) for row in rows)
-        return claimed
+    def _claim(self, limit: int) -> list[ClaimedJob]:
+        statement, params = self._claim_statement(limit)
+        rows = self._connection().execute(statement, params).fetchall()
+        return [ClaimedJob.from_row(row) for row in rows]
 
     def _flush_and_claim(self, free: int) -> list[ClaimedJob]:
         """Record finished jobs and claim up to `free` new ones.
@@ -221,13 +218,9 @@ class Worker:
             if finals or retries:
                 with conn.pipeline(), conn.transaction():
                     self._record(conn, finals, retries)
-                    cursor = (conn.execute(self.queue.statements.claim,
-                                           self._claim_params(self.queues[0], free))
-                              if free > 0 else None)
+                    cursor = conn.execute(*self._claim_statement(free)) if free > 0 else None
                 if cursor is not None:
                     claimed = [ClaimedJob.from_row(row) for row in cursor.fetchall()]
-                if free > len(claimed) and len(self.queues) > 1:
-                    claimed += self._claim(free - len(claimed), skip_first=True)
             elif free > 0:
                 claimed = self._claim(free)
         except psycopg.Error:

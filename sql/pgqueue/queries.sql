@@ -47,6 +47,31 @@ WHERE j.id = candidates.id
 RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts, j.group_id,
           j.origin_group_id, j.tag, j.timeout_seconds, j.rescues;
 
+-- name: claim_across_queues
+-- For a worker serving several queues: the best jobs across them, by the same order. Each
+-- queue's candidates come from its own ordered walk of jobs_claim (a LATERAL per queue,
+-- for the reason given at `claim`); rows locked but not chosen are released at commit.
+WITH candidates AS MATERIALIZED (
+    SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM {schema}.jobs
+        WHERE state = 'queued' AND queue = q.name AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s
+)
+UPDATE {schema}.jobs AS j
+SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
+    lease_until = now() + %(lease_seconds)s * interval '1 second',
+    started_at = now(), updated_at = now()
+FROM candidates
+WHERE j.id = candidates.id
+RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts, j.group_id,
+          j.origin_group_id, j.tag, j.timeout_seconds, j.rescues;
+
 -- name: finish_jobs
 -- Moves jobs to a final state. The guard (state and attempt as the finisher saw them)
 -- makes a late or duplicate finish harmless: a worker whose lease expired and whose job

@@ -82,8 +82,9 @@ def test_dedupe_key_is_unique_among_live_jobs(app: Queue) -> None:
     app.work(["work"], burst=True)
     again = worker_app.record.enqueue(item=3, dedupe_key="site:alameda")
     assert again != first
-    ids = app.enqueue_many(worker_app.record, [{"item": 4}, {"item": 5}],
-                           dedupe_keys=["site:alameda", "site:other"])
+    ids = app.enqueue_many(
+        worker_app.record, [{"item": 4}, {"item": 5}], dedupe_keys=["site:alameda", "site:other"]
+    )
     assert len(ids) == 1
 
 
@@ -153,6 +154,7 @@ def test_a_crashing_job_process_is_recorded_and_the_worker_lives(app: Queue, db_
     def segfault() -> None:
         import os
         import signal
+
         os.kill(os.getpid(), signal.SIGSEGV)
 
     @app.task(name="fine", queue="crash")
@@ -220,3 +222,22 @@ def test_delayed_job_by_run_at(app: Queue) -> None:
     when = datetime.now(UTC) + timedelta(hours=1)
     job = app.get_job(worker_app.record.enqueue(item=1, run_at=when))
     assert abs((job.run_at - when).total_seconds()) < 1
+
+
+def test_a_worker_of_several_queues_takes_the_highest_priority_across_them(
+        app: Queue, db_url: str) -> None:
+    order: list[str] = []
+
+    @app.task(name="first_queue", queue="a")
+    def in_a(name: str) -> None:
+        order.append(name)
+
+    @app.task(name="second_queue", queue="b")
+    def in_b(name: str) -> None:
+        order.append(name)
+
+    in_a.enqueue(name="a-low")
+    in_b.enqueue(name="b-high", priority=10)
+    in_a.enqueue(name="a-mid", priority=5)
+    app.work(["a", "b"], concurrency=1, burst=True)
+    assert order == ["b-high", "a-mid", "a-low"]
