@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,22 +242,9 @@ def test_demo_on_the_embedded_database(tmp_path: Path, clerk_env: dict[str, str]
                                 ).fetchone()[0] > 0
         assert any(embedded.iterdir()), "the embedded cluster lives in CLERK_EMBEDDED_DIR"
     finally:
-        stop_embedded(embedded)
-        if (embedded / "postmaster.pid").exists():
-            # stop_embedded only stops a server that this process started (pgserver counts
-            # handles by pid), and the demo's ran in the child: stop its postmaster.
-            _stop_postmaster(embedded)
+        stopped = stop_embedded(embedded)  # the server outlives the demo, by design
+    assert stopped
     assert not (embedded / "postmaster.pid").exists()
-
-
-def _stop_postmaster(data: Path) -> None:
-    """Fast shutdown (SIGINT) of the postmaster whose pid the data directory records."""
-    pid = int((data / "postmaster.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + 60
-    while (data / "postmaster.pid").exists():  # removed by the postmaster as it exits
-        assert time.monotonic() < deadline, f"postmaster {pid} did not stop"
-        time.sleep(0.1)
 
 
 def test_enqueue_joins_a_run_in_progress_and_waits(city: CitySite, pdf_factory: PdfFactory,
