@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 
 from clerk import db as clerk_db
 from clerk.config import QUEUES, Settings, load_settings
@@ -45,6 +46,9 @@ class Context:
                     self._pipeline.migrate()
             except (DatabaseUnavailable, ConfigurationError) as error:
                 raise click.ClickException(str(error)) from None
+            except psycopg.Error as error:  # e.g. a role without the grants clerk needs
+                raise click.ClickException(
+                    f"database error: {mask_url(str(error).strip())}") from None
         return self._pipeline
 
 

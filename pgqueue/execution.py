@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgqueue.context import JobContext, set_current
+from pgqueue.db import mask_url
 from pgqueue.errors import (
     JobCancelled,
     JobInterrupted,
@@ -46,7 +47,7 @@ class Outcome:
 
 
 def _format_error(error: BaseException) -> str:
-    text = "".join(traceback.format_exception(error))
+    text = mask_url("".join(traceback.format_exception(error)))  # no password in job errors
     return text[-MAX_ERROR_CHARS:]
 
 

@@ -100,6 +100,8 @@ class Migrator:
     def upgrade(self) -> list[Migration]:
         """Apply every pending migration; returns those applied by this call."""
         applied: list[Migration] = []
+        if not self.pending():  # read-only check: a role without CREATE can start workers
+            return applied
         for migration in discover(self.directory):
             with connect(self.conninfo) as conn, conn.transaction():
                 self._prepare(conn)

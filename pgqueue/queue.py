@@ -17,7 +17,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pgqueue import admin
 from pgqueue.db import CONNECT_TIMEOUT, connect, describe, query
 from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, run_at_for
-from pgqueue.errors import DatabaseUnavailable, DuplicateJob, JobNotFound, UnknownTask
+from pgqueue.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    DuplicateJob,
+    JobNotFound,
+    UnknownTask,
+)
 from pgqueue.groups import Group, GroupProgress, create_group
 from pgqueue.jobs import Job
 from pgqueue.migrate import Migrator
@@ -25,6 +31,7 @@ from pgqueue.retry import Backoff
 from pgqueue.sql import Statements
 from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Task
 
+MAX_CHANNEL_BYTES = 63  # PostgreSQL's identifier limit
 DEFAULT_POOL_SIZE = 4  # connections for enqueueing and reads; workers hold their own
 
 _queues: weakref.WeakSet[Queue] = weakref.WeakSet()
@@ -131,6 +138,12 @@ class Queue:
              priority: int = 0, retry_on: tuple[type[BaseException], ...] = (Exception,),
              ) -> Any:
         """Register a task: `@q.task(queue="ocr", max_attempts=3, timeout=600)`."""
+        channel = f"{self.schema}.{queue}"
+        if not queue or len(channel.encode()) > MAX_CHANNEL_BYTES:
+            raise ConfigurationError(
+                f"queue name {queue!r} is empty or too long: '<schema>.<queue>' names its NOTIFY "
+                f"channel, at most {MAX_CHANNEL_BYTES} bytes")
+
         def register(target: Callable[..., Any]) -> Task:
             backoff = (retry_backoff if isinstance(retry_backoff, Backoff)
                        else Backoff(base=float(retry_backoff)) if retry_backoff is not None

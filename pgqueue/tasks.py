@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from pgqueue.queue import Queue
 
 DEFAULT_QUEUE = "default"
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 DEFAULT_MAX_ATTEMPTS = 3
 
 
@@ -25,9 +27,14 @@ def dump_args(args: dict[str, Any]) -> str:
     if not isinstance(args, dict):
         raise SerializationError(f"job args must be a dict of keyword arguments, not {type(args).__name__}")
     try:
-        return json.dumps(args, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(args, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text.encode("utf-8")  # a lone surrogate cannot be stored
     except (TypeError, ValueError) as error:
         raise SerializationError(f"job args are not JSON-serialisable: {error}") from None
+    if _NUL_ESCAPE.search(text):
+        raise SerializationError("job args contain a NUL character, which PostgreSQL's jsonb "
+                                 "cannot store")
+    return text
 
 
 @dataclass(frozen=True)

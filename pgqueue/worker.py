@@ -29,6 +29,7 @@ from psycopg import sql
 
 from pgqueue.context import JobContext
 from pgqueue.db import is_connection_error, mask_url
+from pgqueue.errors import DatabaseUnavailable
 from pgqueue.execution import Outcome, ProcessRunner, ThreadRunner
 from pgqueue.jobs import ClaimedJob
 from pgqueue.retry import decide
@@ -43,6 +44,8 @@ DEFAULT_POLL_INTERVAL = 5.0  # safety net for lost NOTIFYs (e.g. behind PgBounce
 DEFAULT_SHUTDOWN_GRACE = 30.0
 BURST_HORIZON_SECONDS = 60.0  # burst mode waits for retries due within this
 BURST_RECHECK_SECONDS = 0.25
+# What a lost or restarting server raises: psycopg's errors, and ours from connect().
+DATABASE_ERRORS = (psycopg.Error, DatabaseUnavailable)
 RECONNECT_BACKOFF_MAX = 5.0
 LISTENER_PROBE_SECONDS = 10.0
 
@@ -223,7 +226,7 @@ class Worker:
                     claimed = [ClaimedJob.from_row(row) for row in cursor.fetchall()]
             elif free > 0:
                 claimed = self._claim(free)
-        except psycopg.Error:
+        except DATABASE_ERRORS:
             with self._lock:  # keep them; the next flush after reconnecting records them
                 self._finished[:0] = batch
             raise
@@ -373,7 +376,10 @@ class Worker:
                     conn = self.queue.connect(autocommit=True)
                     holder.append(conn)
                 with self._lock:
-                    held = dict(self._running)
+                    # Jobs already finished (not yet recorded) are left out: their finish
+                    # may be deleting the same rows right now (a deadlock otherwise).
+                    finishing = {f.job.id for f in self._finished}
+                    held = {k: v for k, v in self._running.items() if k not in finishing}
                     done, self._done_since_beat = self._done_since_beat, 0
                 rows = conn.execute(self.queue.statements.heartbeat, {
                     "worker_id": self.worker_id, "ids": list(held),
@@ -395,7 +401,7 @@ class Worker:
                     self.queue.rescue_expired()
                     next_rescue = time.monotonic() + max(1.0, self.lease_seconds / 2)
                 delay = 0.2
-            except psycopg.Error as error:
+            except DATABASE_ERRORS as error:
                 if not is_connection_error(error):
                     raise
                 log.warning("heartbeat: database unreachable (%s); retrying",
@@ -426,7 +432,7 @@ class Worker:
                             # an idle socket can die silently; a trivial query notices
                             conn.execute("SELECT 1")
                             probe_at = time.monotonic() + LISTENER_PROBE_SECONDS
-            except psycopg.Error as error:
+            except DATABASE_ERRORS as error:
                 if not is_connection_error(error):
                     raise
                 log.warning("listener: database unreachable (%s); retrying",
@@ -503,7 +509,7 @@ class Worker:
                         break
                 delay = 0.2
                 self._wake.wait(self._wait_seconds())
-            except psycopg.Error as error:
+            except DATABASE_ERRORS as error:
                 if not is_connection_error(error):
                     raise
                 log.warning("worker %s: database unreachable (%s); reconnecting",
@@ -542,7 +548,7 @@ class Worker:
                 log.info("worker %s gave back %s unfinished jobs", self.worker_id,
                          len(released), extra={"action": "released"})
             conn.execute(self.queue.statements.stop_worker, {"worker_id": self.worker_id})
-        except psycopg.Error as error:
+        except DATABASE_ERRORS as error:
             log.warning("worker %s: could not record shutdown (%s); leases will expire",
                         self.worker_id, mask_url(str(error).strip()),
                         extra={"action": "shutdown_unrecorded"})

@@ -83,10 +83,16 @@ WITH outcome AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(states)s::text[],
                          %(errors)s::text[]) AS o(id, attempt, state, error)
 ),
+locked AS (
+    SELECT j.id FROM {schema}.jobs AS j JOIN outcome AS o USING (id)
+    WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state
+    ORDER BY j.id
+    FOR UPDATE OF j
+),
 done AS (
     DELETE FROM {schema}.jobs AS j
-    USING outcome AS o
-    WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state
+    USING outcome AS o, locked
+    WHERE j.id = o.id AND j.id = locked.id
     RETURNING j.*, o.state AS final_state, o.error AS final_error
 ),
 recorded AS (
@@ -140,15 +146,23 @@ RETURNING id;
 
 -- name: heartbeat
 -- Extends the leases of the jobs this worker still holds; a job missing from the result
--- was rescued from under it. cancel_requested tells the worker to stop a job.
+-- was rescued from under it. cancel_requested tells the worker to stop a job. Rows are
+-- locked in id order, the order finish_jobs deletes them in, so the two never deadlock.
 WITH beat AS (
     UPDATE {schema}.workers SET last_beat = now() WHERE id = %(worker_id)s RETURNING id
+),
+held AS (
+    SELECT id FROM {schema}.jobs
+    WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
+      AND EXISTS (SELECT 1 FROM beat)
+    ORDER BY id
+    FOR UPDATE
 )
-UPDATE {schema}.jobs
+UPDATE {schema}.jobs AS j
 SET lease_until = now() + %(lease_seconds)s * interval '1 second'
-WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
-  AND EXISTS (SELECT 1 FROM beat)
-RETURNING id, cancel_requested;
+FROM held
+WHERE j.id = held.id
+RETURNING j.id, j.cancel_requested;
 
 -- name: register_worker
 INSERT INTO {schema}.workers (host, pid, queues, concurrency, metadata)

@@ -105,10 +105,6 @@ def test_bad_schema_names_are_refused(db_url: str, schema: str) -> None:
         Queue(db_url, schema=schema)
 
 
-@pytest.mark.xfail(strict=True, raises=psycopg.DataError, reason=(
-    "pgqueue.tasks.dump_args accepts what jsonb refuses (NUL characters, lone surrogates), so "
-    "enqueue raises a raw psycopg.DataError (UntranslatableCharacter / InvalidTextRepresentation) "
-    "instead of SerializationError at the one error boundary"))
 @pytest.mark.parametrize("args", [{"text": "a\x00b"}, {"key\x00": 1}, {"text": "\ud800"}],
                          ids=["nul-value", "nul-key", "lone-surrogate"])
 def test_args_jsonb_cannot_store_are_a_serialization_error(queue: Queue, db_url: str,
@@ -120,10 +116,6 @@ def test_args_jsonb_cannot_store_are_a_serialization_error(queue: Queue, db_url:
         assert conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (0,)
 
 
-@pytest.mark.xfail(strict=True, raises=psycopg.errors.InvalidParameterValue, reason=(
-    "a queue name is accepted at registration whatever its length, but its NOTIFY channel "
-    "'<schema>.<queue>' must fit in 63 bytes: enqueue then fails with a raw 'channel name too "
-    "long' (and the worker's LISTEN identifier would be silently truncated)"))
 def test_overlong_queue_name_is_refused_up_front(queue: Queue) -> None:
     with pytest.raises(PgQueueError):
         task = queue.task(lambda **_: None, name="long", queue="q" * 70)

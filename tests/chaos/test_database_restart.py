@@ -15,7 +15,6 @@ import pytest
 from pgqueue.localserver import LocalServer
 from tests.chaos.conftest import (
     Fleet,
-    WorkerDied,
     bind_app,
     new_database,
     scalar,
@@ -35,13 +34,6 @@ def worker_logs(fleet: Fleet) -> dict[Path, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(240, 600))
-@pytest.mark.xfail(strict=True, raises=WorkerDied, reason=(
-    "pgqueue.worker catches psycopg.Error while reconnecting, but pgqueue.db.connect raises "
-    "DatabaseUnavailable (not a psycopg.Error): a worker that reconnects while PostgreSQL is "
-    "still down or starting up dies (main loop, listener and heartbeat threads alike). Fix "
-    "Worker._flush too: it restores its batch only on psycopg.Error, so on DatabaseUnavailable "
-    "finished jobs are dropped while they stay in _running, and the heartbeat renews their "
-    "leases for ever (seen: jobs 'running' long after every worker went idle)"))
 def test_workers_survive_fast_and_immediate_restarts(own_server: LocalServer, fleet: Fleet,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     dsn = new_database(own_server, "chaos_restart")
