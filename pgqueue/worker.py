@@ -44,6 +44,9 @@ DEFAULT_POLL_INTERVAL = 5.0  # safety net for lost NOTIFYs (e.g. behind PgBounce
 DEFAULT_SHUTDOWN_GRACE = 30.0
 BURST_HORIZON_SECONDS = 60.0  # burst mode waits for retries due within this
 BURST_RECHECK_SECONDS = 0.25
+# A worker with many slots records finished jobs and claims new ones once half its slots are
+# free, or after this long: batches of ~concurrency/2 per round trip instead of 1 or 2.
+COALESCE_SECONDS = 0.02
 # What a lost or restarting server raises: psycopg's errors, and ours from connect().
 DATABASE_ERRORS = (psycopg.Error, DatabaseUnavailable)
 RECONNECT_BACKOFF_MAX = 5.0
@@ -126,6 +129,8 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._signals = 0
         self._exiting = threading.Event()
+        self._coalesce_below = max(1, self.concurrency // 2)
+        self._last_cycle = 0.0
 
     # -- control --------------------------------------------------------------------------
 
@@ -272,6 +277,11 @@ class Worker:
     def _log_finish(self, item: Finished, result: str) -> None:
         job = item.job
         level = logging.INFO if item.outcome.state == "succeeded" else logging.WARNING
+        if self.on_event is not None:
+            self._emit("job_finished", job=job, state=item.outcome.state, seconds=item.seconds,
+                       error=item.outcome.error)
+        if not log.isEnabledFor(level):
+            return
         log.log(level, "job %s %s queue=%s task=%s tag=%s attempt=%s/%s %.3fs%s",
                 job.id, result, job.queue, job.task, job.tag, job.attempt, job.max_attempts,
                 item.seconds,
@@ -280,8 +290,6 @@ class Worker:
                 extra={"action": "job_finished", "job_id": job.id, "queue": job.queue,
                        "task": job.task, "tag": job.tag, "result": item.outcome.state,
                        "duration": item.seconds})
-        self._emit("job_finished", job=job, state=item.outcome.state, seconds=item.seconds,
-                   error=item.outcome.error)
 
     def _backoff(self, task_name: str) -> Any:
         from pgqueue.retry import Backoff
@@ -320,11 +328,13 @@ class Worker:
             self._running[job.id] = running
         self._started_jobs += 1
         self.stats.claimed += 1
-        log.debug("job %s started queue=%s task=%s tag=%s attempt=%s", job.id, job.queue,
-                  job.task, job.tag, job.attempt,
-                  extra={"action": "job_started", "job_id": job.id, "queue": job.queue,
-                         "task": job.task, "tag": job.tag})
-        self._emit("job_started", job=job)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s started queue=%s task=%s tag=%s attempt=%s", job.id, job.queue,
+                      job.task, job.tag, job.attempt,
+                      extra={"action": "job_started", "job_id": job.id, "queue": job.queue,
+                             "task": job.task, "tag": job.tag})
+        if self.on_event is not None:
+            self._emit("job_started", job=job)
         slot.inbox.put(running)
 
     def _free_slots(self) -> int:
@@ -493,6 +503,10 @@ class Worker:
                         break
                 else:
                     free = self._free_slots()
+                    if self._should_coalesce(free):
+                        self._wake.wait(COALESCE_SECONDS)
+                        continue
+                    self._last_cycle = time.monotonic()
                     if self.max_jobs is not None:
                         free = max(0, min(free, self.max_jobs - self._started_jobs))
                     jobs = self._flush_and_claim(free)
@@ -521,6 +535,12 @@ class Worker:
                 delay = min(RECONNECT_BACKOFF_MAX, delay * 2)
         self._shutdown()
         return 1 if self._fatal else 0
+
+    def _should_coalesce(self, free: int) -> bool:
+        """With many slots and only a few free, wait briefly for more to free up, so one
+        round trip records and claims a batch (at most COALESCE_SECONDS late)."""
+        return (0 < free < self._coalesce_below and self._busy()
+                and time.monotonic() - self._last_cycle < COALESCE_SECONDS)
 
     def _wait_seconds(self) -> float:
         if self._stopping.is_set():

@@ -74,7 +74,6 @@ CREATE INDEX jobs_lease ON {schema}.jobs (lease_until) WHERE state = 'running';
 CREATE UNIQUE INDEX jobs_dedupe ON {schema}.jobs (dedupe_key) WHERE dedupe_key IS NOT NULL;
 CREATE INDEX jobs_tag ON {schema}.jobs (tag) WHERE tag IS NOT NULL;
 CREATE INDEX jobs_group ON {schema}.jobs (group_id) WHERE group_id IS NOT NULL;
-CREATE INDEX jobs_worker ON {schema}.jobs (worker_id) WHERE state = 'running';
 
 CREATE TABLE {schema}.job_history (
     id              bigint PRIMARY KEY,
