@@ -1,0 +1,410 @@
+CREATE SCHEMA clerk;
+CREATE SCHEMA pgqueue;
+CREATE TYPE pgqueue.job_state AS ENUM (
+    'queued',
+    'running',
+    'succeeded',
+    'failed',
+    'cancelled'
+);
+CREATE FUNCTION pgqueue.add_job(queue text, task text, args jsonb DEFAULT '{}'::jsonb, priority smallint DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT 3, tag text DEFAULT NULL::text, dedupe_key text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    INSERT INTO "pgqueue".jobs (queue, task, args, priority, run_at, max_attempts, tag, dedupe_key)
+    VALUES (add_job.queue, add_job.task, add_job.args, add_job.priority, add_job.run_at,
+            add_job.max_attempts, add_job.tag, add_job.dedupe_key)
+    RETURNING id INTO new_id;
+    PERFORM pg_notify('pgqueue' || '.' || add_job.queue, '');
+    RETURN new_id;
+END
+$$;
+CREATE FUNCTION pgqueue.fire_chain() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM "pgqueue".insert_specs(NEW.on_success, NEW.priority, NEW.tag, NEW.origin_group_id);
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION pgqueue.fire_group() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.cancelled_at IS NULL THEN
+        PERFORM "pgqueue".insert_specs(NEW.on_complete, NEW.priority, NEW.tag, NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION pgqueue.insert_specs(specs jsonb, default_priority smallint, default_tag text, origin_group bigint) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    inserted_queue text;
+    notified text[] := '{}';
+    n integer := 0;
+BEGIN
+    FOR inserted_queue IN
+        INSERT INTO "pgqueue".jobs (queue, task, args, priority, max_attempts, run_at, tag,
+                                   dedupe_key, timeout_seconds, on_success, origin_group_id)
+        SELECT spec->>'queue',
+               spec->>'task',
+               coalesce(spec->'args', '{}'::jsonb),
+               greatest(coalesce((spec->>'priority')::smallint, default_priority), default_priority),
+               coalesce((spec->>'max_attempts')::integer, 3),
+               now() + coalesce((spec->>'delay')::double precision, 0) * interval '1 second',
+               coalesce(spec->>'tag', default_tag),
+               spec->>'dedupe_key',
+               (spec->>'timeout')::integer,
+               spec->'on_success',
+               origin_group
+        FROM jsonb_array_elements(specs) AS spec
+        ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+        RETURNING queue
+    LOOP
+        n := n + 1;
+        IF NOT inserted_queue = ANY (notified) THEN
+            notified := notified || inserted_queue;
+            PERFORM pg_notify('pgqueue' || '.' || inserted_queue, '');
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+CREATE TABLE clerk.documents (
+    site text NOT NULL,
+    kind text NOT NULL,
+    meeting text NOT NULL,
+    date date NOT NULL,
+    url text NOT NULL,
+    etag text,
+    last_modified text,
+    sha256 text,
+    pages integer,
+    fetched_at timestamp with time zone,
+    error text,
+    CONSTRAINT documents_kind_check CHECK ((kind = ANY (ARRAY['agenda'::text, 'minutes'::text])))
+);
+CREATE TABLE clerk.migrations (
+    component text NOT NULL,
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+CREATE TABLE clerk.refused_links (
+    site text NOT NULL,
+    url text NOT NULL,
+    reason text NOT NULL,
+    seen_at timestamp with time zone DEFAULT now() NOT NULL
+);
+CREATE TABLE clerk.sites (
+    subdomain text NOT NULL,
+    name text NOT NULL,
+    source_url text NOT NULL,
+    source_kind text DEFAULT 'index'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_fetch_at timestamp with time zone,
+    last_success_at timestamp with time zone,
+    last_run_key text,
+    last_result text,
+    last_error text,
+    CONSTRAINT sites_source_url_check CHECK ((source_url ~* '^https?://'::text)),
+    CONSTRAINT sites_subdomain_check CHECK ((subdomain ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'::text))
+);
+CREATE VIEW pgqueue.active_workers AS
+SELECT
+    NULL::bigint AS id,
+    NULL::text AS host,
+    NULL::integer AS pid,
+    NULL::text[] AS queues,
+    NULL::integer AS concurrency,
+    NULL::timestamp with time zone AS started_at,
+    NULL::timestamp with time zone AS last_beat,
+    NULL::bigint AS jobs_done,
+    NULL::bigint[] AS current_jobs,
+    NULL::text AS current_tasks;
+CREATE TABLE pgqueue.job_history (
+    id bigint NOT NULL,
+    queue text NOT NULL,
+    task text NOT NULL,
+    args jsonb NOT NULL,
+    priority smallint NOT NULL,
+    state pgqueue.job_state NOT NULL,
+    attempt integer NOT NULL,
+    max_attempts integer NOT NULL,
+    run_at timestamp with time zone NOT NULL,
+    worker_id bigint,
+    group_id bigint,
+    origin_group_id bigint,
+    tag text,
+    dedupe_key text,
+    timeout_seconds integer,
+    on_success jsonb,
+    rescues integer DEFAULT 0 NOT NULL,
+    last_error text,
+    created_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT job_history_state_check CHECK ((state = ANY (ARRAY['succeeded'::pgqueue.job_state, 'failed'::pgqueue.job_state, 'cancelled'::pgqueue.job_state])))
+);
+CREATE TABLE pgqueue.jobs (
+    id bigint NOT NULL,
+    queue text NOT NULL,
+    task text NOT NULL,
+    args jsonb DEFAULT '{}'::jsonb NOT NULL,
+    priority smallint DEFAULT 0 NOT NULL,
+    state pgqueue.job_state DEFAULT 'queued'::pgqueue.job_state NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    run_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_until timestamp with time zone,
+    worker_id bigint,
+    group_id bigint,
+    origin_group_id bigint,
+    tag text,
+    dedupe_key text,
+    timeout_seconds integer,
+    on_success jsonb,
+    cancel_requested boolean DEFAULT false NOT NULL,
+    rescues integer DEFAULT 0 NOT NULL,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['queued'::pgqueue.job_state, 'running'::pgqueue.job_state])))
+);
+CREATE VIEW pgqueue.all_jobs AS
+ SELECT jobs.id,
+    jobs.queue,
+    jobs.task,
+    jobs.args,
+    jobs.priority,
+    jobs.state,
+    jobs.attempt,
+    jobs.max_attempts,
+    jobs.run_at,
+    jobs.lease_until,
+    jobs.worker_id,
+    jobs.group_id,
+    jobs.origin_group_id,
+    jobs.tag,
+    jobs.dedupe_key,
+    jobs.timeout_seconds,
+    jobs.on_success,
+    jobs.cancel_requested,
+    jobs.rescues,
+    jobs.last_error,
+    jobs.created_at,
+    jobs.started_at,
+    NULL::timestamp with time zone AS finished_at
+   FROM pgqueue.jobs
+UNION ALL
+ SELECT job_history.id,
+    job_history.queue,
+    job_history.task,
+    job_history.args,
+    job_history.priority,
+    job_history.state,
+    job_history.attempt,
+    job_history.max_attempts,
+    job_history.run_at,
+    NULL::timestamp with time zone AS lease_until,
+    job_history.worker_id,
+    job_history.group_id,
+    job_history.origin_group_id,
+    job_history.tag,
+    job_history.dedupe_key,
+    job_history.timeout_seconds,
+    job_history.on_success,
+    false AS cancel_requested,
+    job_history.rescues,
+    job_history.last_error,
+    job_history.created_at,
+    job_history.started_at,
+    job_history.finished_at
+   FROM pgqueue.job_history;
+CREATE TABLE pgqueue.groups (
+    id bigint NOT NULL,
+    key text NOT NULL,
+    tag text,
+    priority smallint DEFAULT 0 NOT NULL,
+    total integer DEFAULT 0 NOT NULL,
+    pending integer DEFAULT 0 NOT NULL,
+    failed integer DEFAULT 0 NOT NULL,
+    cancelled integer DEFAULT 0 NOT NULL,
+    sealed boolean DEFAULT false NOT NULL,
+    on_complete jsonb DEFAULT '[]'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    completed_at timestamp with time zone,
+    cancelled_at timestamp with time zone,
+    CONSTRAINT groups_pending_check CHECK ((pending >= 0))
+);
+CREATE VIEW pgqueue.group_progress AS
+ SELECT groups.id,
+    groups.key,
+    groups.tag,
+    groups.total,
+    (groups.total - groups.pending) AS done,
+    groups.failed,
+    groups.cancelled,
+    groups.pending,
+        CASE
+            WHEN (groups.total = 0) THEN 100.0
+            ELSE round(((100.0 * ((groups.total - groups.pending))::numeric) / (groups.total)::numeric), 1)
+        END AS percent,
+    groups.sealed,
+    groups.created_at AS started_at,
+    groups.updated_at,
+    groups.completed_at,
+    groups.cancelled_at
+   FROM pgqueue.groups;
+CREATE SEQUENCE pgqueue.groups_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+ALTER SEQUENCE pgqueue.groups_id_seq OWNED BY pgqueue.groups.id;
+CREATE SEQUENCE pgqueue.jobs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+ALTER SEQUENCE pgqueue.jobs_id_seq OWNED BY pgqueue.jobs.id;
+CREATE TABLE pgqueue.migrations (
+    component text NOT NULL,
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+CREATE VIEW pgqueue.queue_depth AS
+ SELECT jobs.queue,
+        CASE
+            WHEN ((jobs.state = 'queued'::pgqueue.job_state) AND (jobs.run_at > now())) THEN 'scheduled'::text
+            ELSE (jobs.state)::text
+        END AS state,
+    count(*) AS jobs
+   FROM pgqueue.jobs
+  GROUP BY jobs.queue,
+        CASE
+            WHEN ((jobs.state = 'queued'::pgqueue.job_state) AND (jobs.run_at > now())) THEN 'scheduled'::text
+            ELSE (jobs.state)::text
+        END
+UNION ALL
+ SELECT job_history.queue,
+    (job_history.state)::text AS state,
+    count(*) AS jobs
+   FROM pgqueue.job_history
+  GROUP BY job_history.queue, (job_history.state)::text;
+CREATE VIEW pgqueue.recent_failures AS
+ SELECT job_history.id,
+    job_history.queue,
+    job_history.task,
+    job_history.args,
+    job_history.tag,
+    job_history.group_id,
+    job_history.attempt,
+    job_history.max_attempts,
+    job_history.last_error,
+    job_history.finished_at AS failed_at,
+    true AS final
+   FROM pgqueue.job_history
+  WHERE (job_history.state = 'failed'::pgqueue.job_state)
+UNION ALL
+ SELECT jobs.id,
+    jobs.queue,
+    jobs.task,
+    jobs.args,
+    jobs.tag,
+    jobs.group_id,
+    jobs.attempt,
+    jobs.max_attempts,
+    jobs.last_error,
+    jobs.updated_at AS failed_at,
+    false AS final
+   FROM pgqueue.jobs
+  WHERE ((jobs.last_error IS NOT NULL) AND (jobs.state = 'queued'::pgqueue.job_state));
+CREATE TABLE pgqueue.workers (
+    id bigint NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    queues text[] NOT NULL,
+    concurrency integer DEFAULT 1 NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_beat timestamp with time zone DEFAULT now() NOT NULL,
+    stopped_at timestamp with time zone,
+    jobs_done bigint DEFAULT 0 NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE SEQUENCE pgqueue.workers_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+ALTER SEQUENCE pgqueue.workers_id_seq OWNED BY pgqueue.workers.id;
+ALTER TABLE ONLY pgqueue.groups ALTER COLUMN id SET DEFAULT nextval('pgqueue.groups_id_seq'::regclass);
+ALTER TABLE ONLY pgqueue.jobs ALTER COLUMN id SET DEFAULT nextval('pgqueue.jobs_id_seq'::regclass);
+ALTER TABLE ONLY pgqueue.workers ALTER COLUMN id SET DEFAULT nextval('pgqueue.workers_id_seq'::regclass);
+ALTER TABLE ONLY clerk.documents
+    ADD CONSTRAINT documents_pkey PRIMARY KEY (site, kind, meeting, date);
+ALTER TABLE ONLY clerk.migrations
+    ADD CONSTRAINT migrations_pkey PRIMARY KEY (component, version);
+ALTER TABLE ONLY clerk.refused_links
+    ADD CONSTRAINT refused_links_pkey PRIMARY KEY (site, url);
+ALTER TABLE ONLY clerk.sites
+    ADD CONSTRAINT sites_pkey PRIMARY KEY (subdomain);
+ALTER TABLE ONLY pgqueue.groups
+    ADD CONSTRAINT groups_key_key UNIQUE (key);
+ALTER TABLE ONLY pgqueue.groups
+    ADD CONSTRAINT groups_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgqueue.job_history
+    ADD CONSTRAINT job_history_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgqueue.jobs
+    ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgqueue.migrations
+    ADD CONSTRAINT migrations_pkey PRIMARY KEY (component, version);
+ALTER TABLE ONLY pgqueue.workers
+    ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+CREATE INDEX groups_completed ON pgqueue.groups USING btree (completed_at) WHERE (completed_at IS NOT NULL);
+CREATE INDEX groups_tag ON pgqueue.groups USING btree (tag, created_at DESC);
+CREATE INDEX job_history_failed ON pgqueue.job_history USING btree (queue, finished_at DESC) WHERE (state = 'failed'::pgqueue.job_state);
+CREATE INDEX job_history_group ON pgqueue.job_history USING btree (group_id) WHERE (group_id IS NOT NULL);
+CREATE INDEX job_history_prune ON pgqueue.job_history USING btree (state, finished_at);
+CREATE INDEX job_history_tag ON pgqueue.job_history USING btree (tag, finished_at) WHERE (tag IS NOT NULL);
+CREATE INDEX jobs_claim ON pgqueue.jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = 'queued'::pgqueue.job_state);
+CREATE UNIQUE INDEX jobs_dedupe ON pgqueue.jobs USING btree (dedupe_key) WHERE (dedupe_key IS NOT NULL);
+CREATE INDEX jobs_group ON pgqueue.jobs USING btree (group_id) WHERE (group_id IS NOT NULL);
+CREATE INDEX jobs_lease ON pgqueue.jobs USING btree (lease_until) WHERE (state = 'running'::pgqueue.job_state);
+CREATE INDEX jobs_tag ON pgqueue.jobs USING btree (tag) WHERE (tag IS NOT NULL);
+CREATE OR REPLACE VIEW pgqueue.active_workers AS
+ SELECT w.id,
+    w.host,
+    w.pid,
+    w.queues,
+    w.concurrency,
+    w.started_at,
+    w.last_beat,
+    w.jobs_done,
+    COALESCE(array_agg(j.id ORDER BY j.id) FILTER (WHERE (j.id IS NOT NULL)), '{}'::bigint[]) AS current_jobs,
+    string_agg(DISTINCT j.task, ', '::text) AS current_tasks
+   FROM (pgqueue.workers w
+     LEFT JOIN pgqueue.jobs j ON (((j.worker_id = w.id) AND (j.state = 'running'::pgqueue.job_state))))
+  WHERE ((w.stopped_at IS NULL) AND (w.last_beat > (now() - '00:01:00'::interval)))
+  GROUP BY w.id;
+CREATE TRIGGER groups_fire AFTER UPDATE OF completed_at ON pgqueue.groups FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION pgqueue.fire_group();
+CREATE TRIGGER job_history_chain AFTER INSERT ON pgqueue.job_history FOR EACH ROW WHEN (((new.state = 'succeeded'::pgqueue.job_state) AND (new.on_success IS NOT NULL))) EXECUTE FUNCTION pgqueue.fire_chain();
+ALTER TABLE ONLY clerk.documents
+    ADD CONSTRAINT documents_site_fkey FOREIGN KEY (site) REFERENCES clerk.sites(subdomain) ON DELETE CASCADE;
+ALTER TABLE ONLY clerk.refused_links
+    ADD CONSTRAINT refused_links_site_fkey FOREIGN KEY (site) REFERENCES clerk.sites(subdomain) ON DELETE CASCADE;
+ALTER TABLE ONLY pgqueue.jobs
+    ADD CONSTRAINT jobs_group_id_fkey FOREIGN KEY (group_id) REFERENCES pgqueue.groups(id) ON DELETE SET NULL;
