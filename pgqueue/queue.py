@@ -152,7 +152,7 @@ class Queue:
             registered = Task(self, target, task_name, queue=queue, max_attempts=max_attempts,
                               timeout=timeout, retry_backoff=backoff, priority=priority,
                               retry_on=retry_on)
-            functools.update_wrapper(registered, target)  # type: ignore[arg-type]
+            functools.update_wrapper(registered, target)
             self.tasks[task_name] = registered
             return registered
         return register(func) if func is not None else register

@@ -22,9 +22,9 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        exact = min(self.maximum, self.base * 2 ** max(0, attempt - 1))
+        exact = float(min(self.maximum, self.base * 2.0 ** max(0, attempt - 1)))
         spread = exact * self.jitter
-        draw = (rng or random).uniform(-spread, spread)
+        draw = float((rng or random).uniform(-spread, spread))
         return max(0.0, min(self.maximum, exact + draw))
 
 

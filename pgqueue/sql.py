@@ -37,7 +37,8 @@ def validate_schema(schema: str) -> str:
 
 def compose(text: str, schema: str) -> sql.Composed:
     """Fill `{schema}` (identifier) and `{schema_name}` (literal) into a statement."""
-    return sql.SQL(cast(LiteralString, text)).format(
+    # Our own files, never input: the one place text becomes a LiteralString.
+    return sql.SQL(cast("LiteralString", text)).format(  # type: ignore[redundant-cast]
         schema=sql.Identifier(schema), schema_name=sql.Literal(schema))
 
 

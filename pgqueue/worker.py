@@ -13,6 +13,7 @@ loudly rather than run without leases):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue as stdlib_queue
@@ -465,7 +466,7 @@ class Worker:
         install = self.install_signals
         if install is None:
             install = threading.current_thread() is threading.main_thread()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if install:
             # First signal: warm stop; second: cold stop (see pgqueue.signals). A signal
             # already ignored stays ignored: a supervised worker ignores SIGINT, since the
@@ -485,7 +486,8 @@ class Worker:
                  ",".join(self.queues), self.concurrency, self.isolation,
                  extra={"action": "worker_started"})
         for slot in self._slots:
-            slot.thread = self._supervised(f"slot-{slot.index}", lambda s=slot: self._slot_loop(s))
+            slot.thread = self._supervised(f"slot-{slot.index}",
+                                           functools.partial(self._slot_loop, slot))
         self._threads = [self._supervised("heartbeat", self._heartbeat_loop),
                          self._supervised("listener", self._listen_loop)]
         delay = 0.2
