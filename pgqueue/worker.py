@@ -329,11 +329,11 @@ class Worker:
             self._running[job.id] = running
         self._started_jobs += 1
         self.stats.claimed += 1
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("job %s started queue=%s task=%s tag=%s attempt=%s", job.id, job.queue,
-                      job.task, job.tag, job.attempt,
-                      extra={"action": "job_started", "job_id": job.id, "queue": job.queue,
-                             "task": job.task, "tag": job.tag})
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %s started queue=%s task=%s tag=%s attempt=%s", job.id, job.queue,
+                     job.task, job.tag, job.attempt,
+                     extra={"action": "job_started", "job_id": job.id, "queue": job.queue,
+                            "task": job.task, "tag": job.tag})
         if self.on_event is not None:
             self._emit("job_started", job=job)
         slot.inbox.put(running)

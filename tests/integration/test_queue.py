@@ -241,3 +241,24 @@ def test_a_worker_of_several_queues_takes_the_highest_priority_across_them(
     in_a.enqueue(name="a-mid", priority=5)
     app.work(["a", "b"], concurrency=1, burst=True)
     assert order == ["b-high", "a-mid", "a-low"]
+
+
+def test_migrate_from_several_processes_at_once_applies_each_migration_once(
+        empty_db_url: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys; from pgqueue import Queue;"
+              "print(json.dumps(Queue(sys.argv[1]).migrate()))")
+    runs = [subprocess.Popen([sys.executable, "-c", script, empty_db_url],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    applied = [name for out, _ in outputs for name in json.loads(out)]
+    assert sorted(applied) == sorted(set(applied))  # each applied by exactly one process
+    queue = Queue(empty_db_url)
+    history = queue.migrator().history()
+    assert [m.version for m in history] == sorted({m.version for m in history})
+    assert queue.migrate() == []
