@@ -49,6 +49,7 @@ class Settings:
     deploy_timeout: int = 600
     max_jobs_per_worker: int = 500  # recycle a worker process to bound memory growth
     shutdown_grace: float = 30.0
+    retry_backoff: float = 10.0  # seconds before a pipeline job's second attempt (doubling)
     lease_seconds: float = 30.0  # a dead worker's jobs come back after this
     poll_interval: float = 5.0  # the safety net under LISTEN/NOTIFY (PgBouncer drops LISTEN)
     metrics_host: str = "127.0.0.1"

@@ -30,7 +30,7 @@ from clerk.fetch import FetchError, download
 from clerk.ocr import read_page, write_page_text
 from clerk.pdf import PdfError, pdf_info
 from clerk.sites import site_dir, validate_subdomain
-from clerk.sources import DocumentRef, SourceError, get_source
+from clerk.sources import DocumentRef, SourceError, TransientSourceError, get_source
 from clerk.sources.index import RejectedLink
 from clerk.storage import Document, StorageError
 from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
@@ -109,6 +109,8 @@ class Pipeline:
         session = requests.Session()
         try:
             refs, refused = discover(row["source_kind"], row["source_url"], session, settings)
+        except TransientSourceError as error:  # retried with backoff, then fails for good
+            raise RuntimeError(f"site {site}: cannot read its source now: {error}") from error
         except (SourceError, FetchError) as error:
             raise PermanentFailure(f"site {site}: cannot read its source: {error}") from error
         finally:
@@ -292,9 +294,10 @@ def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:
     pipeline = Pipeline(settings, queue)
     pipeline.fetch_task = queue.task(pipeline.fetch, name="clerk.fetch", queue="fetch",
                                      max_attempts=3, timeout=settings.fetch_timeout,
-                                     retry_backoff=10.0)
+                                     retry_backoff=settings.retry_backoff)
     pipeline.ocr_task = queue.task(pipeline.ocr_page, name="clerk.ocr_page", queue="ocr",
-                                   max_attempts=3, timeout=settings.ocr_timeout, retry_backoff=5.0)
+                                   max_attempts=3, timeout=settings.ocr_timeout,
+                                   retry_backoff=settings.retry_backoff)
     pipeline.extract_task = queue.task(pipeline.extract, name="clerk.extract", queue="extraction",
                                        max_attempts=3, timeout=settings.extraction_timeout)
     pipeline.compile_task = queue.task(pipeline.compile, name="clerk.compile", queue="compilation",

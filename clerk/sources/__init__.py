@@ -29,6 +29,10 @@ class SourceError(Exception):
     """A source that could not be read or understood; the message says which and why."""
 
 
+class TransientSourceError(SourceError):
+    """A failure that may pass (5xx, 429, a timeout, a refused connection): worth a retry."""
+
+
 @dataclass(frozen=True)
 class DocumentRef:
     """One document a source lists: where to fetch it and what it is."""
@@ -61,4 +65,5 @@ def get_source(kind: str) -> Source:
     return module  # type: ignore[return-value]
 
 
-__all__ = ["SOURCES", "DocumentRef", "Kind", "Source", "SourceError", "get_source"]
+__all__ = ["SOURCES", "DocumentRef", "Kind", "Source", "SourceError", "TransientSourceError",
+           "get_source"]

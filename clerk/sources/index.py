@@ -27,7 +27,7 @@ import requests
 
 from clerk.config import Settings
 from clerk.fetch import UnsupportedScheme, check_scheme, redact_url
-from clerk.sources import DocumentRef, Kind, SourceError
+from clerk.sources import DocumentRef, Kind, SourceError, TransientSourceError
 from clerk.sources.dates import find_date
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,9 @@ def fetch_index(
     try:
         with session.get(source_url, timeout=settings.http_timeout, stream=True) as response:
             if response.status_code != 200:
-                raise SourceError(f"{redact_url(source_url)}: HTTP {response.status_code}")
+                kind = (TransientSourceError if response.status_code >= 500
+                        or response.status_code == 429 else SourceError)
+                raise kind(f"{redact_url(source_url)}: HTTP {response.status_code}")
             check_scheme(response.url or source_url)
             body = bytearray()
             for chunk in response.iter_content(64 * 1024):
@@ -227,7 +229,8 @@ def fetch_index(
                     )
             encoding = response.encoding or response.apparent_encoding or "utf-8"
     except requests.RequestException as error:
-        raise SourceError(f"{redact_url(source_url)}: {type(error).__name__}: {error}") from error
+        raise TransientSourceError(
+            f"{redact_url(source_url)}: {type(error).__name__}: {error}") from error
     return bytes(body).decode(encoding, errors="replace")
 
 

@@ -96,6 +96,7 @@ def clerk_env(db_url: str, tmp_path: Path) -> dict[str, str]:
         "CLERK_OCR_DPI": "150",
         "CLERK_HTTP_TIMEOUT": "2",
         "CLERK_LOG_LEVEL": "WARNING",
+        "CLERK_RETRY_BACKOFF": "0.05",
     }
 
 
