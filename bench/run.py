@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import figures, report
+from bench import figures, pipeline, report
 from bench.contenders import NAMES, get
 from bench.figures import Sizes
 from bench.harness import Cluster, machine_facts
@@ -40,6 +40,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tune", action="store_true",
                         help="instead of the figures, sweep each contender's worker knobs "
                              "on the drain (1 and 4 processes)")
+    parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=None,
+                        help="also the clerk pipeline figures (bench/pipeline.py; about 3 "
+                             "minutes, 1 with --quick); on by default unless --figures, "
+                             "--contenders or --tune is given")
     parser.add_argument("--output", help="JSON path (default bench/results/<timestamp>.json)")
     defaults = Sizes()
     for name, value in defaults.as_dict().items():
@@ -122,6 +126,13 @@ def run_tuning(cluster: Cluster, sizes: Sizes, results: dict[str, Any]) -> None:
                      f" {entry['value']:>10,.0f} jobs/s{'  (capped)' if entry['capped'] else ''}")
 
 
+def with_pipeline(args: argparse.Namespace, argv: list[str] | None) -> bool:
+    if args.pipeline is not None:
+        return bool(args.pipeline)
+    given = sys.argv[1:] if argv is None else argv
+    return not args.tune and not any(a.startswith(("--figures", "--contenders")) for a in given)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sizes = sizes_from(args)
@@ -144,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             run_tuning(cluster, sizes, results)
         else:
             run_figures(args, cluster, sizes, results)
+            if with_pipeline(args, argv):
+                psizes = pipeline.PipelineSizes.quick() if args.quick else pipeline.PipelineSizes()
+                results["pipeline"] = pipeline.run_all(cluster, psizes, args.repeat)
     finally:
         results["seconds"] = time.monotonic() - started
         results["machine"]["load_average_at_end"] = os.getloadavg()
@@ -151,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         path = report.write(results, None if args.output is None else Path(args.output))
     if not args.tune:
         print(report.render(results))
+    if "pipeline" in results:
+        print()
+        print(pipeline.render(results["pipeline"]))
     print(f"\n{results['machine']['cpu_count']} CPUs ({results['machine']['cpu_model']}), "
           f"Python {results['machine']['python']}, {results['machine'].get('postgresql', '?')}")
     print("versions: " + ", ".join(f"{n} {v}" for n, v in results["versions"].items()))
