@@ -329,9 +329,9 @@ def fanin_drain(cluster: Cluster, sizes: PipelineSizes, grouped: bool) -> dict[s
             def count(sql: str) -> int:
                 row = conn.execute(sql).fetchone()
                 return int(row[0]) if row else 0
+            capped = False
             try:
                 started = workers.go()
-                capped = False
                 while True:
                     time.sleep(POLL)
                     pending = count("SELECT count(*) FROM pgqueue.jobs")
