@@ -35,6 +35,7 @@ class Settings:
     max_page_pixels: int = DEFAULT_MAX_PAGE_PIXELS
     max_pdf_bytes: int = DEFAULT_MAX_PDF_BYTES
     http_timeout: float = DEFAULT_HTTP_TIMEOUT
+    download_deadline: float = 600.0  # one document, retries included: a slow drip ends
     spacy_model: str | None = None
     deploy_backend: str = "directory"
     fetch_workers: int = 1

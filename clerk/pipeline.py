@@ -162,7 +162,7 @@ class Pipeline:
                               etag=previous["etag"] if have_file else None,
                               last_modified=previous["last_modified"] if have_file else None,
                               max_bytes=settings.max_pdf_bytes, timeout=settings.http_timeout,
-                              session=session)
+                              deadline=settings.download_deadline, session=session)
             record.update(etag=result.etag, last_modified=result.last_modified,
                           sha256=result.sha256 or (previous or {}).get("sha256"))
             # Unchanged means the bytes on disk are those the pages were read from: a crash
