@@ -92,6 +92,8 @@ def _describe_failure(path: Path, stderr: bytes, code: int) -> str:
         return f"encrypted PDF (needs a password): {path}"
     if code < 0:
         return f"Poppler was killed by signal {-code} reading {path}"
+    if "Wrong page range" in text:  # what pdfinfo says of a document with no pages
+        return f"PDF has zero pages: {path}"
     first = text.strip().splitlines()[-1] if text.strip() else f"exit code {code}"
     return f"not a readable PDF ({first}): {path}"
 

@@ -82,7 +82,7 @@ def empty(factory: PdfFactory) -> tuple[bytes, str]:
     (corrupt, "not a PDF"),
     (truncated, "not a readable PDF"),
     (encrypted, "password"),
-    (zero_pages, "not a readable PDF"),
+    (zero_pages, "zero pages"),
     (html_error_page, "not a PDF"),
     (empty, "empty body"),
 ], ids=lambda value: getattr(value, "__name__", None))
