@@ -226,8 +226,11 @@ class Worker:
             conn = self._connection()
             if finals or retries:
                 with conn.pipeline(), conn.transaction():
-                    self._record(conn, finals, retries)
+                    # Claim first, record last: recording locks the group rows of the
+                    # finished members, and they stay locked until the commit; taking them
+                    # last keeps that short (fan-in workers otherwise queue on the row).
                     cursor = conn.execute(*self._claim_statement(free)) if free > 0 else None
+                    self._record(conn, finals, retries)
                 if cursor is not None:
                     claimed = [ClaimedJob.from_row(row) for row in cursor.fetchall()]
             elif free > 0:
