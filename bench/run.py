@@ -21,7 +21,7 @@ FIGURES = ("enqueue_one", "enqueue_bulk", "drain_1", "drain_4", "latency", "sust
 
 # What `--tune` sweeps: worker knobs for the no-op drain, per contender.
 TUNING: dict[str, tuple[str, tuple[int, ...]]] = {
-    "pgqueue": ("concurrency", (8, 16, 32, 50)),
+    "pgqueue": ("prefetch", (0, 50, 100, 200)),
     "procrastinate": ("concurrency", (1, 10, 30)),
     "pgqueuer": ("batch_size", (10, 50, 100)),
     "raw_batched": ("batch", (10, 50, 200)),

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -58,7 +58,7 @@ LISTENER_PROBE_SECONDS = 10.0
 class RunningJob:
     job: ClaimedJob
     context: JobContext
-    started: float
+    started: float  # when claimed; reset when a slot starts it
 
 
 @dataclass
@@ -81,13 +81,18 @@ class WorkerStats:
 @dataclass
 class _Slot:
     index: int
-    inbox: stdlib_queue.SimpleQueue[RunningJob | None] = field(default_factory=stdlib_queue.SimpleQueue)
     thread: threading.Thread | None = None
     busy: bool = False
 
 
 class Worker:
-    """One worker process's loop over some queues. Use `Queue.work()` or `Queue.worker()`."""
+    """One worker process's loop over some queues. Use `Queue.work()` or `Queue.worker()`.
+
+    `concurrency` jobs run at once. By default a worker claims only for free slots; with
+    `prefetch=N` it also keeps up to N claimed jobs waiting in its inbox (leased, so they
+    are not lost), which suits floods of short jobs: a slot takes its next job without a
+    round trip or a thread wake-up. Timeouts count from when a slot starts the job.
+    """
 
     def __init__(self, queue: Queue, queues: Sequence[str], *, concurrency: int = 1,
                  burst: bool = False, isolation: str = "thread",
@@ -95,6 +100,7 @@ class Worker:
                  poll_interval: float = DEFAULT_POLL_INTERVAL,
                  shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
                  max_jobs: int | None = None, max_jobs_per_child: int = 1000,
+                 prefetch: int = 0,
                  install_signals: bool | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         if not queues:
@@ -123,6 +129,9 @@ class Worker:
         self._running: dict[int, RunningJob] = {}
         self._finished: list[Finished] = []
         self._slots = [_Slot(i) for i in range(self.concurrency)]
+        self._inbox: stdlib_queue.SimpleQueue[RunningJob | None] = stdlib_queue.SimpleQueue()
+        self._outstanding = 0  # claimed and not yet finished: running, or waiting in the inbox
+        self._capacity = self.concurrency + max(0, prefetch)
         self._conn: psycopg.Connection[Any] | None = None
         self._beat_now = threading.Event()
         self._done_since_beat = 0
@@ -130,7 +139,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._signals = 0
         self._exiting = threading.Event()
-        self._coalesce_below = max(1, self.concurrency // 2)
+        self._coalesce_below = max(1, self._capacity // 2)
         self._last_cycle = 0.0
 
     # -- control --------------------------------------------------------------------------
@@ -303,33 +312,44 @@ class Worker:
     # -- slots ----------------------------------------------------------------------------
 
     def _slot_loop(self, slot: _Slot) -> None:
+        """Take the next job from the shared inbox, run it, report it; until told to stop.
+
+        A slot that finishes a job takes the next one itself when the inbox has one (with
+        `prefetch`), so no thread needs waking between jobs."""
         runner: ThreadRunner | ProcessRunner = (
             ProcessRunner(self.queue, self.max_jobs_per_child) if self.isolation == "process"
             else ThreadRunner(self.queue))
         try:
             while True:
-                item = slot.inbox.get()
+                item = self._inbox.get()
                 if item is None:
                     return
+                if self._stopping.is_set():
+                    with self._lock:  # not started: given back to the queue at shutdown
+                        self._outstanding -= 1
+                    self._wake.set()
+                    continue
+                timeout = item.job.timeout_seconds
+                item.context.deadline = time.monotonic() + timeout if timeout else None
+                item.started = time.monotonic()
+                slot.busy = True
                 outcome = runner.run(item.job, item.context)
+                slot.busy = False
                 finished = Finished(item.job, outcome, time.monotonic() - item.started)
                 with self._lock:
                     self._finished.append(finished)
-                    slot.busy = False
+                    self._outstanding -= 1
                 self._wake.set()
         finally:
             runner.close()
 
     def _dispatch(self, job: ClaimedJob) -> None:
-        timeout = job.timeout_seconds
         context = JobContext(job.id, job.queue, job.task, job.attempt, job.max_attempts,
-                             job.tag, job.group_id, job.origin_group_id, job.priority,
-                             deadline=time.monotonic() + timeout if timeout else None)
+                             job.tag, job.group_id, job.origin_group_id, job.priority)
         running = RunningJob(job, context, time.monotonic())
         with self._lock:
-            slot = next(s for s in self._slots if not s.busy)
-            slot.busy = True
             self._running[job.id] = running
+            self._outstanding += 1
         self._started_jobs += 1
         self.stats.claimed += 1
         if log.isEnabledFor(logging.INFO):
@@ -339,15 +359,16 @@ class Worker:
                             "task": job.task, "tag": job.tag})
         if self.on_event is not None:
             self._emit("job_started", job=job)
-        slot.inbox.put(running)
+        self._inbox.put(running)
 
     def _free_slots(self) -> int:
+        """Jobs to claim now: free slots, plus room in the prefetch buffer."""
         with self._lock:
-            return sum(1 for s in self._slots if not s.busy)
+            return self._capacity - self._outstanding
 
     def _busy(self) -> bool:
         with self._lock:
-            return any(s.busy for s in self._slots) or bool(self._finished)
+            return self._outstanding > 0 or bool(self._finished)
 
     # -- background threads ---------------------------------------------------------------
 
@@ -562,8 +583,8 @@ class Worker:
         for running in list(self._running.values()):
             if running.job.id in unfinished:
                 running.context.interrupt("worker shutting down")
-        for slot in self._slots:
-            slot.inbox.put(None)
+        for _ in self._slots:
+            self._inbox.put(None)
         try:
             self._flush()
             conn = self._connection()

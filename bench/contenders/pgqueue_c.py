@@ -14,7 +14,9 @@ from bench.contenders.base import QUEUE, THROUGHPUT_TASK, Contender, Layout, Pro
 # Threads per worker process for no-op jobs. A worker claims at most its free slots, so
 # this is also its claim batch: `python -m bench --tune` on the 2-core machine gave
 # 2.8k / 4.2k / 5.4k / 7.0k jobs/s for 8 / 16 / 32 / 50 threads in one process.
-DEFAULT_CONCURRENCY = 50
+DEFAULT_CONCURRENCY = 8
+# Claimed jobs kept ready in each worker's inbox, as PgQueuer's batch_size=100 fetches ahead.
+DEFAULT_PREFETCH = 100
 
 
 def make_queue(dsn: str) -> Any:
@@ -67,7 +69,8 @@ class PgQueue(Contender):
         return PgQueueProducer(dsn)
 
     def layout(self, processes: int, overrides: dict[str, Any] | None = None) -> Layout:
-        return Layout(processes, {"concurrency": DEFAULT_CONCURRENCY, **(overrides or {})})
+        return Layout(processes, {"concurrency": DEFAULT_CONCURRENCY, "prefetch": DEFAULT_PREFETCH,
+                                  **(overrides or {})})
 
     def pending(self, conn: psycopg.Connection[Any]) -> int:
         return count(conn, "SELECT count(*) FROM pgqueue.jobs")

@@ -262,3 +262,30 @@ def test_migrate_from_several_processes_at_once_applies_each_migration_once(
     history = queue.migrator().history()
     assert [m.version for m in history] == sorted({m.version for m in history})
     assert queue.migrate() == []
+
+
+def test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop(app: Queue, db_url: str) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    @app.task(name="gate", queue="gate")
+    def gate(i: int) -> None:
+        started.set()
+        assert release.wait(30)
+
+    ids = app.enqueue_many(gate, [{"i": i} for i in range(6)])
+    worker = app.worker(["gate"], concurrency=1, prefetch=5)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(30)
+    with psycopg.connect(db_url) as conn:  # one running, five leased in the inbox
+        assert conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE state = 'running'"
+                            ).fetchone() == (6,)
+    worker.stop()
+    release.set()
+    thread.join(30)
+    states = Counter(app.get_job(i).state for i in ids)
+    assert states == {JobState.SUCCEEDED: 1, JobState.QUEUED: 5}
+    assert all(app.get_job(i).attempt == 0 for i in ids if app.get_job(i).state is JobState.QUEUED)
+    app.work(["gate"], concurrency=2, prefetch=10, burst=True)
+    assert all(app.get_job(i).state is JobState.SUCCEEDED for i in ids)
