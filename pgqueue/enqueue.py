@@ -63,12 +63,35 @@ def run_at_for(run_at: datetime | None, delay: float | None) -> datetime:
     return now + timedelta(seconds=delay) if delay else now
 
 
+COPY_THRESHOLD = 200  # from this many rows without dedupe keys, COPY beats one INSERT
+
+
 def insert_batch(conn: psycopg.Connection[Any], statements: Statements, batch: RowBatch) -> list[int]:
+    """Insert one batch in one statement: `insert_jobs`, or COPY for big batches with no
+    dedupe keys (no conflict to handle), about twice as fast."""
     if not len(batch):
         return []
+    if len(batch) >= COPY_THRESHOLD and not any(batch.dedupe_keys):
+        return copy_batch(conn, statements, batch)
     row = query(conn, statements.insert_jobs, batch.params()).fetchone()
     assert row is not None
     return list(row["ids"])
+
+
+def copy_batch(conn: psycopg.Connection[Any], statements: Statements, batch: RowBatch) -> list[int]:
+    """Reserve the ids from the sequence, COPY the rows with them, notify each queue once.
+    The caller's transaction (or `Queue.session`'s) makes the three steps one."""
+    reserved = query(conn, statements.reserve_job_ids, {"count": len(batch)}).fetchone()
+    assert reserved is not None
+    ids: list[int] = reserved["ids"]
+    with conn.cursor().copy(statements.copy_jobs) as copy:
+        for row in zip(ids, batch.queues, batch.tasks, batch.args, batch.priorities,
+                       batch.max_attempts, batch.run_ats, batch.group_ids, batch.tags,
+                       batch.timeouts, batch.on_success, strict=True):
+            copy.write_row(row)
+    for queue in sorted(set(batch.queues)):
+        query(conn, statements.notify_queue, {"queue": queue})
+    return ids
 
 
 def batched(items: Iterable[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:

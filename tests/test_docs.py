@@ -63,6 +63,8 @@ def test_every_named_statement_parses(db_url: str) -> None:
         for source in (statements, clerk):
             for name in source.names():
                 text = getattr(source, name).as_string(conn)
+                if text.startswith("COPY"):
+                    continue  # not preparable; exercised by every bulk enqueue
                 text = re.sub(r"%\((\w+)\)s", "NULL", text)
                 conn.execute(f"PREPARE check_{name} AS {text}")
                 conn.execute(f"DEALLOCATE check_{name}")

@@ -20,6 +20,18 @@ SELECT coalesce(array_agg(id ORDER BY id), '{{}}') AS ids,
         FROM (SELECT DISTINCT queue FROM inserted) AS queues) AS notified
 FROM inserted;
 
+-- name: reserve_job_ids
+-- Ids for a COPY of new jobs (see pgqueue/enqueue.py: big batches without dedupe keys).
+SELECT array(SELECT nextval(pg_get_serial_sequence({schema_name} || '.jobs', 'id'))
+             FROM generate_series(1, %(count)s)) AS ids;
+
+-- name: copy_jobs
+COPY {schema}.jobs (id, queue, task, args, priority, max_attempts, run_at, group_id, tag,
+                    timeout_seconds, on_success) FROM STDIN;
+
+-- name: notify_queue
+SELECT pg_notify({schema_name} || '.' || %(queue)s, '');
+
 -- name: find_dedupe
 SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
 
