@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,7 +30,7 @@ from pgqueue.jobs import Job
 from pgqueue.migrate import Migrator
 from pgqueue.retry import Backoff
 from pgqueue.sql import Statements
-from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Task
+from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Task, dump_args
 
 MAX_CHANNEL_BYTES = 63  # PostgreSQL's identifier limit
 DEFAULT_POOL_SIZE = 4  # connections for enqueueing and reads; workers hold their own
@@ -171,16 +172,20 @@ class Queue:
                 tag: str | None = None, on_success: Sequence[JobSpec] | None = None,
                 conn: psycopg.Connection[Any] | None = None) -> int:
         """Queue one job and return its id. A taken dedupe key raises DuplicateJob."""
-        batch = RowBatch()
-        batch.add(task, args or {}, priority=priority, run_at=run_at_for(run_at, delay),
-                  group_id=None, tag=tag, dedupe_key=dedupe_key, on_success=on_success)
+        params = {
+            "queue": task.queue, "task": task.name, "args": dump_args(args or {}),
+            "priority": task.priority if priority is None else priority,
+            "max_attempts": task.max_attempts,
+            "run_at": run_at_for(run_at, delay) if (run_at is not None or delay) else None,
+            "tag": tag, "dedupe_key": dedupe_key, "timeout": task.timeout,
+            "on_success": json.dumps([s.to_json() for s in on_success]) if on_success else None}
         with self.session(conn, atomic=False) as db:
-            ids = insert_batch(db, self.statements, batch)
-            if not ids:
+            row = query(db, self.statements.insert_job, params).fetchone()
+            if row is None:
                 assert dedupe_key is not None
-                row = query(db, self.statements.find_dedupe, {"dedupe_key": dedupe_key}).fetchone()
-                raise DuplicateJob(dedupe_key, row["id"] if row else None)
-        return ids[0]
+                found = query(db, self.statements.find_dedupe, {"dedupe_key": dedupe_key}).fetchone()
+                raise DuplicateJob(dedupe_key, found["id"] if found else None)
+        return int(row["id"])
 
     def enqueue_many(self, task: Task, args_list: Iterable[dict[str, Any]], *,
                      priority: int | None = None, run_at: datetime | None = None,

@@ -20,6 +20,19 @@ SELECT coalesce(array_agg(id ORDER BY id), '{{}}') AS ids,
         FROM (SELECT DISTINCT queue FROM inserted) AS queues) AS notified
 FROM inserted;
 
+-- name: insert_job
+-- One job, scalar parameters (no arrays to build and unnest): the single enqueue path.
+WITH inserted AS (
+    INSERT INTO {schema}.jobs (queue, task, args, priority, max_attempts, run_at, tag,
+                               dedupe_key, timeout_seconds, on_success)
+    VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
+            coalesce(%(run_at)s::timestamptz, now()), %(tag)s, %(dedupe_key)s, %(timeout)s,
+            %(on_success)s::jsonb)
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+    RETURNING id, queue
+)
+SELECT id, pg_notify({schema_name} || '.' || queue, '') FROM inserted;
+
 -- name: reserve_job_ids
 -- Ids for a COPY of new jobs (see pgqueue/enqueue.py: big batches without dedupe keys).
 SELECT array(SELECT nextval(pg_get_serial_sequence({schema_name} || '.jobs', 'id'))
