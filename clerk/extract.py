@@ -35,7 +35,7 @@ from clerk.storage import iter_site_pages
 log = logging.getLogger(__name__)
 
 # Bump when patterns change so cached pages are extracted again.
-EXTRACTOR_VERSION = "1"
+EXTRACTOR_VERSION = "2"  # bump when the rules change: cached pages are re-extracted
 CACHE_FILE = "entities.sqlite"
 COMMIT_EVERY = 200  # pages per transaction: durable progress without a commit per page
 MAX_TEXT_TEXT_CHARS = 500
@@ -99,22 +99,26 @@ _TITLED = rf"(?:(?:{_TITLE})s?\.?[ \t]+)?"
 _MOVER = rf"{_TITLED}(?P<mover>{_NAME})"
 _SECONDER = rf"{_TITLED}(?P<seconder>{_NAME})"
 
+# Between words of a motion: spaces, or one line break (minutes wrap "seconded by" and the
+# name onto the next line); a blank line ends the motion.
+_WS = r"(?:[ \t]+|[ \t]*\n[ \t]*)"
+_GAP = r"(?:[^.;\n]|\n(?![ \t]*\n)){0,200}?"
 MOTION_PATTERNS = tuple(
     re.compile(pattern)
     for pattern in (
         # "Motion by X, seconded by Y" / "Motion was made by X and seconded by Y"
         rf"(?i:motion)(?:[ \t]+(?i:was[ \t]+made))?[ \t]+(?i:by)[ \t]+{_MOVER}"
-        rf"[^.;\n]{{0,200}}?(?i:seconded|second)(?:[ \t]+(?i:by))?[ \t]+{_SECONDER}",
+        rf"{_GAP}(?i:seconded|second)(?:{_WS}(?i:by))?{_WS}{_SECONDER}",
         # "Moved by X, seconded by Y" / "It was moved by X and seconded by Y"
-        rf"(?i:moved)[ \t]+(?i:by)[ \t]+{_MOVER}[^.;\n]{{0,200}}?(?i:seconded)[ \t]+(?i:by)"
-        rf"[ \t]+{_SECONDER}",
+        rf"(?i:moved)[ \t]+(?i:by)[ \t]+{_MOVER}{_GAP}(?i:seconded){_WS}(?i:by)"
+        rf"{_WS}{_SECONDER}",
         # "X (motion), Y (second)"
         rf"{_MOVER}[ \t]*\((?i:motion|moved|m)\)[\s,;]+{_SECONDER}[ \t]*\((?i:second|seconded|s)\)",
         # "Motion: X  Second: Y"
         rf"(?i:motion|moved|mover)[ \t]*:[ \t]*{_MOVER}[\s,;]+(?i:second(?:ed|er)?)[ \t]*:"
         rf"[ \t]*{_SECONDER}",
         # "X moved, Y seconded" / "X moved to approve ..., seconded by Y"
-        rf"{_MOVER}[ \t]+(?i:moved)\b[^.;\n]{{0,200}}?(?:(?i:seconded[ \t]+by)[ \t]+{_SECONDER}"
+        rf"{_MOVER}[ \t]+(?i:moved)\b{_GAP}(?:(?i:seconded{_WS}by){_WS}{_SECONDER}"
         rf"|[,;][ \t]*(?:(?i:and)[ \t]+)?{_SECONDER.replace('seconder', 'seconder2')}[ \t]+"
         rf"(?i:seconded))",
     )

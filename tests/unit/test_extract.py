@@ -29,6 +29,10 @@ def extractor() -> Extractor:
         ("Council Member O'Brien moved to continue the item, seconded by Mayor Diaz.", "O'Brien", "Diaz"),
         ("Budget approved - B. Munro (motion), Z. Maiorca (second)", "B. Munro", "Z. Maiorca"),
         ("Motion: Alderman Novak  Second: Alderwoman Reyes", "Novak", "Reyes"),
+        # minutes wrap lines: the seconder's name on the next line
+        ("Councilmember Diaz moved to approve the budget amendment, seconded by\n"
+         "Councilmember Lee.", "Diaz", "Lee"),
+        ("It was moved by Trustee Brown and seconded\nby Trustee Green.", "Brown", "Green"),
     ],
 )
 def test_motions(extractor: Extractor, text: str, mover: str, seconder: str) -> None:
@@ -116,3 +120,8 @@ def test_missing_model_falls_back_to_rules_with_a_warning() -> None:
     assert extractor.model_name == "blank"
     assert "not installed" in extractor.warnings[0]
     assert extractor.extract("Mayor Diaz spoke.").people == [Person("Diaz", "Mayor")]
+
+
+def test_a_blank_line_ends_a_motion(extractor: Extractor) -> None:
+    text = "Councilmember Diaz moved to approve the agenda\n\nSeconded by nobody in particular"
+    assert [(m.mover, m.seconder) for m in extractor.extract(text).motions] == []
