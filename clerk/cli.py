@@ -147,7 +147,7 @@ def site_add(obj: Context, subdomain: str, url: str, name: str | None, kind: str
     if not url.lower().startswith(("http://", "https://")):
         raise click.ClickException(f"--url must be an http or https URL, not {url!r}")
     pipeline = obj.pipeline()
-    row = clerk_db.fetch_all(pipeline.dsn, "add_site", {
+    row = pipeline.fetch_all("add_site", {
         "subdomain": subdomain, "name": name or subdomain, "source_url": url,
         "source_kind": kind})
     click.echo(f"{'added' if row and row[0]['created'] else 'updated'} site {subdomain}")

@@ -29,13 +29,18 @@ def migrate_clerk(dsn: str) -> list[str]:
     return [f"{m.version:04d}_{m.name}" for m in clerk_migrator(dsn).upgrade()]
 
 
-def fetch_all(dsn: str, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    with connect(dsn) as conn:
+def fetch_all(db: str | psycopg.Connection[Any], name: str,
+              params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run a named statement on a connection (a pooled one, preferably) or a DSN."""
+    if not isinstance(db, str):
+        return query(db, getattr(_STATEMENTS, name), params).fetchall()
+    with connect(db) as conn:
         return query(conn, getattr(_STATEMENTS, name), params).fetchall()
 
 
-def fetch_one(dsn: str, name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    rows = fetch_all(dsn, name, params)
+def fetch_one(db: str | psycopg.Connection[Any], name: str,
+              params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    rows = fetch_all(db, name, params)
     return rows[0] if rows else None
 
 

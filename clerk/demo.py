@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
-from clerk import db as clerk_db
 from clerk.compile import DATABASE_FILE
 from clerk.config import QUEUES
 from clerk.pipeline import Pipeline
@@ -61,7 +60,7 @@ def run_demo(pipeline: Pipeline, *, workers: int, echo: Callable[[str], None]) -
     echo(f"database: {describe(pipeline.queue.dsn)} (schema {pipeline.queue.schema})")
     echo(f"storage:  {settings.storage_dir}")
     with serve_directory(sample_site_dir()) as url:
-        clerk_db.fetch_all(pipeline.dsn, "add_site", {
+        pipeline.fetch_all("add_site", {
             "subdomain": DEMO_SITE, "name": "Sample City", "source_url": url + "index.html",
             "source_kind": "index"})
         echo(f"serving the sample site at {url}index.html")

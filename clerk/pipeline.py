@@ -34,7 +34,6 @@ from clerk.sources import DocumentRef, SourceError, TransientSourceError, get_so
 from clerk.sources.index import RejectedLink
 from clerk.storage import Document, StorageError
 from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
-from pgqueue.db import connect
 
 log = logging.getLogger("clerk.pipeline")
 
@@ -70,6 +69,15 @@ class Pipeline:
     def dsn(self) -> str:
         return self.queue.dsn
 
+    def fetch_all(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        # Through the queue's pool: a fetch touches the database a few times per document.
+        with self.queue.session(atomic=False) as conn:
+            return clerk_db.fetch_all(conn, name, params)
+
+    def fetch_one(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        rows = self.fetch_all(name, params)
+        return rows[0] if rows else None
+
     def migrate(self) -> list[str]:
         return self.queue.migrate() + clerk_db.migrate_clerk(self.dsn)
 
@@ -78,7 +86,7 @@ class Pipeline:
     def enqueue_site(self, subdomain: str, priority: str | int = "normal") -> dict[str, Any]:
         """Start a run of a site, or join the one in progress (one run per site at a time)."""
         validate_subdomain(subdomain)
-        if clerk_db.fetch_one(self.dsn, "get_site", {"subdomain": subdomain}) is None:
+        if self.fetch_one("get_site", {"subdomain": subdomain}) is None:
             raise SiteNotFound(f"no site {subdomain!r}: add it with `clerk site add`")
         level = PRIORITIES[priority] if isinstance(priority, str) else int(priority)
         live = self.live_jobs(subdomain)
@@ -93,7 +101,7 @@ class Pipeline:
         return {"site": subdomain, "joined": False, "job_id": job_id, "priority": level}
 
     def live_jobs(self, subdomain: str) -> dict[str, int]:
-        with connect(self.dsn) as conn:
+        with self.queue.session() as conn:
             rows = conn.execute(self.queue.statements.live_by_tag, {"tag": subdomain}).fetchall()
         return {f"{r['queue']}:{r['state']}": r["jobs"] for r in rows}
 
@@ -101,7 +109,7 @@ class Pipeline:
 
     def fetch(self, site: str) -> None:
         settings = self.settings
-        row = clerk_db.fetch_one(self.dsn, "get_site", {"subdomain": validate_subdomain(site)})
+        row = self.fetch_one("get_site", {"subdomain": validate_subdomain(site)})
         if row is None:
             raise PermanentFailure(f"site {site!r} no longer exists")
         job = current_job()
@@ -152,7 +160,7 @@ class Pipeline:
         document = Document(site, ref.kind, ref.meeting, ref.date)
         key = {"site": site, "kind": document.kind, "meeting": document.meeting,
                "date": document.date}
-        previous = clerk_db.fetch_one(self.dsn, "get_document", key)
+        previous = self.fetch_one("get_document", key)
         pdf = document.pdf_path(settings.storage_dir)
         have_file = pdf.exists() and previous is not None and previous["pages"]
         record = {**key, "url": ref.url, "etag": None, "last_modified": None, "sha256": None,
@@ -191,7 +199,7 @@ class Pipeline:
         for link in refused:
             log.warning("site %s: link %s refused: %s", site, link.url, link.reason,
                         extra={"action": "link_refused", "site": site})
-        with connect(self.dsn) as conn:
+        with self.queue.session() as conn:
             clerk_db.execute(conn, "clear_refused_links", {"site": site})
             if refused:
                 clerk_db.execute(conn, "save_refused_links", {
@@ -199,7 +207,7 @@ class Pipeline:
                     "reasons": [link.reason for link in refused]})
 
     def _save_document(self, record: dict[str, Any]) -> None:
-        with connect(self.dsn) as conn:
+        with self.queue.session() as conn:
             clerk_db.execute(conn, "save_document", record)
 
     def _record_fetch(self, site: str, run_key: str, result: str, conn: Any = None) -> None:
@@ -207,7 +215,7 @@ class Pipeline:
         if conn is not None:
             clerk_db.execute(conn, "site_fetched", params)
             return
-        with connect(self.dsn) as own:
+        with self.queue.session() as own:
             clerk_db.execute(own, "site_fetched", params)
 
     def _fan_out(self, site: str, run_key: str, changed: list[tuple[Document, list[int]]],
@@ -220,7 +228,7 @@ class Pipeline:
         pages = [{"site": site, "kind": doc.kind, "meeting": doc.meeting, "date": doc.date,
                   "page": page}
                  for doc, numbers in changed for page in numbers]
-        with connect(self.dsn) as conn, conn.transaction():
+        with self.queue.session() as conn:
             try:
                 with self.queue.group(run_key, tag=site, priority=priority, conn=conn,
                                       on_complete=[compile_fast, full_path]) as group:
@@ -259,7 +267,7 @@ class Pipeline:
                          extra={"action": "compile_skipped", "site": site})
                 return
         urls = {f"{r['kind']}/{r['meeting']}/{r['date']}": r["url"]
-                for r in clerk_db.fetch_all(self.dsn, "document_urls", {"site": site})}
+                for r in self.fetch_all("document_urls", {"site": site})}
         result = compile_site(root, entities=entities, document_urls=urls)
         marker.write_text(json.dumps({"run": run, "entities": entities}))
         log.info("site %s: compiled %s (entities=%s)", site, result.path, entities,
@@ -268,7 +276,7 @@ class Pipeline:
     def deploy(self, site: str) -> None:
         database = site_dir(self.settings.storage_dir, site) / DATABASE_FILE
         target = deploy_database(site, database, self.settings)
-        with connect(self.dsn) as conn:
+        with self.queue.session() as conn:
             clerk_db.execute(conn, "site_succeeded", {"subdomain": site})
         log.info("site %s: deployed to %s", site, target, extra={"action": "deployed", "site": site})
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from clerk import db as clerk_db
 from clerk.config import QUEUES
 from clerk.pipeline import Pipeline
-from pgqueue.db import connect, mask_url, query
+from pgqueue.db import mask_url, query
 
 STATES = ("queued", "scheduled", "running", "succeeded", "failed", "cancelled")
 STAGES = ("fetch", "ocr", "compile", "extract", "compile+entities", "deploy")
@@ -36,7 +35,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def active_sites(pipeline: Pipeline) -> list[dict[str, Any]]:
     """Sites with unfinished work: their current stage and page progress."""
-    with connect(pipeline.dsn) as conn:
+    with pipeline.queue.session(atomic=False) as conn:
         rows = query(conn, pipeline.queue.statements.live_tags).fetchall()
     stages: dict[str, set[str]] = {}
     for row in rows:
@@ -44,7 +43,7 @@ def active_sites(pipeline: Pipeline) -> list[dict[str, Any]]:
     result = []
     order = {"fetch": 0, "ocr": 1, "extraction": 2, "compilation": 3, "deploy": 4}
     for site in sorted(stages):
-        with connect(pipeline.dsn) as conn:
+        with pipeline.queue.session(atomic=False) as conn:
             group = query(conn, pipeline.queue.statements.latest_group_by_tag, {"tag": site}).fetchone()
         stage = min(stages[site], key=lambda q: order.get(q, 9))
         result.append({
@@ -71,10 +70,10 @@ def overview(pipeline: Pipeline) -> dict[str, Any]:
 def site_status(pipeline: Pipeline, site: str) -> dict[str, Any]:
     """Stages of the site's latest run, with ✓ / → / ✗, pages and failures."""
     statements = pipeline.queue.statements
-    row = clerk_db.fetch_one(pipeline.dsn, "get_site", {"subdomain": site})
+    row = pipeline.fetch_one("get_site", {"subdomain": site})
     if row is None:
         raise LookupError(f"no site {site!r}")
-    with connect(pipeline.dsn) as conn:
+    with pipeline.queue.session(atomic=False) as conn:
         group = query(conn, statements.latest_group_by_tag, {"tag": site}).fetchone()
         live = query(conn, statements.live_by_tag, {"tag": site}).fetchall()
         since = group["started_at"] if group else row["created_at"]
@@ -86,8 +85,8 @@ def site_status(pipeline: Pipeline, site: str) -> dict[str, Any]:
     failures = pipeline.queue.group_failures(group["id"]) if group else []
     fetch_jobs = [j for j in fetches if j["queue"] == "fetch"]
     stages = _stages(group, jobs, fetch_jobs, live)
-    documents = clerk_db.fetch_all(pipeline.dsn, "document_errors", {"site": site})
-    refused = clerk_db.fetch_all(pipeline.dsn, "refused_links", {"site": site})
+    documents = pipeline.fetch_all("document_errors", {"site": site})
+    refused = pipeline.fetch_all("refused_links", {"site": site})
     complete = all(s["state"] in ("done", "skipped") for s in stages)
     # The latest fetch, and the run's later steps, that failed for good: their errors.
     failed_jobs = [{"job_id": j["id"], "task": j["task"], "queue": j["queue"],
