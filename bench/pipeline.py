@@ -26,7 +26,6 @@ import itertools
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from typing import Any
 import psycopg
 
 from bench.harness import Cluster, Workers
+from bench.report import median_run
 
 SITE = "bench-city"
 SCAN_DPI = 150  # the scanner's resolution for the generated image-only pages
@@ -368,20 +368,11 @@ def fanin_drain(cluster: Cluster, sizes: PipelineSizes, grouped: bool) -> dict[s
     return entry
 
 
-def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    if len(runs) == 1:
-        return runs[0]
-    middle = statistics.median_low(r["value"] for r in runs)
-    chosen = dict(next(r for r in runs if r["value"] == middle))
-    chosen["runs"] = [r["value"] for r in runs]
-    return chosen
-
-
 def fanin_figures(cluster: Cluster, sizes: PipelineSizes, repeat: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for grouped in (False, True):
         key = "grouped" if grouped else "ungrouped"
-        out[key] = _median([fanin_drain(cluster, sizes, grouped) for _ in range(repeat)])
+        out[key] = median_run([fanin_drain(cluster, sizes, grouped) for _ in range(repeat)])
         _say(f"  pipeline: drain {sizes.fanin:,} {key} {out[key]['value']:,.0f} jobs/s")
     out["grouped_over_ungrouped"] = out["grouped"]["value"] / out["ungrouped"]["value"]
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -126,3 +127,13 @@ def write(results: dict[str, Any], path: Path | None = None) -> Path:
         path = RESULTS_DIR / f"{stamp}{'-quick' if results['quick'] else ''}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median value (the lower middle one), with every run's value kept."""
+    if len(runs) == 1:
+        return runs[0]
+    middle = statistics.median_low(r["value"] for r in runs)
+    chosen = dict(next(r for r in runs if r["value"] == middle))
+    chosen["runs"] = [r["value"] for r in runs]
+    return chosen

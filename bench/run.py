@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -16,6 +15,7 @@ from bench import figures, pipeline, report
 from bench.contenders import NAMES, get
 from bench.figures import Sizes
 from bench.harness import Cluster, machine_facts
+from bench.report import median_run
 
 FIGURES = ("enqueue_one", "enqueue_bulk", "drain_1", "drain_4", "latency", "sustained")
 
@@ -61,13 +61,6 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    if len(runs) == 1:
-        return runs[0]
-    middle = statistics.median_low(r["value"] for r in runs)
-    chosen = dict(next(r for r in runs if r["value"] == middle))
-    chosen["runs"] = [r["value"] for r in runs]
-    return chosen
 
 
 def figure_runner(name: str, cluster: Cluster, sizes: Sizes) -> Callable[[Any], dict[str, Any]]:
