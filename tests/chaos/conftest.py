@@ -146,13 +146,9 @@ def own_server(tmp_path: Path) -> Iterator[LocalServer]:
     """A PostgreSQL cluster for this test alone (one the test may restart or crash)."""
     # synchronous_commit stays on: an immediate stop must not lose a commit a worker saw.
     # fsync off is safe here, since only PostgreSQL dies, never the machine.
-    server = LocalServer(base_dir=tmp_path / "pg", settings={"fsync": "off",
-                                                             "full_page_writes": "off"})
-    server.start()
-    try:
+    with LocalServer(base_dir=tmp_path / "pg",
+                     settings={"fsync": "off", "full_page_writes": "off"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def new_database(server: LocalServer, name: str) -> str:

@@ -37,13 +37,9 @@ def pg_server() -> Iterator[LocalServer | None]:
     if os.environ.get("PGQUEUE_TEST_DATABASE_URL"):
         yield None
         return
-    server = LocalServer(settings={"fsync": "off", "synchronous_commit": "off",
-                                   "full_page_writes": "off"})
-    server.start()
-    try:
+    with LocalServer(settings={"fsync": "off", "synchronous_commit": "off",
+                               "full_page_writes": "off"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
