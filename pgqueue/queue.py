@@ -91,6 +91,8 @@ class Queue:
         # One pool per process and DSN: a forked worker must not share its parent's sockets.
         key = (os.getpid(), self.dsn)
         if self._pool is None or self._pool_key != key:
+            if self._pool is not None and self._pool_key and self._pool_key[0] == key[0]:
+                self._pool.close()  # the DSN changed: this process's old pool is done
             self._pool = ConnectionPool(
                 self.dsn, min_size=1, max_size=self.pool_size, open=True, name="pgqueue",
                 timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
