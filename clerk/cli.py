@@ -51,6 +51,10 @@ class Context:
                     f"database error: {mask_url(str(error).strip())}") from None
         return self._pipeline
 
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+
 
 pass_context = click.make_pass_decorator(Context)
 
@@ -84,6 +88,7 @@ class ClerkGroup(click.Group):
 def main(ctx: click.Context, env_file: str) -> None:
     """clerk: city meeting documents into searchable SQLite databases, on pgqueue."""
     ctx.obj = Context(env_file)
+    ctx.call_on_close(ctx.obj.close)
     settings = ctx.obj.settings
     configure_logging(settings.log_format, settings.log_level)
 

@@ -78,6 +78,10 @@ class Pipeline:
         rows = self.fetch_all(name, params)
         return rows[0] if rows else None
 
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.queue.close()
+
     def migrate(self) -> list[str]:
         return self.queue.migrate() + clerk_db.migrate_clerk(self.dsn)
 

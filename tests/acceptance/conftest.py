@@ -14,6 +14,7 @@ import html
 import logging
 import os
 import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,22 @@ def settings(clerk_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def pipeline(settings: Settings, db_url: str) -> Pipeline:
-    return build_pipeline(settings, db_url)
+def make_pipeline(db_url: str) -> Iterator[Callable[[Settings], Pipeline]]:
+    """Pipelines bound to the test database, their connection pools closed at the end."""
+    made: list[Pipeline] = []
+
+    def make(settings: Settings) -> Pipeline:
+        made.append(build_pipeline(settings, db_url))
+        return made[-1]
+
+    yield make
+    for pipeline in made:
+        pipeline.close()
+
+
+@pytest.fixture
+def pipeline(settings: Settings, make_pipeline: Callable[[Settings], Pipeline]) -> Pipeline:
+    return make_pipeline(settings)
 
 
 class Cli:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from clerk.compile import DATABASE_FILE
-from clerk.config import load_settings
-from clerk.pipeline import Pipeline, build_pipeline
+from clerk.config import Settings, load_settings
+from clerk.pipeline import Pipeline
 from tests.acceptance.conftest import CitySite, Cli, history, pages, run_workers, search
 from tests.support.pipeline import PdfFactory
 
@@ -117,13 +118,13 @@ def test_bad_pdf(make, expected: str, city: CitySite, pdf_factory: PdfFactory, c
 ])
 def test_document_http_failure(route: str, expected: str, city: CitySite, pdf_factory: PdfFactory,
                                cli: Cli, pipeline: Pipeline, db_url: str, tmp_path: Path,
-                               clerk_env: dict[str, str]) -> None:
+                               clerk_env: dict[str, str],
+                               make_pipeline: Callable[[Settings], Pipeline]) -> None:
     publish_good(city, pdf_factory)
     path = city.path("bad.pdf")
     if route == "timeout":
         city.server.slow_drip(path, interval=60)  # the header, then nothing
-        pipeline = build_pipeline(load_settings(None, {**clerk_env, "CLERK_HTTP_TIMEOUT": "0.5"}),
-                                  db_url)
+        pipeline = make_pipeline(load_settings(None, {**clerk_env, "CLERK_HTTP_TIMEOUT": "0.5"}))
     elif route == "500":
         city.server.status(path, 500)
     # "404": no route at all
@@ -189,11 +190,12 @@ def test_link_outside_http(city: CitySite, pdf_factory: PdfFactory, cli: Cli, pi
 
 def test_huge_page_is_bounded(city: CitySite, pdf_factory: PdfFactory, cli: Cli, db_url: str,
                               clerk_env: dict[str, str], tmp_path: Path,
-                              caplog: pytest.LogCaptureFixture) -> None:
+                              caplog: pytest.LogCaptureFixture,
+                              make_pipeline: Callable[[Settings], Pipeline]) -> None:
     """A poster-sized page is rendered at a lower dpi; one too big to read fails alone."""
     env = {**clerk_env, "CLERK_MAX_PAGE_PIXELS": "8000000"}
     cli.env = env
-    pipeline = build_pipeline(load_settings(None, env), db_url)
+    pipeline = make_pipeline(load_settings(None, env))
     publish_good(city, pdf_factory)
     city.add("plan.pdf", "Planning Commission Agenda 2024-05-08",
              pdf_factory.huge_page_pdf("plan.pdf", 30 * 72, 30 * 72).read_bytes())

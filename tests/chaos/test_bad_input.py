@@ -10,6 +10,7 @@ refused before anything runs. (The PDF and site sweep lives in tests/acceptance.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -51,7 +52,7 @@ def canonical(value: Any) -> str:
 
 
 @pytest.fixture
-def echo_queue(db_url: str) -> tuple[Queue, list[dict[str, Any]]]:
+def echo_queue(db_url: str) -> Iterator[tuple[Queue, list[dict[str, Any]]]]:
     queue = Queue(db_url)
     seen: list[dict[str, Any]] = []
 
@@ -59,7 +60,8 @@ def echo_queue(db_url: str) -> tuple[Queue, list[dict[str, Any]]]:
     def echo(**kwargs: Any) -> None:
         seen.append(kwargs)
 
-    return queue, seen
+    yield queue, seen
+    queue.close()
 
 
 def test_hostile_args_are_stored_and_delivered_unchanged(echo_queue: tuple[Queue, list[dict[str, Any]]],

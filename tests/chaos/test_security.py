@@ -188,9 +188,12 @@ def test_job_errors_do_not_keep_the_password(secure: SecureDb) -> None:
     def leaky() -> None:
         raise RuntimeError(f"could not sync with {secure.worker_url} (password={WORKER_SECRET})")
 
-    job_id = queue.enqueue(leaky)
-    queue.work(["leaky"], burst=True, poll_interval=0.2)
-    job = queue.get_job(job_id)
+    try:
+        job_id = queue.enqueue(leaky)
+        queue.work(["leaky"], burst=True, poll_interval=0.2)
+        job = queue.get_job(job_id)
+    finally:
+        queue.close()
     assert job.state == "failed"
     assert_no_secret(job.last_error or "", "a job's stored error")
 

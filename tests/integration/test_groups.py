@@ -243,8 +243,8 @@ def test_property_followups_fire_once_per_group(
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE pgqueue_test_template").format(
             sql.Identifier(name)))
     url = database_url(admin_url, name)
+    queue = Queue(url)
     try:
-        queue = Queue(url)
         fired: list[int] = []
 
         @queue.task(name="member", queue="m", max_attempts=1)
@@ -279,6 +279,7 @@ def test_property_followups_fire_once_per_group(
             assert row == (size, 0, len([i for i in range(size) if i in failing]))
         del itertools
     finally:
+        queue.close()
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
