@@ -23,14 +23,13 @@ import sqlite3
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import spacy
-from spacy.language import Language
-from spacy.matcher import Matcher
+from typing import TYPE_CHECKING, Any
 
 from clerk.config import Settings
 from clerk.storage import iter_site_pages
+
+if TYPE_CHECKING:  # spaCy takes most of a second to import: only the extract task pays it
+    from spacy.language import Language
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +248,8 @@ class Extractor:
         self.settings = settings or Settings()
         self.warnings: list[str] = []
         self.model_name = "blank"
+        from spacy.matcher import Matcher
+
         self.nlp = self._load(self.settings.spacy_model)
         self._add_rules()
         self.matcher = Matcher(self.nlp.vocab)
@@ -260,6 +261,8 @@ class Extractor:
         return f"v{EXTRACTOR_VERSION}:{self.model_name}"
 
     def _load(self, model: str | None) -> Language:
+        import spacy
+
         if model:
             try:
                 nlp = spacy.load(model, exclude=["lemmatizer", "textcat", "parser"])

@@ -13,13 +13,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
-
-import pytesseract
-from PIL import Image
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from clerk.config import Settings
 from clerk.pdf import render_page, text_layer
+
+if TYPE_CHECKING:  # pytesseract and PIL load only in the OCR task, not in every `clerk` command
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class TesseractBackend:
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
     def image_to_text(self, image: Image.Image, *, dpi: int) -> str:
+        import pytesseract
+
         config = f"--dpi {int(dpi)} {self.extra_config}".strip()
         try:
             text = pytesseract.image_to_string(

@@ -16,10 +16,10 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pdf2image import convert_from_path
-from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError, PDFSyntaxError
-from PIL import Image
+if TYPE_CHECKING:  # pdf2image and PIL load only when a page is rendered
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,13 @@ def render_page(
     The page size is read first; an oversized page is rendered at a lower dpi (noted in
     `warnings`). The image's `info["dpi"]` holds the dpi actually used.
     """
+    from pdf2image import convert_from_path
+    from pdf2image.exceptions import (
+        PDFInfoNotInstalledError,
+        PDFPageCountError,
+        PDFSyntaxError,
+    )
+
     width, height = page_size(path, page)
     used = fit_dpi(width, height, dpi, max_pixels)
     if used != dpi:
