@@ -87,22 +87,39 @@ class Pipeline:
 
     # -- enqueueing -----------------------------------------------------------------------
 
-    def enqueue_site(self, subdomain: str, priority: str | int = "normal") -> dict[str, Any]:
-        """Start a run of a site, or join the one in progress (one run per site at a time)."""
+    def enqueue_site(self, subdomain: str, priority: str | int = "normal", *,
+                     rerun: bool = False) -> dict[str, Any]:
+        """Start a run of a site, or join the one in progress (one run per site at a time).
+
+        The "run in progress?" check and the insert of the fetch job are one step: both
+        happen in one transaction holding the site's advisory lock, so two enqueues of a
+        site (two CLIs, clerkd's schedule and a retry) cannot both see no run and both
+        start one. `rerun` makes the fetch fan out (and compile and deploy) even when no
+        document changed: a retry of a run whose later stages failed.
+        """
         validate_subdomain(subdomain)
         if self.fetch_one("get_site", {"subdomain": subdomain}) is None:
             raise SiteNotFound(f"no site {subdomain!r}: add it with `clerk site add`")
         level = PRIORITIES[priority] if isinstance(priority, str) else int(priority)
-        live = self.live_jobs(subdomain)
-        if live:
-            return {"site": subdomain, "joined": True, "live_jobs": sum(live.values())}
-        try:
-            job_id = self.queue.enqueue(self.fetch_task, {"site": subdomain}, priority=level,
-                                        tag=subdomain, dedupe_key=f"clerk:fetch:{subdomain}")
-        except DuplicateJob:  # another enqueue of this site won the race: join its run
-            return {"site": subdomain, "joined": True,
-                    "live_jobs": sum(self.live_jobs(subdomain).values())}
+        args: dict[str, Any] = {"site": subdomain}
+        if rerun:
+            args["rerun"] = True
+        with self.queue.session() as conn:
+            clerk_db.execute(conn, "lock_site", {"subdomain": subdomain})
+            live = self._live_jobs(conn, subdomain)
+            if live:
+                return {"site": subdomain, "joined": True, "live_jobs": sum(live.values())}
+            try:
+                job_id = self.queue.enqueue(self.fetch_task, args, priority=level, tag=subdomain,
+                                            dedupe_key=f"clerk:fetch:{subdomain}", conn=conn)
+            except DuplicateJob:  # a fetch enqueued outside clerk's lock: join its run
+                return {"site": subdomain, "joined": True,
+                        "live_jobs": sum(self._live_jobs(conn, subdomain).values())}
         return {"site": subdomain, "joined": False, "job_id": job_id, "priority": level}
+
+    def _live_jobs(self, conn: Any, subdomain: str) -> dict[str, int]:
+        rows = conn.execute(self.queue.statements.live_by_tag, {"tag": subdomain}).fetchall()
+        return {f"{r['queue']}:{r['state']}": r["jobs"] for r in rows}
 
     def live_jobs(self, subdomain: str) -> dict[str, int]:
         with self.queue.session() as conn:

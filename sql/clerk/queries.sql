@@ -56,3 +56,8 @@ ON CONFLICT (site, url) DO UPDATE SET reason = excluded.reason, seen_at = now();
 
 -- name: refused_links
 SELECT url, reason FROM {schema}.refused_links WHERE site = %(site)s ORDER BY url;
+
+-- name: lock_site
+-- Held to the end of the transaction: makes "is a run in progress?" and the insert of a
+-- run's fetch job one step (two enqueues of one site serialise here).
+SELECT pg_advisory_xact_lock(hashtextextended('clerk.site:' || %(subdomain)s, 0));
