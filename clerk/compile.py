@@ -5,11 +5,19 @@ over it, so Datasette and deploy never see half a database, and two compilations
 same site (at-least-once execution) each build their own file; the last rename wins and
 neither removes the other's work. Rows stream from disk with generators, so memory does
 not grow with the site. Compile never runs spaCy: entities come from the extraction cache.
+
+A pipeline run compiles a site twice: a fast compile (pages only, as soon as OCR is done)
+and a full one (with entities, after extraction), on any compilation worker. Given the run
+id, the marker `.compiled.json` records which run and kind the current `meetings.db` comes
+from. It is read and written, and the database renamed, under an exclusive lock on the
+site directory, so a fast compile that started before the full one finished never renames
+over it: the check happens again just before its rename.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -27,6 +35,7 @@ from clerk.storage import Kind, PageRecord, iter_site_pages
 log = logging.getLogger(__name__)
 
 DATABASE_FILE = "meetings.db"
+MARKER_FILE = ".compiled.json"  # {"run": ..., "entities": ...} of the current meetings.db
 BATCH_SIZE = 500
 PAGE_TABLES: dict[Kind, str] = {"minutes": "minutes", "agenda": "agendas"}
 PAGE_COLUMNS = {
@@ -50,6 +59,7 @@ class CompileResult:
     references: int = 0
     missing_entities: int = 0
     tables: list[str] = field(default_factory=list)
+    skipped: bool = False  # a fast compile kept out: this run's full database is in place
 
 
 def _document_key(record: PageRecord) -> str:
@@ -191,22 +201,66 @@ def _table_names(path: Path) -> list[str]:
         return sorted(db.table_names())
 
 
+@contextlib.contextmanager
+def _site_lock(site_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the site directory (flock, so it dies with its process)."""
+    descriptor = os.open(site_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _superseded(site_dir: Path, run: str | None, entities: bool) -> bool:
+    """Whether this compile must not replace the current database: it is a fast one, and
+    the full compile of the same run already put its database in place. Call locked."""
+    if run is None:
+        return False
+    try:
+        previous = json.loads((site_dir / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if previous.get("run") != run:
+        return False
+    if not entities and previous.get("entities"):
+        return True
+    return False
+
+
+def _write_marker(site_dir: Path, run: str, entities: bool) -> None:
+    temp = site_dir / f"{MARKER_FILE}.{os.getpid()}.tmp"
+    temp.write_text(json.dumps({"run": run, "entities": entities}))
+    os.replace(temp, site_dir / MARKER_FILE)
+
+
+def _skipped(target: Path) -> CompileResult:
+    tables = _table_names(target) if target.exists() else []
+    return CompileResult(path=target, agendas=0, minutes=0, tables=tables, skipped=True)
+
+
 def compile_site(
     site_dir: Path,
     *,
     entities: bool,
     document_urls: dict[str, str] | None = None,
+    run: str | None = None,
 ) -> CompileResult:
     """Build `<site_dir>/meetings.db` from the page texts, atomically.
 
     `document_urls` maps a document key `"<kind>/<meeting>/<date>"` (or a page id) to
     the URL of its PDF, for the `document_url` column. With `entities=True` the people,
     motions, votes and references tables are filled from the extraction cache; pages
-    with no cached entities are counted in `missing_entities`.
+    with no cached entities are counted in `missing_entities`. `run` names the pipeline
+    run: a fast compile (`entities=False`) of a run whose full compile is already in place
+    replaces nothing and returns a result with `skipped=True`.
     """
     site_dir = Path(site_dir)
     site_dir.mkdir(parents=True, exist_ok=True)
     target = site_dir / DATABASE_FILE
+    with _site_lock(site_dir):
+        if _superseded(site_dir, run, entities):  # the full compile raced ahead: no work
+            return _skipped(target)
     descriptor, temp_name = tempfile.mkstemp(dir=site_dir, prefix=f".{DATABASE_FILE}.", suffix=".tmp")
     os.close(descriptor)
     temp = Path(temp_name)
@@ -229,7 +283,14 @@ def compile_site(
         db.close()
         with temp.open("rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(temp, target)
+        with _site_lock(site_dir):
+            # Checked again at the rename: the full compile may have finished meanwhile.
+            if _superseded(site_dir, run, entities):
+                temp.unlink()
+                return _skipped(target)
+            os.replace(temp, target)
+            if run is not None:
+                _write_marker(site_dir, run, entities)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()

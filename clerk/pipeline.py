@@ -13,7 +13,6 @@ Every job of a run carries the site as its tag and the run's priority.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, cu
 log = logging.getLogger("clerk.pipeline")
 
 PRIORITIES = {"high": 100, "normal": 0, "low": -100}
-COMPILE_MARKER = ".compiled.json"  # which run the current meetings.db comes from
 
 
 class SiteNotFound(ValueError):
@@ -279,18 +277,14 @@ class Pipeline:
 
     def compile(self, site: str, entities: bool, run: str | None = None) -> None:
         root = site_dir(self.settings.storage_dir, site)
-        marker = root / COMPILE_MARKER
-        if not entities and run is not None and marker.exists():
-            # The full path already compiled this run (it raced ahead): keep its entities.
-            previous = json.loads(marker.read_text())
-            if previous.get("run") == run and previous.get("entities"):
-                log.info("site %s: fast compile skipped, the full one is done", site,
-                         extra={"action": "compile_skipped", "site": site})
-                return
         urls = {f"{r['kind']}/{r['meeting']}/{r['date']}": r["url"]
                 for r in self.fetch_all("document_urls", {"site": site})}
-        result = compile_site(root, entities=entities, document_urls=urls)
-        marker.write_text(json.dumps({"run": run, "entities": entities}))
+        # compile_site keeps a fast compile from replacing this run's full one (its marker).
+        result = compile_site(root, entities=entities, document_urls=urls, run=run)
+        if result.skipped:
+            log.info("site %s: fast compile skipped, the full one is done", site,
+                     extra={"action": "compile_skipped", "site": site})
+            return
         log.info("site %s: compiled %s (entities=%s)", site, result.path, entities,
                  extra={"action": "compiled", "site": site})
 
