@@ -321,11 +321,16 @@ def purge_queue(obj: Context, queue_name: str, yes: bool) -> None:
 def failed(obj: Context, queue_name: str | None, subdomain: str | None, retry: bool,
            limit: int, as_json: bool) -> None:
     """Failed jobs with their errors; --retry re-queues them."""
-    queue = obj.pipeline().queue
+    pipeline = obj.pipeline()
+    queue = pipeline.queue
     tag = _subdomain(subdomain) if subdomain else None
-    if retry:
-        count = queue.retry_failed(queue=queue_name, tag=tag)
-        click.echo(f"{count} failed jobs re-queued")
+    if retry:  # through the pipeline: a retry re-opens the site's run (clerk.pipeline)
+        report = pipeline.retry_failed(queue=queue_name, subdomain=tag)
+        if as_json:
+            _emit_json(report.as_dict())
+        else:
+            for line in report.lines():
+                click.echo(line)
         return
     rows = queue.failed_jobs(queue=queue_name, tag=tag, limit=limit)
     if as_json:

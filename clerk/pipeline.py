@@ -39,8 +39,55 @@ log = logging.getLogger("clerk.pipeline")
 PRIORITIES = {"high": 100, "normal": 0, "low": -100}
 
 
+CLERK_TASKS = frozenset({"clerk.fetch", "clerk.ocr_page", "clerk.extract", "clerk.compile",
+                         "clerk.deploy"})
+RETRY_SCAN_LIMIT = 100_000
+
+
 class SiteNotFound(ValueError):
     pass
+
+
+@dataclass
+class RetryReport:
+    """What `Pipeline.retry_failed` did, site by site."""
+
+    runs: dict[str, tuple[int, int]] = field(default_factory=dict)  # site: (failed, fetch job)
+    left: dict[str, tuple[int, int]] = field(default_factory=dict)  # site: (failed, live jobs)
+    requeued: int = 0  # failed jobs of no site, re-queued as they were
+    not_requeued: int = 0  # of those, jobs whose dedupe key is taken by a live job
+
+    def add(self, site: str, failed: list[dict[str, Any]], result: dict[str, Any]) -> None:
+        if result["joined"]:
+            self.left[site] = (len(failed), result["live_jobs"])
+        else:
+            self.runs[site] = (len(failed), result["job_id"])
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "requeued": self.requeued + sum(count for count, _ in self.runs.values())}
+        if self.runs:
+            data["runs"] = {site: {"failed": count, "fetch_job": job}
+                            for site, (count, job) in self.runs.items()}
+        if self.left:
+            data["left_for_run_in_progress"] = {site: {"failed": count, "live_jobs": live}
+                                                for site, (count, live) in self.left.items()}
+        if self.not_requeued:
+            data["not_requeued"] = self.not_requeued
+        return data
+
+    def lines(self) -> list[str]:
+        out = [f"{site}: {count} failed jobs re-queued (the site's run re-opened, fetch job "
+               f"{job})" for site, (count, job) in self.runs.items()]
+        out += [f"{site}: {count} failed jobs not re-queued: a run is "
+                f"in progress ({live} jobs) and no second run is started; its fetch reads the "
+                f"missing pages if it has not run yet, else retry once it ends"
+                for site, (count, live) in self.left.items()]
+        if self.requeued or self.not_requeued or not out:
+            out.append(f"{self.requeued} failed jobs re-queued"
+                       + (f", {self.not_requeued} not (a live job has the same dedupe key)"
+                          if self.not_requeued else ""))
+        return out
 
 
 def resolve_dsn(settings: Settings) -> str:
@@ -85,35 +132,81 @@ class Pipeline:
 
     # -- enqueueing -----------------------------------------------------------------------
 
-    def enqueue_site(self, subdomain: str, priority: str | int = "normal", *,
-                     rerun: bool = False) -> dict[str, Any]:
+    def enqueue_site(self, subdomain: str, priority: str | int = "normal") -> dict[str, Any]:
         """Start a run of a site, or join the one in progress (one run per site at a time).
 
         The "run in progress?" check and the insert of the fetch job are one step: both
         happen in one transaction holding the site's advisory lock, so two enqueues of a
         site (two CLIs, clerkd's schedule and a retry) cannot both see no run and both
-        start one. `rerun` makes the fetch fan out (and compile and deploy) even when no
-        document changed: a retry of a run whose later stages failed.
+        start one.
         """
         validate_subdomain(subdomain)
         if self.fetch_one("get_site", {"subdomain": subdomain}) is None:
             raise SiteNotFound(f"no site {subdomain!r}: add it with `clerk site add`")
         level = PRIORITIES[priority] if isinstance(priority, str) else int(priority)
-        args: dict[str, Any] = {"site": subdomain}
-        if rerun:
-            args["rerun"] = True
         with self.queue.session() as conn:
             clerk_db.execute(conn, "lock_site", {"subdomain": subdomain})
             live = self._live_jobs(conn, subdomain)
             if live:
                 return {"site": subdomain, "joined": True, "live_jobs": sum(live.values())}
             try:
-                job_id = self.queue.enqueue(self.fetch_task, args, priority=level, tag=subdomain,
-                                            dedupe_key=f"clerk:fetch:{subdomain}", conn=conn)
+                job_id = self.queue.enqueue(self.fetch_task, {"site": subdomain}, priority=level,
+                                            tag=subdomain, dedupe_key=f"clerk:fetch:{subdomain}",
+                                            conn=conn)
             except DuplicateJob:  # a fetch enqueued outside clerk's lock: join its run
                 return {"site": subdomain, "joined": True,
                         "live_jobs": sum(self._live_jobs(conn, subdomain).values())}
         return {"site": subdomain, "joined": False, "job_id": job_id, "priority": level}
+
+    def retry_failed(self, *, queue: str | None = None, subdomain: str | None = None
+                     ) -> RetryReport:
+        """Retry failed jobs by re-opening their site's run, never by re-queueing them bare.
+
+        A failed page job put back on its own would belong to no group, so no compile would
+        follow it, and a fetch put back while the site's next fetch is queued would collide
+        with it. So a site with failed clerk jobs gets a new run (or joins the one in
+        progress; never a second one): its fetch finds the pages whose text is missing and
+        reads them in a new group with the compile, extract and deploy follow-ups, with the
+        tasks' current settings (timeouts, attempts), and it redoes the later stages of a
+        run that did not finish. The failed jobs' records stay in the history.
+        Failed jobs that belong to no site (other tasks) are re-queued as they were.
+        """
+        failures = [row for row in self.queue.failed_jobs(queue=queue, tag=subdomain,
+                                                          limit=RETRY_SCAN_LIMIT)
+                    if row["final"]]
+        report = RetryReport()
+        by_site: dict[str, list[dict[str, Any]]] = {}
+        others: list[int] = []
+        for row in failures:
+            tag = row["tag"]
+            if (row["task"] in CLERK_TASKS and tag
+                    and self.fetch_one("get_site", {"subdomain": tag}) is not None):
+                by_site.setdefault(tag, []).append(row)
+            else:
+                others.append(row["id"])
+        for site, failed in sorted(by_site.items()):
+            report.add(site, failed, self._retry_site(site, failed))
+        if others:
+            report.requeued = self.queue.retry_failed(ids=others)
+            report.not_requeued = len(others) - report.requeued
+        return report
+
+    def _retry_site(self, site: str, failed: list[dict[str, Any]]) -> dict[str, Any]:
+        """Re-open a site's run under its lock: join the run in progress, or put its latest
+        failed fetch back (its record moves back to the queue, so `clerk failed` no longer
+        lists it), or start a new run."""
+        fetches = sorted((row for row in failed if row["task"] == "clerk.fetch"),
+                         key=lambda row: row["failed_at"])
+        with self.queue.session() as conn:
+            clerk_db.execute(conn, "lock_site", {"subdomain": site})
+            live = self._live_jobs(conn, site)
+            if live:
+                return {"joined": True, "live_jobs": sum(live.values())}
+            # Under the lock no enqueue of this site can take the fetch's dedupe key, so
+            # moving the failed fetch back cannot collide (and lose its record).
+            if fetches and self.queue.retry_failed(ids=[fetches[-1]["id"]]) == 1:
+                return {"joined": False, "job_id": fetches[-1]["id"]}
+        return self.enqueue_site(site)
 
     def _live_jobs(self, conn: Any, subdomain: str) -> dict[str, int]:
         rows = conn.execute(self.queue.statements.live_by_tag, {"tag": subdomain}).fetchall()
@@ -160,7 +253,7 @@ class Pipeline:
         summary = (f"{len(refs)} documents listed, {len(changed)} new or changed, "
                    f"{sum(len(p) for _, p in changed)} pages to read, {problems} failed"
                    + (f", {len(refused)} links refused" if refused else ""))
-        if not changed and (root / DATABASE_FILE).exists():
+        if not changed and (root / DATABASE_FILE).exists() and not _unfinished(row):
             self._record_fetch(site, run_key, f"nothing new: {summary}")
             log.info("site %s: nothing new (%s)", site, summary,
                      extra={"action": "nothing_new", "site": site})
@@ -294,6 +387,18 @@ class Pipeline:
         with self.queue.session() as conn:
             clerk_db.execute(conn, "site_succeeded", {"subdomain": site})
         log.info("site %s: deployed to %s", site, target, extra={"action": "deployed", "site": site})
+
+
+def _unfinished(site: dict[str, Any]) -> bool:
+    """Did the site's last run fan out and never deploy? (a stage failed, or was retried)
+
+    Then a fetch with nothing new still fans out, so compile, extract and deploy run again:
+    a retried run finishes, and a run whose deploy failed is not reported "nothing new".
+    """
+    result = site.get("last_result") or ""
+    if site.get("last_fetch_at") is None or result.startswith("nothing new"):
+        return False
+    return site.get("last_success_at") is None or site["last_success_at"] < site["last_fetch_at"]
 
 
 def discover(kind: str, source_url: str, session: requests.Session, settings: Settings

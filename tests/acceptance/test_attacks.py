@@ -6,7 +6,6 @@ Everything is real: PostgreSQL, HTTP servers on 127.0.0.1, PDFs, Tesseract, the 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -88,3 +87,108 @@ def test_enqueue_that_stalls_between_check_and_insert_starts_no_second_run(
     b.join(60)
     assert sorted(r["joined"] for r in results.values()) == [False, True]
     assert len(fetch_jobs(db_url, "springfield")) == 1
+
+
+# ---------------------------------------------------------------- 3, 9, 10: retries
+
+
+def ocr_history(db_url: str) -> list[dict[str, Any]]:
+    return rows(db_url, "SELECT id, state::text AS state, args, timeout_seconds"
+                        " FROM pgqueue.job_history WHERE queue = 'ocr' ORDER BY id")
+
+
+def deploys(db_url: str) -> int:
+    return len([job for job in history(db_url) if job["queue"] == "deploy"])
+
+
+def run_with_page_two_failing(city: CitySite, pdf_factory: PdfFactory, cli: Cli,
+                              pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One three-page agenda whose page 2 fails for good in the first run."""
+    city.add("a.pdf", "City Council Agenda 2024-05-07", pdf_factory.text_pdf("a.pdf", [
+        "Agenda: the osprey nest", "Page two: the kestrel permit", "Page three: adjourn"]
+    ).read_bytes())
+    import clerk.pipeline as pipeline_module
+    real_read_page = pipeline_module.read_page
+
+    def read_page(pdf: Path, page: int, settings: Settings) -> Any:
+        if page == 2:
+            raise PermanentFailure("simulated OCR failure of page 2")
+        return real_read_page(pdf, page, settings)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline_module, "read_page", read_page)
+        cli("site", "add", "springfield", "--url", city.url)
+        cli("enqueue", "springfield")
+        run_workers(pipeline)
+    assert [job["state"] for job in ocr_history(pipeline.dsn)] == [
+        "succeeded", "failed", "succeeded"]
+
+
+def test_retry_of_failed_pages_finishes_the_run(
+        city: CitySite, pdf_factory: PdfFactory, cli: Cli, clerk_env: dict[str, str],
+        pipeline: Pipeline, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        make_pipeline: Callable[[Settings], Pipeline]) -> None:
+    """`clerk failed --retry --queue ocr`: the page is read, compiled and deployed, with
+    the OCR task's current timeout (the configuration changed since the failure);
+    nothing is left for "nothing new" to hide."""
+    run_with_page_two_failing(city, pdf_factory, cli, pipeline, monkeypatch)
+    database = tmp_path / "storage" / "springfield" / DATABASE_FILE
+    assert [p["page"] for p in pages(database, "agendas")] == [1, 3]
+    assert deploys(db_url) == 1
+
+    upgraded_env = {**clerk_env, "CLERK_OCR_TIMEOUT": "77"}
+    output = Cli(upgraded_env)("failed", "--retry", "--queue", "ocr").output
+    run_workers(make_pipeline(load_settings(None, upgraded_env)))
+
+    assert [p["page"] for p in pages(database, "agendas")] == [1, 2, 3]
+    assert any("kestrel" in p["text"] for p in pages(database, "agendas"))
+    retried = ocr_history(db_url)[3:]
+    assert [(job["args"]["page"], job["state"], job["timeout_seconds"]) for job in retried] == [
+        (2, "succeeded", 77)]
+    assert deploys(db_url) == 2
+    deployed = tmp_path / "deploy" / "springfield.db"
+    assert [p["page"] for p in pages(deployed, "agendas")] == [1, 2, 3]
+    # Nothing left over: the next run has nothing new and reads nothing.
+    cli("enqueue", "springfield")
+    run_workers(pipeline)
+    assert len(ocr_history(db_url)) == 4
+    assert "springfield: 1 failed jobs re-queued (the site's run re-opened" in output
+
+
+def test_retry_during_a_new_run_starts_no_second_run(
+        city: CitySite, pdf_factory: PdfFactory, cli: Cli, pipeline: Pipeline, db_url: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_with_page_two_failing(city, pdf_factory, cli, pipeline, monkeypatch)
+    assert "enqueued" in cli("enqueue", "springfield").output  # the next run, queued
+    output = cli("failed", "--retry").output
+    run_workers(pipeline)
+
+    assert len(fetch_jobs(db_url, "springfield")) == 2
+    assert [job["args"]["page"] for job in ocr_history(db_url)[3:]] == [2]
+    assert deploys(db_url) == 2
+    database = tmp_path / "storage" / "springfield" / DATABASE_FILE
+    assert [p["page"] for p in pages(database, "agendas")] == [1, 2, 3]
+    # The failure is history, not erased.
+    assert [job["state"] for job in ocr_history(db_url)][1] == "failed"
+    assert "not re-queued: a run is in progress" in output
+
+
+def test_retry_of_a_failed_fetch_while_the_next_is_queued_keeps_its_record(
+        city: CitySite, cli: Cli, pipeline: Pipeline, db_url: str) -> None:
+    """Item 10: the failed fetch's retry collided with the queued fetch's dedupe key, the
+    failed record was deleted, and the CLI said "0 re-queued"."""
+    city.server.status(city.index_path, 404)
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("enqueue", "springfield")
+    run_workers(pipeline)
+    failed = [job for job in history(db_url) if job["state"] == "failed"]
+    assert [job["queue"] for job in failed] == ["fetch"]
+
+    city.publish()
+    cli("enqueue", "springfield")
+    output = cli("failed", "--retry").output
+    assert [job["id"] for job in history(db_url) if job["state"] == "failed"] == [failed[0]["id"]]
+    assert "0 failed jobs re-queued" not in output and "a run is in progress" in output
+    assert "1 failed jobs not re-queued" in output
+    run_workers(pipeline)
+    assert len(fetch_jobs(db_url, "springfield")) == 2
