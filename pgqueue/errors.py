@@ -2,6 +2,8 @@
 
     PgQueueError
     ├── ConfigurationError        bad schema name, unknown option
+    ├── MigrationError
+    │   └── MigrationChecksumMismatch  an applied migration's file has changed
     ├── DatabaseUnavailable       cannot connect (message names host and port, never the password)
     ├── SerializationError        job args that are not JSON (also a TypeError)
     ├── DuplicateJob              dedupe key already held by a queued or running job
@@ -82,3 +84,11 @@ class JobCancelled(JobInterrupted):
 
 class JobTimeout(JobInterrupted):
     pass
+
+
+class MigrationError(PgQueueError):
+    """A migration cannot be applied (pgqueue.migrate)."""
+
+
+class MigrationChecksumMismatch(MigrationError):
+    """An applied migration's file has changed since it was applied."""

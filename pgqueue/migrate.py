@@ -2,6 +2,11 @@
 
 A transaction-level advisory lock serialises concurrent upgrades (two machines starting at
 once): the second waits, then finds the migrations already recorded and does nothing.
+
+Each applied migration's SHA-256 is recorded. An applied migration whose file changed since
+is refused (`MigrationChecksumMismatch`, one line naming the file): an edited migration
+never reaches the databases that already ran the old text, so the schema would silently
+depend on which version a database saw. Changes go in a new numbered file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from pgqueue.db import connect
+from pgqueue.errors import MigrationChecksumMismatch
 from pgqueue.sql import compose, sql_root, validate_schema
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -97,10 +103,28 @@ class Migrator:
         done = {m.version for m in self.history()}
         return [m for m in discover(self.directory) if m.version not in done]
 
+    def _verify(self, migration: Migration, stored: str) -> None:
+        if stored != migration.checksum:
+            raise MigrationChecksumMismatch(
+                f"migration {migration.path} was changed after it was applied to schema"
+                f" {self.schema!r} (recorded sha256 {stored[:12]}, file {migration.checksum[:12]});"
+                " restore it and put the change in a new migration")
+
+    def verify(self) -> None:
+        """Raise MigrationChecksumMismatch if an applied migration's file has changed."""
+        recorded = {m.version: m.checksum for m in self.history()}
+        for migration in discover(self.directory):
+            if migration.version in recorded:
+                self._verify(migration, recorded[migration.version])
+
     def upgrade(self) -> list[Migration]:
-        """Apply every pending migration; returns those applied by this call."""
+        """Apply every pending migration; returns those applied by this call.
+
+        First checks the applied ones against their files (read-only, so a role without
+        CREATE can start workers), and again under the lock for each migration."""
         applied: list[Migration] = []
-        if not self.pending():  # read-only check: a role without CREATE can start workers
+        self.verify()
+        if not self.pending():
             return applied
         for migration in discover(self.directory):
             with connect(self.conninfo) as conn, conn.transaction():
@@ -109,6 +133,7 @@ class Migrator:
                     "SELECT checksum FROM {} WHERE component = %s AND version = %s"
                 ).format(self._table), (self.component, migration.version)).fetchone()
                 if seen is not None:
+                    self._verify(migration, seen["checksum"])
                     continue
                 conn.execute(compose(migration.path.read_text(), self.schema))
                 conn.execute(sql.SQL(

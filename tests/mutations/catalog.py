@@ -1,0 +1,183 @@
+"""The mutations: each breaks one mechanism behind a README guarantee, on a copy of the tree.
+
+Every edit is an exact search-and-replace with the number of matches it expects, so a tree
+that drifted (a statement reworded, a line moved into another module) fails loudly instead
+of mutating nothing. `tests` are the pytest node ids that must go red; they are the tests
+the README's "Guarantees" table cites for the promise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Edit:
+    file: str  # relative to the project root
+    search: str
+    replace: str
+    count: int = 1  # exact number of matches expected in `file`
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    promise: str  # what the README promises, in a few words
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]
+
+
+QUERIES = "sql/pgqueue/queries.sql"
+FOLLOWUPS = "sql/pgqueue/migrations/0002_followups.sql"
+JOBS_MIGRATION = "sql/pgqueue/migrations/0001_jobs.sql"
+
+GROUPS = "tests/integration/test_groups.py"
+QUEUE = "tests/integration/test_queue.py"
+MIGRATE = "tests/integration/test_migrate.py"
+
+RERUN_RUNNING = f"{GROUPS}::test_stale_outcomes_while_the_rerun_runs_change_nothing"
+RESCUED_WAITING = f"{GROUPS}::test_stale_outcomes_while_the_rescued_job_waits_change_nothing"
+
+_FINISH_GUARD = "    WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state\n"
+# retry_later's WHERE; requeue_rescued has the same line, so the context names the statement.
+_RETRY_GUARD = ("WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'\n"
+                "RETURNING j.id;\n\n-- name: release_jobs")
+
+MUTATIONS: tuple[Mutation, ...] = (
+    # -- the guards of every terminal update ---------------------------------------------
+    Mutation(
+        "finish-attempt-guard", "a late finish changes nothing",
+        (Edit(QUERIES, _FINISH_GUARD, "    WHERE j.state = %(from_state)s::{schema}.job_state\n"),),
+        (RERUN_RUNNING,)),
+    Mutation(
+        "finish-state-guard", "a late finish changes nothing",
+        (Edit(QUERIES, _FINISH_GUARD, "    WHERE j.attempt = o.attempt\n"),),
+        (RESCUED_WAITING,)),
+    Mutation(
+        "retry-attempt-guard", "a late failure changes nothing",
+        (Edit(QUERIES, _RETRY_GUARD, _RETRY_GUARD.replace("j.attempt = o.attempt AND ", "")),),
+        (RERUN_RUNNING,)),
+    Mutation(
+        "retry-state-guard", "a late failure changes nothing",
+        (Edit(QUERIES, _RETRY_GUARD, _RETRY_GUARD.replace(" AND j.state = 'running'", "")),),
+        (RESCUED_WAITING,)),
+    Mutation(
+        "release-worker-guard", "a late release changes nothing",
+        (Edit(QUERIES,
+              "WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'\n"
+              "RETURNING id;",
+              "WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'\nRETURNING id;"),),
+        (RERUN_RUNNING,)),
+    Mutation(
+        # Cancel is guarded twice (it locks only queued rows, and finishes from 'queued'):
+        # removing one layer changes nothing, so the mutation removes both.
+        "cancel-state-guard", "cancel deletes only queued jobs; running ones are told to stop",
+        (Edit(QUERIES, "WHERE tag = %(tag)s AND state = 'queued'\nFOR UPDATE SKIP LOCKED;",
+              "WHERE tag = %(tag)s\nFOR UPDATE SKIP LOCKED;"),
+         Edit(QUERIES, _FINISH_GUARD, "    WHERE j.attempt = o.attempt\n")),
+        (f"{GROUPS}::test_cancel_a_site_stops_queued_and_running_jobs",)),
+    # -- the rescuer ------------------------------------------------------------------------
+    Mutation(
+        "rescuer-lease-expiry", "only jobs whose lease ran out are rescued (at-least-once)",
+        (Edit(QUERIES, "WHERE state = 'running' AND lease_until < now()\n",
+              "WHERE state = 'running'\n"),),
+        (RERUN_RUNNING,)),
+    # -- fan-in -----------------------------------------------------------------------------
+    Mutation(
+        "group-decrement", "exactly-once fan-in",
+        (Edit(QUERIES, "    SET pending = g.pending - p.finished,\n", "    SET pending = g.pending,\n"),),
+        (f"{GROUPS}::test_group_fires_its_followups_exactly_once",)),
+    Mutation(
+        "group-completes-only-sealed", "exactly-once fan-in",
+        (Edit(QUERIES, "completed_at = CASE WHEN g.sealed AND g.pending - p.finished = 0 THEN now()",
+              "completed_at = CASE WHEN g.pending - p.finished = 0 THEN now()"),),
+        (f"{GROUPS}::test_open_group_cannot_complete_before_sealed",)),
+    Mutation(
+        "group-completed-at-once", "exactly-once fan-in",
+        (Edit(FOLLOWUPS, "WHEN (OLD.completed_at IS NULL AND NEW.completed_at IS NOT NULL)",
+              "WHEN (NEW.completed_at IS NOT NULL)"),),
+        (f"{GROUPS}::test_followups_fire_on_the_first_completion_only",)),
+    # -- enqueue ----------------------------------------------------------------------------
+    Mutation(
+        "notify-single", "an idle worker wakes on NOTIFY",
+        (Edit(QUERIES, "SELECT id, pg_notify({schema_name} || '.' || queue, '') FROM inserted;",
+              "SELECT id, queue FROM inserted;"),),
+        (f"{QUEUE}::test_idle_worker_wakes_on_notify_not_on_the_poll[single]",)),
+    Mutation(
+        "notify-many", "an idle worker wakes on NOTIFY",
+        (Edit(QUERIES, "count(pg_notify({schema_name} || '.' || queue, ''))", "count(queue)"),),
+        (f"{QUEUE}::test_idle_worker_wakes_on_notify_not_on_the_poll[many]",)),
+    Mutation(
+        "notify-copy", "an idle worker wakes on NOTIFY",
+        (Edit(QUERIES, "SELECT pg_notify({schema_name} || '.' || %(queue)s, '');",
+              "SELECT %(queue)s;"),),
+        (f"{QUEUE}::test_idle_worker_wakes_on_notify_not_on_the_poll[copy]",)),
+    Mutation(
+        "dedupe-single", "a dedupe key is unique among live jobs",
+        (Edit(QUERIES, "%(tag)s, %(dedupe_key)s, %(timeout)s", "%(tag)s, NULL, %(timeout)s"),),
+        (f"{QUEUE}::test_dedupe_key_is_unique_among_live_jobs",)),
+    Mutation(
+        "dedupe-many", "a dedupe key is unique among live jobs",
+        (Edit(QUERIES, "%(dedupe_keys)s::text[]",
+              "array_fill(NULL::text, ARRAY[cardinality(%(dedupe_keys)s::text[])])"),),
+        (f"{QUEUE}::test_dedupe_key_is_unique_among_live_jobs",)),
+    Mutation(
+        "callers-transaction", "a job is created iff the caller's transaction commits",
+        (Edit("pgqueue/queue.py", "        if conn is not None:\n            if atomic:",
+              "        if False:\n            if atomic:"),),
+        (f"{QUEUE}::test_enqueue_inside_the_callers_transaction",)),
+    # -- passwords --------------------------------------------------------------------------
+    Mutation(
+        "mask-cli-status", "no password in `clerk status`",
+        (Edit("clerk/status.py", "mask_url(pipeline.dsn)", "pipeline.dsn"),),
+        ("tests/acceptance/test_cli.py::test_status_overview",)),
+    Mutation(
+        "mask-logs-text", "no password in logs",
+        (Edit("clerk/logs.py", "return mask_url(super().format(record))",
+              "return super().format(record)"),),
+        ("tests/unit/test_logs.py::test_job_lines_carry_fields_and_never_a_password[text]",)),
+    Mutation(
+        "mask-logs-json", "no password in logs",
+        (Edit("clerk/logs.py", "return mask_url(json.dumps(data, default=str))",
+              "return json.dumps(data, default=str)"),),
+        ("tests/unit/test_logs.py::test_job_lines_carry_fields_and_never_a_password[json]",)),
+    Mutation(
+        "mask-job-errors", "no password in job errors",
+        (Edit("pgqueue/execution.py", 'mask_url("".join(traceback.format_exception(error)))',
+              '"".join(traceback.format_exception(error))'),),
+        ("tests/chaos/test_security.py::test_job_errors_do_not_keep_the_password",)),
+    Mutation(
+        # /health shows "reachable" or DatabaseUnavailable's message, which names the server
+        # through describe(); /metrics carries no connection string at all.
+        "mask-health-connect-error", "no password in /health and connection errors",
+        (Edit("pgqueue/db.py", "return f\"{host}:{port}/{params.get('dbname', '')}\"",
+              "return conninfo"),),
+        (f"{QUEUE}::test_database_down_at_start_names_host_and_hides_password",
+         "tests/acceptance/test_clerkd.py::test_health_of_an_unreachable_database_hides_the_password")),
+    # -- processes, migrations, retention, compile -------------------------------------------
+    Mutation(
+        "pdeathsig", "a job process never outlives its worker",
+        (Edit("pgqueue/execution.py", "    _die_with_parent()\n    if os.getppid()",
+              "    if os.getppid()"),),
+        (f"{QUEUE}::test_a_job_process_dies_with_its_worker",)),
+    Mutation(
+        "migrate-advisory-lock", "concurrent upgrades apply each migration once",
+        (Edit("pgqueue/migrate.py", 'conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(),))',
+              'conn.execute("SELECT %s::bigint", (self._lock_key(),))'),),
+        (f"{MIGRATE}::test_an_upgrade_waits_for_the_migration_lock",)),
+    Mutation(
+        "migrate-checksum", "an applied migration whose file changed is refused",
+        (Edit("pgqueue/migrate.py", "        if stored != migration.checksum:\n",
+              "        if False:\n"),),
+        (f"{MIGRATE}::test_an_edited_applied_migration_is_refused",)),
+    Mutation(
+        "prune-age", "tables stay bounded, history kept for its retention",
+        (Edit(QUERIES, "      AND finished_at < now() - %(older_than)s * interval '1 second'\n",
+              "      AND finished_at < now()\n"),),
+        (f"{GROUPS}::test_prune_deletes_old_history_in_batches",)),
+    Mutation(
+        "compile-fast-after-full", "a fast compile never replaces the full one of the same run",
+        (Edit("clerk/compile.py", "if not entities and previous.get(\"entities\"):",
+              "if False:"),),
+        ("tests/integration/test_compile_marker.py",)),
+)
