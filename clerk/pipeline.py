@@ -14,6 +14,7 @@ Every job of a run carries the site as its tag and the run's priority.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +26,20 @@ from clerk.compile import DATABASE_FILE, compile_site
 from clerk.config import Settings
 from clerk.deploy import deploy as deploy_database
 from clerk.extract import extract_site
-from clerk.fetch import FetchError, download
+from clerk.fetch import FetchError, download, redact_url
 from clerk.ocr import read_page, write_page_text
 from clerk.pdf import PdfError, pdf_info
 from clerk.sites import site_dir, validate_subdomain
 from clerk.sources import DocumentRef, SourceError, TransientSourceError, get_source
 from clerk.sources.index import RejectedLink
-from clerk.storage import Document, StorageError
+from clerk.storage import (
+    DEFAULT_MEETING,
+    MAX_MEETING_CHARS,
+    Document,
+    StorageError,
+    meeting_slug,
+    safe_meeting_name,
+)
 from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
 
 log = logging.getLogger("clerk.pipeline")
@@ -238,10 +246,11 @@ class Pipeline:
         self._record_refused(site, refused)
         changed: list[tuple[Document, list[int]]] = []
         problems = 0
+        meetings = document_meetings(refs, self.fetch_all("document_urls", {"site": site}))
         with requests.Session() as downloads:
-            for ref in refs:
+            for ref, meeting in zip(refs, meetings, strict=True):
                 try:
-                    outcome = self._fetch_document(site, ref, downloads)
+                    outcome = self._fetch_document(site, ref, meeting, downloads)
                 except (FetchError, PdfError, StorageError) as error:
                     problems += 1
                     log.warning("site %s: document %s failed: %s", site, ref.url, error,
@@ -260,8 +269,8 @@ class Pipeline:
             return
         self._fan_out(site, run_key, changed, job.priority if job else 0, summary)
 
-    def _fetch_document(self, site: str, ref: Any, session: requests.Session
-                        ) -> tuple[Document, list[int]] | None:
+    def _fetch_document(self, site: str, ref: DocumentRef, meeting: str,
+                        session: requests.Session) -> tuple[Document, list[int]] | None:
         """Download a document if it changed; return it with the pages to read, if any.
 
         An unchanged document still has pages to read when some of its page texts are
@@ -269,7 +278,7 @@ class Pipeline:
         finds the file unchanged), or a page that failed for good in an earlier run.
         """
         settings = self.settings
-        document = Document(site, ref.kind, ref.meeting, ref.date)
+        document = Document(site, ref.kind, meeting, ref.date)
         key = {"site": site, "kind": document.kind, "meeting": document.meeting,
                "date": document.date}
         previous = self.fetch_one("get_document", key)
@@ -387,6 +396,50 @@ class Pipeline:
         with self.queue.session() as conn:
             clerk_db.execute(conn, "site_succeeded", {"subdomain": site})
         log.info("site %s: deployed to %s", site, target, extra={"action": "deployed", "site": site})
+
+
+def document_meetings(refs: list[DocumentRef], known: list[dict[str, Any]]) -> list[str]:
+    """The meeting name each listed document is stored under, distinct and stable.
+
+    Two documents of one kind and date whose meeting names are the same once folded
+    ("Agenda" and "Agenda Packet" both become "City Council"; "City Council" and
+    "CITY COUNCIL" share a page id and, on a case-insensitive disk, a directory) would
+    overwrite each other. So a document keeps the name it was stored under before (found
+    by its URL), and a new one whose name is taken by another listed document gets the
+    first free "<meeting> (2)", "(3)", ... A URL that is no longer listed frees its name:
+    a city that republishes a document at a new address replaces it, as before.
+    """
+    listed = {redact_url(ref.url) for ref in refs}
+    previous = {(row["url"], row["kind"], str(row["date"])): row["meeting"] for row in known
+                if row["url"] in listed}
+    taken: dict[tuple[str, str, str], str] = {}
+    chosen: list[str | None] = []
+    for ref in refs:  # first, the documents that keep the name they have
+        url = redact_url(ref.url)
+        base = safe_meeting_name(ref.meeting)
+        name = previous.get((url, ref.kind, ref.date))
+        key = (ref.kind, meeting_slug(name or ""), ref.date)
+        if name is None or not _same_meeting(name, base) or taken.setdefault(key, url) != url:
+            chosen.append(None)
+        else:
+            chosen.append(name)
+    for index, ref in enumerate(refs):  # then the new ones, in the order they are listed
+        if chosen[index] is not None:
+            continue
+        url = redact_url(ref.url)
+        base = safe_meeting_name(ref.meeting)
+        name, number = base, 2
+        while taken.setdefault((ref.kind, meeting_slug(name), ref.date), url) != url:
+            name = safe_meeting_name(f"{base[:MAX_MEETING_CHARS - 12]} ({number})")
+            number += 1
+        chosen[index] = name
+    return [name or DEFAULT_MEETING for name in chosen]
+
+
+def _same_meeting(stored: str, base: str) -> bool:
+    """Is `stored` the meeting `base`, or one of its numbered variants ("Council (2)")?"""
+    return stored == base or re.fullmatch(re.escape(base[:MAX_MEETING_CHARS - 12])
+                                          + r" \(\d+\)", stored) is not None
 
 
 def _unfinished(site: dict[str, Any]) -> bool:

@@ -15,7 +15,8 @@ import pytest
 
 from clerk.compile import DATABASE_FILE
 from clerk.config import Settings, load_settings
-from clerk.pipeline import Pipeline
+from clerk.pipeline import Pipeline, document_meetings
+from clerk.sources import DocumentRef
 from pgqueue import PermanentFailure
 from pgqueue.db import connect
 from tests.acceptance.conftest import CitySite, Cli, history, pages, run_workers
@@ -192,3 +193,58 @@ def test_retry_of_a_failed_fetch_while_the_next_is_queued_keeps_its_record(
     assert "1 failed jobs not re-queued" in output
     run_workers(pipeline)
     assert len(fetch_jobs(db_url, "springfield")) == 2
+
+
+# ---------------------------------------------------------------- 4: same meeting and date
+
+
+def test_documents_with_the_same_meeting_and_date_do_not_overwrite_each_other(
+        city: CitySite, pdf_factory: PdfFactory, cli: Cli, pipeline: Pipeline, db_url: str,
+        tmp_path: Path) -> None:
+    city.add("agenda.pdf", "City Council Agenda - May 7, 2024",
+             pdf_factory.text_pdf("agenda.pdf", ["Agenda: the pelican pier"]).read_bytes())
+    city.add("packet.pdf", "City Council Agenda Packet - May 7, 2024",
+             pdf_factory.text_pdf("packet.pdf", ["Packet: the cormorant report",
+                                                 "Packet page two: staff memo"]).read_bytes())
+    city.add("minutes-a.pdf", "City Council Minutes 2024-05-07",
+             pdf_factory.text_pdf("ma.pdf", ["Minutes: the egret motion"]).read_bytes())
+    city.add("minutes-b.pdf", "CITY COUNCIL Minutes 2024-05-07",
+             pdf_factory.text_pdf("mb.pdf", ["Minutes: the grebe motion"]).read_bytes())
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("enqueue", "springfield")
+    run_workers(pipeline)
+
+    database = tmp_path / "storage" / "springfield" / DATABASE_FILE
+    agendas, minutes = pages(database, "agendas"), pages(database, "minutes")
+    texts = " ".join(p["text"] for p in agendas + minutes)
+    for word in ("pelican", "cormorant", "egret", "grebe"):
+        assert word in texts
+    assert len(agendas) == 3 and len(minutes) == 2
+    assert len({p["id"] for p in agendas + minutes}) == 5
+    urls = {p["document_url"] for p in agendas + minutes}
+    assert urls == {city.server.url(city.path(name)) for name in
+                    ("agenda.pdf", "packet.pdf", "minutes-a.pdf", "minutes-b.pdf")}
+    assert len(ocr_history(db_url)) == 5
+
+    # Nothing changed: every PDF is asked for conditionally, and nothing is read again.
+    cli("enqueue", "springfield")
+    run_workers(pipeline)
+    assert len(ocr_history(db_url)) == 5
+    for name in ("agenda.pdf", "packet.pdf", "minutes-a.pdf", "minutes-b.pdf"):
+        assert [bool(h.get("If-None-Match")) for h in city.hits(name)] == [False, True]
+    identities = sorted((p["meeting"], p["page"]) for p in agendas)
+    assert identities == sorted((p["meeting"], p["page"]) for p in
+                                pages(database, "agendas"))
+
+
+def test_document_names_stay_put_when_a_twin_is_listed_first() -> None:
+    def ref(name: str, meeting: str) -> DocumentRef:
+        return DocumentRef(f"http://city.example/{name}", meeting, "2024-05-07", "agenda")
+
+    known = [{"url": "http://city.example/b.pdf", "kind": "agenda", "meeting": "City Council",
+              "date": "2024-05-07"}]
+    refs = [ref("a.pdf", "CITY COUNCIL"), ref("b.pdf", "City Council"), ref("c.pdf", "City Council")]
+    assert document_meetings(refs, known) == ["CITY COUNCIL (2)", "City Council",
+                                              "City Council (3)"]
+    # b.pdf is no longer listed: its name is free, a.pdf (a replacement) takes it.
+    assert document_meetings(refs[:1], known) == ["CITY COUNCIL"]
