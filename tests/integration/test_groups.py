@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from pgqueue import GroupExists, GroupSealed, JobState, Queue, current_job
 from tests.support import worker_app
@@ -84,29 +86,114 @@ def test_a_crash_while_fanning_out_leaves_no_partial_group(app: Queue) -> None:
     assert app.get_group(group.id).total == 1
 
 
-def test_a_late_finish_by_a_lost_worker_changes_nothing(app: Queue, db_url: str) -> None:
-    with app.group("site:e:run-1", on_complete=[worker_app.collect.spec()]) as group:
-        (job_id,) = group.enqueue_many(worker_app.record, [{"item": 1}])
-    stale = app.worker(["work"])
-    stale._register()
-    (claimed,) = stale._claim(1)
-    with psycopg.connect(db_url, autocommit=True) as conn:  # its lease runs out
+def claim_and_lose(app: Queue, db_url: str, queue: str) -> tuple[int, int, int]:
+    """A worker claims the one job of `queue`, then its lease runs out and the rescuer
+    requeues the job: (job id, the lost worker's id, the attempt it held)."""
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+        worker_id = conn.execute(app.statements.register_worker, {
+            "host": "lost-host", "pid": 1, "queues": [queue], "concurrency": 1,
+            "metadata": Jsonb({})}).fetchone()["id"]
+        (claimed,) = conn.execute(app.statements.claim, {
+            "queue": queue, "limit": 1, "worker_id": worker_id, "lease_seconds": 30}).fetchall()
         conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'")
     assert app.rescue_expired() == {"requeued": 1, "failed": 0}
+    return claimed["id"], worker_id, claimed["attempt"]
+
+
+def stale_outcomes(app: Queue, db_url: str, job_id: int, worker_id: int, attempt: int
+                   ) -> dict[str, int]:
+    """What the lost worker sends when it wakes up, through the statements a worker records
+    outcomes with: success (finish_jobs), a failure to retry (retry_later), a warm-shutdown
+    give-back (release_jobs). Returns how many rows each changed."""
+    changed = {}
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+        finished = conn.execute(app.statements.finish_jobs, {
+            "ids": [job_id], "attempts": [attempt], "states": ["succeeded"], "errors": [None],
+            "from_state": "running"}).fetchone()
+        changed["finish"] = finished["finished"]
+        changed["retry"] = len(conn.execute(app.statements.retry_later, {
+            "ids": [job_id], "attempts": [attempt], "delays": [0.0],
+            "errors": ["stale failure"]}).fetchall())
+        changed["release"] = len(conn.execute(app.statements.release_jobs, {
+            "ids": [job_id], "worker_id": worker_id}).fetchall())
+    return changed
+
+
+def test_stale_outcomes_while_the_rerun_runs_change_nothing(app: Queue, db_url: str) -> None:
+    gate, running = threading.Event(), threading.Event()
+
+    @app.task(name="gated", queue="gated")
+    def gated() -> None:
+        running.set()  # attempt 2: held here until the test has sent the stale outcomes
+        assert gate.wait(60)
+        worker_app._record(1)
+
+    with app.group("site:e:run-1", on_complete=[worker_app.collect.spec()]) as group:
+        (job_id,) = group.enqueue_many(gated, [{}])
+    job_id, lost_worker, attempt = claim_and_lose(app, db_url, "gated")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE pgqueue.jobs SET run_at = now()")  # no rescue backoff
+    worker = app.worker(["gated", "followup"], poll_interval=0.2)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert running.wait(60), "the re-run never started"
+        job = app.get_job(job_id)
+        assert (job.state, job.attempt, job.rescues) == (JobState.RUNNING, 2, 1)
+        assert stale_outcomes(app, db_url, job_id, lost_worker, attempt) == \
+            {"finish": 0, "retry": 0, "release": 0}
+        assert app.rescue_expired() == {"requeued": 0, "failed": 0}  # its lease is live
+        job = app.get_job(job_id)
+        assert (job.state, job.attempt) == (JobState.RUNNING, 2)
+        assert "stale" not in (job.last_error or "")
+        progress = app.get_group(group.id)
+        assert (progress.done, progress.pending, followups_run(db_url)) == (0, 1, 0)
+        gate.set()
+        deadline = time.monotonic() + 60
+        while followups_run(db_url) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        gate.set()
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    job = app.get_job(job_id)
+    assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 2, 1)
+    assert [item for _, item, _ in effects(db_url)] == [1, 0]  # the job once, its follow-up once
+    progress = app.get_group(group.id)
+    assert (progress.done, progress.pending) == (1, 0)
+
+
+def test_stale_outcomes_while_the_rescued_job_waits_change_nothing(app: Queue, db_url: str) -> None:
+    with app.group("site:e:run-2", on_complete=[worker_app.collect.spec()]) as group:
+        (job_id,) = group.enqueue_many(worker_app.record, [{"item": 1}])
+    job_id, lost_worker, attempt = claim_and_lose(app, db_url, "work")
+    before = app.get_job(job_id)
+    assert (before.state, before.attempt) == (JobState.QUEUED, 1)  # same attempt, other state
+    assert stale_outcomes(app, db_url, job_id, lost_worker, attempt) == \
+        {"finish": 0, "retry": 0, "release": 0}
+    after = app.get_job(job_id)
+    assert (after.state, after.attempt, after.run_at, after.last_error) == \
+        (JobState.QUEUED, 1, before.run_at, before.last_error)
+    assert app.get_group(group.id).pending == 1
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE pgqueue.jobs SET run_at = now()")
     app.work(["work", "followup"], burst=True)
-    assert followups_run(db_url) == 1
-    # The first worker wakes up and reports success for the attempt it had.
-    from pgqueue.execution import Outcome
-    from pgqueue.worker import Finished
-    stale._finished.append(Finished(claimed, Outcome("succeeded"), 0.1))
-    stale._flush()
-    stale._drop_connection()
     job = app.get_job(job_id)
     assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 2, 1)
-    progress = app.get_group(group.id)
-    assert (progress.done, progress.pending) == (1, 0)
+    assert [item for _, item, _ in effects(db_url)] == [1, 0]
+
+
+def test_followups_fire_on_the_first_completion_only(app: Queue, db_url: str) -> None:
+    with app.group("site:e:run-3", on_complete=[worker_app.collect.spec()]) as group:
+        group.enqueue_many(worker_app.record, [{"item": 1}])
+    app.work(["work", "followup"], burst=True)
+    assert followups_run(db_url) == 1
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # Any later write of completed_at (a statement that sets it again) fires nothing.
+        conn.execute("UPDATE pgqueue.groups SET completed_at = now() WHERE id = %s", (group.id,))
+        queued = conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()[0]
+    assert queued == 0
     app.work(["work", "followup"], burst=True)
     assert followups_run(db_url) == 1
 
@@ -157,14 +244,17 @@ def test_cancel_a_site_stops_queued_and_running_jobs(app: Queue, db_url: str) ->
     worker = app.worker(["long"], lease_seconds=1.0)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    assert started.wait(30)
-    result = app.cancel(tag="f")
-    assert (result.cancelled, result.signalled, result.groups) == (5, 1, 1)
-    deadline = time.monotonic() + 30
-    while app.get_group(group.id).pending and time.monotonic() < deadline:
-        time.sleep(0.05)
-    worker.stop()
-    thread.join(30)
+    try:
+        assert started.wait(30)
+        result = app.cancel(tag="f")
+        assert (result.cancelled, result.signalled, result.groups) == (5, 1, 1)
+        deadline = time.monotonic() + 30
+        while app.get_group(group.id).pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop(cold=True)
+        thread.join(30)
+    assert not thread.is_alive()
     progress = app.get_group(group.id)
     assert (progress.pending, progress.cancelled) == (0, 6)
     app.work(["work", "followup"], burst=True)
