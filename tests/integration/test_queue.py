@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,6 +25,7 @@ from pgqueue import (
     SerializationError,
     current_job,
 )
+from pgqueue.enqueue import COPY_THRESHOLD
 from tests.support import worker_app
 from tests.support.postgres import effects
 
@@ -168,20 +175,71 @@ def test_a_crashing_job_process_is_recorded_and_the_worker_lives(app: Queue, db_
     assert app.get_job(good).state is JobState.SUCCEEDED
 
 
-def test_idle_worker_wakes_on_notify_not_on_the_poll(app: Queue, db_url: str) -> None:
+class WakeSpy(threading.Event):
+    """Stands in for a worker's wake-up event, to see when the worker is idle after its
+    listener subscribed: the listener thread has woken the main loop (it does so once its
+    LISTENs are in place, to look for jobs sent before), and the main loop has since
+    cleared the event, looked, and gone back to waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count = threading.Lock()
+        self.listener_wakes = 0
+        self.waiting = 0
+
+    def set(self) -> None:
+        super().set()
+        if "listen" in threading.current_thread().name:
+            with self._count:
+                self.listener_wakes += 1
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._count:
+            self.waiting += 1
+        try:
+            return super().wait(timeout)
+        finally:
+            with self._count:
+                self.waiting -= 1
+
+    def idle_after_listening(self) -> bool:
+        with self._count:
+            return self.listener_wakes > 0 and self.waiting > 0 and not self.is_set()
+
+
+def enqueue_by(path: str) -> None:
+    """One of the three enqueue paths, each of which must NOTIFY the queue."""
+    if path == "single":
+        worker_app.noop.enqueue(item=9)
+    elif path == "many":  # one INSERT of a few rows
+        worker_app.queue.enqueue_many(worker_app.noop, [{"item": 9}, {"item": 10}])
+    else:  # COPY: COPY_THRESHOLD rows or more, without dedupe keys
+        worker_app.queue.enqueue_many(worker_app.noop, [{"item": i} for i in range(COPY_THRESHOLD)])
+
+
+def claimed(db_url: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        return int(conn.execute("SELECT (SELECT count(*) FROM pgqueue.jobs WHERE state <> 'queued')"
+                                " + (SELECT count(*) FROM pgqueue.job_history)").fetchone()[0])
+
+
+@pytest.mark.parametrize("path", ["single", "many", "copy"])
+def test_idle_worker_wakes_on_notify_not_on_the_poll(app: Queue, db_url: str, path: str) -> None:
     worker = app.worker(["work"], concurrency=1, poll_interval=3600)
+    spy = WakeSpy()
+    worker._wake = spy  # before run(): every wake-up of this worker goes through the spy
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not app.active_workers() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # let the listener subscribe; its first wake-up polls anyway
-        worker_app.record.enqueue(item=9)
-        deadline = time.monotonic() + 30  # far below the hour-long poll: only NOTIFY can do it
-        while not effects(db_url) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while not spy.idle_after_listening() and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert spy.idle_after_listening(), "the worker never subscribed and went idle"
+        enqueue_by(path)  # from now on, only a NOTIFY can wake it: the poll is an hour away
+        deadline = time.monotonic() + 20
+        while not claimed(db_url) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert [item for _, item, _ in effects(db_url)] == [9]
+        assert claimed(db_url), f"the {path} enqueue did not wake the idle worker"
     finally:
         worker.stop()
         thread.join(30)
@@ -289,3 +347,44 @@ def test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop(app: Queue, db_url:
     assert all(app.get_job(i).attempt == 0 for i in ids if app.get_job(i).state is JobState.QUEUED)
     app.work(["gate"], concurrency=2, prefetch=10, burst=True)
     assert all(app.get_job(i).state is JobState.SUCCEEDED for i in ids)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for a reaper counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_job_process_dies_with_its_worker(app: Queue, db_url: str, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PGQUEUE_APP_DSN": db_url, "PYTHONPATH": str(root)}
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.worker_app", db_url, "work", "--isolation", "process"],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    child = 0
+    try:
+        worker_app.started_then_sleep.enqueue(item=1, sleep=600)
+        deadline = time.monotonic() + 60
+        while not child and time.monotonic() < deadline:  # the job records its pid, then sleeps
+            with psycopg.connect(db_url) as conn:
+                row = conn.execute("SELECT pid FROM effects WHERE item = -1").fetchone()
+            child = row[0] if row else 0
+            time.sleep(0.05)
+        assert child and child != worker.pid, (tmp_path / "worker.log").read_text()
+        os.kill(worker.pid, signal.SIGKILL)  # the worker only, not its process group
+        worker.wait(30)
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the job's process outlived its SIGKILLed worker"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
+        worker.wait(30)
+        log.close()
