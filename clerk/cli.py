@@ -6,14 +6,16 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import psycopg
 
 from clerk import db as clerk_db
-from clerk.config import QUEUES, Settings, load_settings
+from clerk.config import QUEUES, ConfigError, Settings, load_settings
 from clerk.logs import configure as configure_logging
 from clerk.pipeline import PRIORITIES, Pipeline, SiteNotFound, build_pipeline
 from clerk.sites import InvalidSubdomain, validate_subdomain
@@ -24,31 +26,44 @@ from pgqueue.errors import ConfigurationError, DatabaseUnavailable, PgQueueError
 
 
 class Context:
-    def __init__(self, env_file: str) -> None:
+    """What a command needs, made on first use: the settings are read only by commands
+    that use them, so `--help` and `uninstall-workers` work whatever `.env` holds."""
+
+    def __init__(self, env_file: str, env_file_named: bool = False) -> None:
         self.env_file = env_file
+        self.env_file_named = env_file_named  # named by the user: it must exist
         self._settings: Settings | None = None
         self._pipeline: Pipeline | None = None
 
     @property
     def settings(self) -> Settings:
+        """The checked settings; a ConfigError becomes one line in ClerkGroup."""
         if self._settings is None:
-            try:
-                self._settings = load_settings(self.env_file)
-            except ValueError as error:
-                raise click.ClickException(f"configuration: {error}") from None
+            self.use_settings(load_settings(self.env_file, required=self.env_file_named))
+        assert self._settings is not None
         return self._settings
 
-    def pipeline(self, migrate: bool = True) -> Pipeline:
+    def use_settings(self, settings: Settings) -> None:
+        self._settings = settings
+        configure_logging(settings.log_format, settings.log_level)
+
+    def pipeline(self, *, migrate: bool = False, check_migrated: bool = True) -> Pipeline:
+        """The pipeline on the configured database. Only `migrate=True` (db upgrade, worker,
+        demo) writes the schema; every other command refuses an unmigrated database rather
+        than creating schemas in whatever database DATABASE_URL happens to name."""
         if self._pipeline is None:
             try:
                 self._pipeline = build_pipeline(self.settings)
                 if migrate:
                     self._pipeline.migrate()
+                elif check_migrated:
+                    clerk_db.require_migrated(self._pipeline.queue.migrator(),
+                                              clerk_db.clerk_migrator(self._pipeline.dsn))
             except (DatabaseUnavailable, ConfigurationError) as error:
-                raise click.ClickException(str(error)) from None
+                raise click.ClickException(mask_url(str(error))) from None
             except psycopg.Error as error:  # e.g. a role without the grants clerk needs
                 raise click.ClickException(
-                    f"database error: {mask_url(str(error).strip())}") from None
+                    clerk_db.explain_database_error(error, migrating=migrate)) from None
         return self._pipeline
 
     def close(self) -> None:
@@ -77,20 +92,26 @@ class ClerkGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConfigError as error:
+            raise click.ClickException(f"configuration: {error}") from None
         except (DatabaseUnavailable, ConfigurationError) as error:
             raise click.ClickException(mask_url(str(error))) from None
+        except psycopg.Error as error:  # a grant missing for one statement, a lost connection
+            raise click.ClickException(
+                clerk_db.explain_database_error(error, migrating=False)) from None
 
 
-@click.group(cls=ClerkGroup)
+@click.group(cls=ClerkGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--env-file", default=".env", envvar="CLERK_ENV_FILE", show_default=True,
-              help="A .env file of settings (the environment wins over it).")
+              help="A .env file of settings (the environment wins over it). Only the "
+              "default .env may be missing.")
+@click.version_option(package_name="clerk", prog_name="clerk")
 @click.pass_context
 def main(ctx: click.Context, env_file: str) -> None:
     """clerk: city meeting documents into searchable SQLite databases, on pgqueue."""
-    ctx.obj = Context(env_file)
+    named = ctx.get_parameter_source("env_file") == click.core.ParameterSource.COMMANDLINE
+    ctx.obj = Context(env_file, env_file_named=named)
     ctx.call_on_close(ctx.obj.close)
-    settings = ctx.obj.settings
-    configure_logging(settings.log_format, settings.log_level)
 
 
 # -- database ---------------------------------------------------------------------------
@@ -104,7 +125,12 @@ def db_group() -> None:
 @pass_context
 def db_upgrade(obj: Context) -> None:
     """Apply pending migrations (safe to run twice, or on two machines at once)."""
-    applied = obj.pipeline(migrate=False).migrate()
+    pipeline = obj.pipeline(check_migrated=False)
+    try:
+        applied = pipeline.migrate()
+    except psycopg.Error as error:  # a role without CREATE: the owner migrates
+        raise click.ClickException(
+            clerk_db.explain_database_error(error, migrating=True)) from None
     click.echo("applied: " + ", ".join(applied) if applied else "already up to date")
 
 
@@ -112,11 +138,14 @@ def db_upgrade(obj: Context) -> None:
 @pass_context
 def db_current(obj: Context) -> None:
     """The current migration of each component."""
-    pipeline = obj.pipeline(migrate=False)
-    for name, migrator in (("pgqueue", pipeline.queue.migrator()),
-                           ("clerk", clerk_db.clerk_migrator(pipeline.dsn))):
-        version = migrator.current()
-        pending = len(migrator.pending())
+    pipeline = obj.pipeline(check_migrated=False)  # a schema behind is shown, not refused
+    components = (("pgqueue", pipeline.queue.migrator()),
+                  ("clerk", clerk_db.clerk_migrator(pipeline.dsn)))
+    versions = [(name, migrator.current(), len(migrator.pending()))
+                for name, migrator in components]
+    if all(version is None for _, version, _ in versions):
+        raise click.ClickException(f"database not migrated: {clerk_db.UPGRADE_HINT}")
+    for name, version, pending in versions:
         click.echo(f"{name}: {'none' if version is None else f'{version:04d}'}"
                    f" ({pending} pending)")
 
@@ -125,10 +154,14 @@ def db_current(obj: Context) -> None:
 @pass_context
 def db_history(obj: Context) -> None:
     """Applied migrations, oldest first."""
-    pipeline = obj.pipeline(migrate=False)
-    for name, migrator in (("pgqueue", pipeline.queue.migrator()),
-                           ("clerk", clerk_db.clerk_migrator(pipeline.dsn))):
-        for item in migrator.history():
+    pipeline = obj.pipeline(check_migrated=False)
+    components = (("pgqueue", pipeline.queue.migrator()),
+                  ("clerk", clerk_db.clerk_migrator(pipeline.dsn)))
+    histories = [(name, migrator.history()) for name, migrator in components]
+    if not any(history for _, history in histories):
+        raise click.ClickException(f"no migrations applied: {clerk_db.UPGRADE_HINT}")
+    for name, history in histories:
+        for item in history:
             click.echo(f"{name} {item.version:04d}_{item.name}  "
                        f"{item.applied_at.isoformat(timespec='seconds')}  {item.checksum[:12]}")
 
@@ -140,21 +173,39 @@ def site_group() -> None:
     """Add, list and remove sites."""
 
 
+def _source_url(url: str) -> str:
+    """An http(s) URL with a host and no spaces, or one line saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise click.ClickException(f"--url must be an http or https URL, not {mask_url(url)!r}")
+    if any(char.isspace() for char in url) or not parts.hostname:
+        raise click.ClickException(
+            f"--url {mask_url(url)!r} is not a valid URL: it needs a host and no spaces")
+    return url
+
+
 @site_group.command("add")
 @click.argument("subdomain")
-@click.option("--url", required=True, help="The page that lists the documents (http or https).")
+@click.option("--url", default=None,
+              help="The page that lists the documents (http or https); needed to add a site.")
 @click.option("--name", default=None, help="A display name (default: the subdomain).")
-@click.option("--kind", type=click.Choice(sorted(SOURCES)), default="index", show_default=True)
+@click.option("--kind", type=click.Choice(sorted(SOURCES)), default=None,
+              help="How to read the page  [default: index]")
 @pass_context
-def site_add(obj: Context, subdomain: str, url: str, name: str | None, kind: str) -> None:
-    """Add a site, or update it."""
+def site_add(obj: Context, subdomain: str, url: str | None, name: str | None,
+             kind: str | None) -> None:
+    """Add a site, or update it: on an existing site only the options given change."""
     subdomain = _subdomain(subdomain)
-    if not url.lower().startswith(("http://", "https://")):
-        raise click.ClickException(f"--url must be an http or https URL, not {url!r}")
+    if url is not None:
+        url = _source_url(url)
     pipeline = obj.pipeline()
+    current = pipeline.fetch_one("get_site", {"subdomain": subdomain}) or {}
+    if not current and url is None:
+        raise click.ClickException(f"no site {subdomain!r} yet: --url is needed to add it")
     row = pipeline.fetch_all("add_site", {
-        "subdomain": subdomain, "name": name or subdomain, "source_url": url,
-        "source_kind": kind})
+        "subdomain": subdomain, "name": name or current.get("name") or subdomain,
+        "source_url": url or current["source_url"],
+        "source_kind": kind or current.get("source_kind") or "index"})
     click.echo(f"{'added' if row and row[0]['created'] else 'updated'} site {subdomain}")
 
 
@@ -164,15 +215,25 @@ def site_add(obj: Context, subdomain: str, url: str, name: str | None, kind: str
 def site_list(obj: Context, as_json: bool) -> None:
     """The sites, with their last fetch and success."""
     rows = clerk_db.fetch_all(obj.pipeline().dsn, "list_sites")
+    for row in rows:
+        row["source_url"] = mask_url(row["source_url"])
+        for key, value in row.items():
+            if isinstance(value, datetime):
+                row[key] = value.isoformat(timespec="seconds")
     if as_json:
         _emit_json(rows)
         return
     if not rows:
         click.echo("no sites: add one with `clerk site add SUBDOMAIN --url URL`")
     for row in rows:
-        click.echo(f"{row['subdomain']:<24} {row['source_kind']:<9} {row['source_url']}  "
-                   f"last fetch {row['last_fetch_at'] or 'never'}, "
-                   f"last success {row['last_success_at'] or 'never'}")
+        click.echo(f"{row['subdomain']:<24} {row['source_kind']:<9} {mask_url(row['source_url'])}"
+                   f"  last fetch {_when(row['last_fetch_at'])}, "
+                   f"last success {_when(row['last_success_at'])}")
+
+
+def _when(moment: datetime | None) -> str:
+    """One timestamp format for people, as in the JSON: ISO 8601 to the second."""
+    return "never" if moment is None else moment.isoformat(timespec="seconds")
 
 
 @site_group.command("remove")
@@ -189,6 +250,19 @@ def site_remove(obj: Context, subdomain: str) -> None:
 
 # -- runs -------------------------------------------------------------------------------
 
+def require_sites(pipeline: Pipeline, names: tuple[str, ...] | list[str]) -> list[str]:
+    """Every name, checked as a subdomain and as a known site, before anything is enqueued:
+    `enqueue a nosuch c` must not leave `a` running and `c` untried."""
+    sites = [_subdomain(name) for name in names]
+    missing = [site for site in dict.fromkeys(sites)
+               if pipeline.fetch_one("get_site", {"subdomain": site}) is None]
+    if missing:
+        listed = ", ".join(repr(site) for site in missing)
+        raise click.ClickException(f"no site {listed}: add it with `clerk site add` "
+                                   "(nothing was enqueued)")
+    return sites
+
+
 @main.command("enqueue")
 @click.argument("subdomains", nargs=-1, required=True)
 @click.option("--priority", type=click.Choice(sorted(PRIORITIES)), default="normal",
@@ -198,6 +272,7 @@ def site_remove(obj: Context, subdomain: str) -> None:
 def enqueue(obj: Context, subdomains: tuple[str, ...], priority: str, wait: bool) -> None:
     """Start a run of each site (or join the one in progress)."""
     pipeline = obj.pipeline()
+    require_sites(pipeline, subdomains)
     sites = [_subdomain(s) for s in subdomains]
     for site in sites:
         try:
@@ -293,13 +368,20 @@ def _print_site(data: dict[str, Any]) -> None:
 @pass_context
 def purge(obj: Context, subdomain: str) -> None:
     """Cancel a site's queued jobs and stop its running ones (files are kept)."""
-    result = obj.pipeline().queue.cancel(tag=_subdomain(subdomain))
+    pipeline = obj.pipeline()
+    subdomain = _subdomain(subdomain)
+    # a removed site may still have jobs: purge them; an unknown name with none is a typo
+    if pipeline.fetch_one("get_site", {"subdomain": subdomain}) is None \
+            and not pipeline.live_jobs(subdomain):
+        raise click.ClickException(f"no site {subdomain!r} (and no jobs tagged with it); "
+                                   "`clerk site list` shows the sites")
+    result = pipeline.queue.cancel(tag=subdomain)
     click.echo(f"{subdomain}: {result.cancelled} queued jobs cancelled, {result.signalled} "
                f"running jobs told to stop, {result.groups} runs cancelled")
 
 
 @main.command("purge-queue")
-@click.argument("queue_name", metavar="QUEUE")
+@click.argument("queue_name", metavar="QUEUE", type=click.Choice(QUEUES))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_context
 def purge_queue(obj: Context, queue_name: str, yes: bool) -> None:
@@ -315,7 +397,7 @@ def purge_queue(obj: Context, queue_name: str, yes: bool) -> None:
 @click.option("--queue", "queue_name", default=None)
 @click.option("--subdomain", default=None)
 @click.option("--retry", is_flag=True, help="Put the matching failed jobs back in the queue.")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def failed(obj: Context, queue_name: str | None, subdomain: str | None, retry: bool,
@@ -357,12 +439,13 @@ def prune(obj: Context) -> None:
 
 @main.command("worker")
 @click.argument("queue_name", metavar="QUEUE", type=click.Choice(QUEUES))
-@click.option("-n", "--concurrency", default=1, show_default=True, help="Jobs at a time.")
+@click.option("-n", "--concurrency", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Jobs at a time.")
 @click.option("--burst", is_flag=True, help="Exit when the queue has nothing left to do.")
 @pass_context
 def worker(obj: Context, queue_name: str, concurrency: int, burst: bool) -> None:
     """Run workers for one queue in the foreground (each job in its own child process)."""
-    pipeline = obj.pipeline()
+    pipeline = obj.pipeline(migrate=True)
     settings = obj.settings
     code = pipeline.queue.work([queue_name], concurrency=concurrency, burst=burst,
                                isolation="process", shutdown_grace=settings.shutdown_grace,
@@ -378,39 +461,77 @@ def worker(obj: Context, queue_name: str, concurrency: int, burst: bool) -> None
 @pass_context
 def install_workers(obj: Context, system: bool, dry_run: bool) -> None:
     """Write the clerkd service (systemd unit or launchd plist) for this machine."""
-    from clerk.services import install_workers as install
-    from clerk.services import service_commands
-    paths = install(obj.settings, system=system, dry_run=dry_run,
-                    env_file=Path(obj.env_file).resolve())
-    for path in paths:
-        click.echo(f"{'would write' if dry_run else 'wrote'} {path}")
-        for command in service_commands(path, platform=sys.platform, system=system):
-            click.echo(f"  then: {command}")
+    from clerk.services import render_service, service_commands, write_service
+    # a named --env-file goes into the unit (EnvironmentFile= and clerkd --env-file); the
+    # default is the .env of this directory, when there is one
+    named = Path(obj.env_file).resolve() if obj.env_file_named else None
+    try:
+        service = render_service(obj.settings, system=system, env_file=named)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from None
+    if dry_run:
+        click.echo(service.content.decode(), nl=False)
+        click.echo(f"# would write {service.path}", err=True)
+        return
+    write_service(service)
+    click.echo(f"wrote {service.path}")
+    if service.env_file is None:
+        click.echo("note: no .env here, so the unit has no EnvironmentFile=; clerkd will "
+                   "use the embedded database unless you pass --env-file")
+    for command in service_commands(service.path, platform=sys.platform, system=system):
+        click.echo(f"  then: {command}")
 
 
 @main.command("uninstall-workers")
-@click.option("--system", is_flag=True)
-@click.option("--dry-run", is_flag=True)
+@click.option("--system", is_flag=True, help="The system unit (default: the user unit).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed.")
 def uninstall_workers(system: bool, dry_run: bool) -> None:
-    """Remove the clerkd service files this machine has."""
+    """Remove the clerkd service file this machine has (stop and disable it first)."""
+    from clerk.services import service_commands, service_enabled, service_path
     from clerk.services import uninstall_workers as uninstall
-    for path in uninstall(system=system, dry_run=dry_run):
-        click.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+    path = service_path(system=system)
+    stop, *after = service_commands(path, platform=sys.platform, system=system,
+                                    action="uninstall")
+    if not path.exists():
+        click.echo(f"nothing to remove: no {path}")
+        return
+    if service_enabled(path, system=system):
+        # removing the file of an enabled unit leaves clerkd running, unmanageable
+        raise click.ClickException(f"clerkd is enabled: first run `{stop}`, then "
+                                   "`clerk uninstall-workers` again")
+    for removed in uninstall(system=system, dry_run=dry_run):
+        click.echo(f"{'would remove' if dry_run else 'removed'} {removed}")
+    click.echo(f"  if clerkd still runs, first: {stop}" if dry_run else
+               f"  then: {' && '.join(after)}" if after else f"  if clerkd still runs: {stop}")
 
 
 @main.command("doctor")
 @pass_context
 def doctor(obj: Context) -> None:
-    """Check Tesseract, Poppler, the spaCy model and the database."""
-    from clerk.doctor import run_checks
-    dsn: str | None
+    """Check the settings, Tesseract, Poppler, the spaCy model, the directories and the
+    database (reachable and migrated)."""
+    from clerk.doctor import Check, run_checks
+    checks: list[Check] = []
+    settings: Settings | None
     try:
-        dsn = obj.pipeline(migrate=False).dsn
-    except click.ClickException as error:
-        click.echo(f"✗ database: {error.message}")
-        dsn = None
+        settings = obj.settings
+    except ConfigError as error:  # report it, and check the rest with the valid settings
+        checks += [Check("configuration", False, problem,
+                         f"correct it in {obj.env_file} or the environment")
+                   for problem in error.problems]
+        settings = error.partial
+        if settings is not None:
+            obj.use_settings(settings)
+    dsn: str | None = None
+    if settings is not None:
+        try:
+            dsn = obj.pipeline(check_migrated=False).dsn
+        except click.ClickException as error:
+            checks.append(Check("database", False, error.message,
+                                "start PostgreSQL or fix DATABASE_URL"))
+    checks += run_checks(settings or Settings(), dsn)
     failures = 0
-    for check in run_checks(obj.settings, dsn):
+    for check in checks:
         click.echo(f"{'✓' if check.ok else '✗'} {check.name}: {check.detail}")
         if not check.ok:
             failures += 1
@@ -425,6 +546,6 @@ def demo(obj: Context, workers: int) -> None:
     """Run the whole pipeline on a bundled sample site, on the embedded database."""
     from clerk.demo import run_demo
     try:
-        run_demo(obj.pipeline(), workers=workers, echo=click.echo)
+        run_demo(obj.pipeline(migrate=True), workers=workers, echo=click.echo)
     except PgQueueError as error:
         raise click.ClickException(mask_url(str(error))) from None

@@ -1,18 +1,28 @@
-"""Configuration from the environment and a `.env` file, every default named in one place.
+"""Configuration from the environment and a `.env` file, every default and rule in one place.
 
-Every setting is read from `CLERK_<NAME>` first, then the bare `<NAME>` (the names the
-design uses: `DATABASE_URL`, `OCR_WORKERS`, ...), then the default below.
+Every setting is read as `CLERK_<NAME>` or the bare `<NAME>` (the names the design uses:
+`DATABASE_URL`, `OCR_WORKERS`, ...). The process environment wins over the file,
+whichever of the two names each source uses; within one source `CLERK_<NAME>` wins.
+
+Each value is converted to the field's type and checked against its rule (`RULES`) here,
+once, so a bad value is one line naming the setting (`LOG_LEVEL='verbose' is not one of
+DEBUG, INFO, WARNING, ERROR`) at start, never a traceback from deep inside a worker.
+Defaults are trusted; only what the user wrote is checked. A plain table of rules rather
+than pydantic-settings: thirty-odd scalar settings, and `import clerk.config` stays cheap
+for `clerk --help`.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
-from dotenv import dotenv_values
-
 QUEUES = ("fetch", "ocr", "extraction", "compilation", "deploy")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 DEFAULT_STORAGE_DIR = "~/.local/share/clerk/sites"
 DEFAULT_DEPLOY_DIR = "~/.local/share/clerk/deploy"
@@ -21,6 +31,17 @@ DEFAULT_OCR_DPI = 150  # as accurate as 300 dpi on council agendas, at half the 
 DEFAULT_MAX_PDF_BYTES = 200 * 1024 * 1024
 DEFAULT_HTTP_TIMEOUT = 30.0
 DEFAULT_MAX_PAGE_PIXELS = 60_000_000  # about a 36 x 48 inch page at 150 dpi
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid. `problems` has one line per setting; `partial`
+    holds the valid ones (the invalid ones at their defaults), so `clerk doctor` can go
+    on checking the rest."""
+
+    def __init__(self, problems: list[str], partial: Settings | None = None) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+        self.partial = partial
 
 
 @dataclass(frozen=True)
@@ -36,6 +57,9 @@ class Settings:
     max_pdf_bytes: int = DEFAULT_MAX_PDF_BYTES
     http_timeout: float = DEFAULT_HTTP_TIMEOUT
     download_deadline: float = 600.0  # one document, retries included: a slow drip ends
+    allow_private_hosts: str = ""  # non-public addresses the fetcher may reach (clerk.network)
+    max_pages_per_document: int = 2000  # a longer PDF is refused, not queued page by page
+    max_pages_per_run: int = 20000  # pages one run of a site queues; the rest wait a run
     spacy_model: str | None = None
     deploy_backend: str = "directory"
     fetch_workers: int = 1
@@ -65,41 +89,176 @@ class Settings:
     def timeout_for(self, queue: str) -> int:
         return int(getattr(self, f"{queue}_timeout"))
 
+    @property
+    def total_workers(self) -> int:
+        return sum(self.workers_for(queue) for queue in QUEUES)
+
+
+# -- rules: each takes the converted value and returns it (normalised) or raises ValueError
+# with the end of the sentence "NAME='raw' ..." --------------------------------------------
+
+Rule = Callable[[object], object]
+
+
+def _at_least(low: float, *, strict: bool = False) -> Rule:
+    def check(value: object) -> object:
+        assert isinstance(value, int | float)
+        if value < low or (strict and value == low):
+            raise ValueError(f"must be {'>' if strict else '>='} {low:g}")
+        return value
+    return check
+
+
+def _between(low: int, high: int, meaning: str = "") -> Rule:
+    def check(value: object) -> object:
+        assert isinstance(value, int)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}{meaning}")
+        return value
+    return check
+
+
+def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Rule:
+    def check(value: object) -> object:
+        text = str(value).upper() if upper else str(value).lower()
+        if text not in choices:
+            raise ValueError(f"is not one of {', '.join(choices)}")
+        return text
+    return check
+
+
+def _registered(what: str, registry: Callable[[], Mapping[str, object]]) -> Rule:
+    def check(value: object) -> object:
+        known = registry()
+        if value not in known:
+            raise ValueError(f"is not a known {what} ({', '.join(sorted(known))})")
+        return value
+    return check
+
+
+def _ocr_backends() -> Mapping[str, object]:
+    from clerk.ocr import BACKENDS  # imported only when the setting is given
+    return BACKENDS
+
+
+def _deployers() -> Mapping[str, object]:
+    from clerk.deploy import DEPLOYERS
+    return DEPLOYERS
+
+
+def _schema(value: object) -> object:
+    from pgqueue.errors import ConfigurationError
+    from pgqueue.sql import validate_schema
+    try:
+        return validate_schema(str(value))
+    except ConfigurationError:
+        raise ValueError("is not a schema name (lowercase letters, digits, underscores)") from None
+
+
+RULES: dict[str, Rule] = {
+    "queue_schema": _schema,
+    "default_ocr_backend": _registered("OCR backend", _ocr_backends),
+    "deploy_backend": _registered("deploy backend", _deployers),
+    "ocr_dpi": _at_least(0, strict=True),
+    "max_page_pixels": _at_least(0, strict=True),
+    "max_pdf_bytes": _at_least(0, strict=True),
+    "http_timeout": _at_least(0, strict=True),
+    "download_deadline": _at_least(0, strict=True),
+    **{f"{queue}_workers": _at_least(0) for queue in QUEUES},
+    **{f"{queue}_timeout": _at_least(0, strict=True) for queue in QUEUES},
+    "max_jobs_per_worker": _at_least(1),
+    "shutdown_grace": _at_least(0),
+    "retry_backoff": _at_least(0),
+    "lease_seconds": _at_least(0, strict=True),
+    "poll_interval": _at_least(0, strict=True),
+    "metrics_port": _between(0, 65535, " (0 turns the endpoint off)"),
+    "log_format": _one_of(LOG_FORMATS),
+    "log_level": _one_of(LOG_LEVELS, upper=True),
+}
+
 
 def _convert(value: str, kind: object) -> object:
     text = value.strip()
     if kind in (int, "int"):
         return int(text)
     if kind in (float, "float"):
-        return float(text)
+        number = float(text)
+        if not math.isfinite(number):  # nan and inf parse, and break every comparison
+            raise ValueError(text)
+        return number
     if kind in (Path, "Path"):
         return Path(text).expanduser()
     return text
 
 
+def _field_kind(item: Field[object]) -> str:
+    kind = item.type
+    return kind.split("|")[0].strip() if isinstance(kind, str) else getattr(kind, "__name__", "")
+
+
+def _lookup(name: str, source: Mapping[str, str]) -> tuple[str, str] | None:
+    """(the name used, its value) in one source, CLERK_ first; empty counts as unset."""
+    for key in (f"CLERK_{name}", name):
+        value = source.get(key)
+        if value is not None and value != "":
+            return key, value
+    return None
+
+
+def read_env_file(env_file: str | os.PathLike[str] | None, *, required: bool = False
+                  ) -> dict[str, str]:
+    """The settings in a .env file. A missing file is empty unless `required` (a file the
+    user named: a typo must not fall back to other settings); a directory is an error."""
+    if env_file is None:
+        return {}
+    path = Path(env_file)
+    if path.is_dir():
+        raise ConfigError([f"env file {path} is a directory, not a file"])
+    if not path.exists():
+        if required:
+            raise ConfigError([f"env file {path} does not exist"])
+        return {}
+    from dotenv import dotenv_values
+    try:
+        return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"env file {path} cannot be read: {error}"]) from None
+
+
 def load_settings(env_file: str | os.PathLike[str] | None = ".env",
-                  environ: dict[str, str] | None = None, *, file_wins: bool = False) -> Settings:
-    """Read settings; the process environment wins over the `.env` file.
+                  environ: Mapping[str, str] | None = None, *, file_wins: bool = False,
+                  required: bool = False) -> Settings:
+    """Read and check the settings; the process environment wins over the `.env` file.
 
     `file_wins` reverses that, for a reload (SIGHUP): under systemd the file was loaded into
     the environment at start (EnvironmentFile=), so only the file has the new values.
+    `required`: the file was named by the user and must exist. Raises ConfigError.
     """
-    from_file: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-    from_env = dict(os.environ if environ is None else environ)
-    source = {**from_env, **from_file} if file_wins else {**from_file, **from_env}
+    from_file = read_env_file(env_file, required=required)
+    from_env = os.environ if environ is None else environ
+    sources = (from_file, from_env) if file_wins else (from_env, from_file)
     values: dict[str, object] = {}
+    problems: list[str] = []
     for item in fields(Settings):
         if item.name == "extra":
             continue
         name = item.name.upper()
-        raw = source.get(f"CLERK_{name}", source.get(name))
-        if raw is None or raw == "":
+        found = _lookup(name, sources[0]) or _lookup(name, sources[1])
+        if found is None:
             continue
-        kind = item.type.split("|")[0].strip() if isinstance(item.type, str) else item.type
+        key, raw = found
+        kind = _field_kind(item)
         try:
-            values[item.name] = _convert(raw, kind)
+            value = _convert(raw, kind)
+        except ValueError:
+            problems.append(f"{key}={raw!r} is not a valid {'number' if kind == 'float' else kind}")
+            continue
+        rule = RULES.get(item.name)
+        try:
+            values[item.name] = value if rule is None else rule(value)
         except ValueError as error:
-            raise ValueError(f"{name}={raw!r} is not a valid {kind}") from error
-    return Settings(**values)  # type: ignore[arg-type]
+            problems.append(f"{key}={raw!r} {error}")
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if problems:
+        raise ConfigError(problems, partial=settings)
+    return settings

@@ -16,8 +16,10 @@ import threading
 from typing import Any
 
 import click
+import psycopg
 
 from clerk.config import QUEUES, Settings, load_settings
+from clerk.db import explain_database_error
 from clerk.doctor import run_checks
 from clerk.logs import configure as configure_logging
 from clerk.pipeline import Pipeline, build_pipeline
@@ -48,9 +50,15 @@ class Daemon:
         self.stop_maintenance = threading.Event()
         self.server: Any = None
         if settings.metrics_port:
-            self.server = serve_health_and_metrics(
-                health=self.health, registry=self.metrics.registry,
-                host=settings.metrics_host, port=settings.metrics_port)
+            try:
+                self.server = serve_health_and_metrics(
+                    health=self.health, registry=self.metrics.registry,
+                    host=settings.metrics_host, port=settings.metrics_port)
+            except OSError as error:  # the port is taken (or the host is not ours)
+                raise ConfigurationError(
+                    f"METRICS_PORT: cannot listen on {settings.metrics_host}:"
+                    f"{settings.metrics_port}: {error.strerror}; choose another port, "
+                    "or 0 to turn the endpoint off") from None
         self.supervisor = Supervisor(
             pool_sizes(settings), self.run_worker,
             grace=settings.shutdown_grace + SUPERVISOR_GRACE_MARGIN,
@@ -108,7 +116,13 @@ class Daemon:
                     log.exception("prune failed", extra={"action": "prune_failed"})
 
     def run(self) -> int:
-        self.pipeline.migrate()
+        try:
+            self.pipeline.migrate()
+        except psycopg.Error as error:  # a role without CREATE on an unmigrated database
+            raise ConfigurationError(explain_database_error(error, migrating=True)) from None
+        if not self.settings.total_workers:
+            log.warning("no worker pools configured: every *_WORKERS setting is 0, so no job "
+                        "will run here", extra={"action": "no_pools"})
         for check in run_checks(self.settings):
             if not check.ok:
                 log.warning("doctor: %s: %s (fix: %s)", check.name, check.detail, check.fix,
@@ -128,7 +142,8 @@ class Daemon:
                 self.server.close()
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clerk", prog_name="clerkd")
 @click.option("--env-file", default=".env", envvar="CLERK_ENV_FILE", show_default=True)
 @click.option("--burst", is_flag=True, envvar="CLERK_BURST",
               help="Workers exit when their queue is empty (tests, cron).")

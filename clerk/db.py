@@ -6,11 +6,17 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.db import connect, query
-from pgqueue.migrate import Migrator
+from pgqueue.db import connect, mask_url, query
+from pgqueue.errors import ConfigurationError
+from pgqueue.migrate import Migrator, discover
 from pgqueue.sql import Statements, sql_root
 
 CLERK_SCHEMA = "clerk"
+UPGRADE_HINT = "run `clerk db upgrade` (as the owner)"
+
+
+class NotMigrated(ConfigurationError):
+    """The database lacks clerk's schema, or is behind this version of clerk."""
 
 
 def statements() -> Statements:
@@ -27,6 +33,35 @@ def clerk_migrator(dsn: str) -> Migrator:
 
 def migrate_clerk(dsn: str) -> list[str]:
     return [f"{m.version:04d}_{m.name}" for m in clerk_migrator(dsn).upgrade()]
+
+
+def require_migrated(*migrators: Migrator) -> None:
+    """Raise NotMigrated unless every component is fully migrated. Reads only: a command
+    that merely looks must not create schemas in the database it was pointed at."""
+    behind = []
+    applied_any = False
+    for migrator in migrators:
+        applied = {item.version for item in migrator.history()}  # one connection each
+        applied_any = applied_any or bool(applied)
+        pending = [m for m in discover(migrator.directory) if m.version not in applied]
+        if pending:
+            behind.append(f"{migrator.component} {len(pending)}")
+    if not applied_any:
+        raise NotMigrated(f"database not migrated: {UPGRADE_HINT}")
+    if behind:
+        raise NotMigrated(f"database schema is behind this clerk (pending migrations: "
+                          f"{', '.join(behind)}): {UPGRADE_HINT}")
+
+
+def explain_database_error(error: psycopg.Error, *, migrating: bool) -> str:
+    """One line for a database error, password masked, with what to do when we know it."""
+    lines = str(error).strip().splitlines()
+    text = mask_url(lines[0] if lines else type(error).__name__)
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        if migrating:
+            return f"database error: {text}: migrate as the owner (see sql/roles.sql)"
+        return f"database error: {text}: grant this role clerk's privileges (see sql/roles.sql)"
+    return f"database error: {text}"
 
 
 def fetch_all(db: str | psycopg.Connection[Any], name: str,
@@ -49,5 +84,6 @@ def execute(conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | N
     return query(conn, getattr(_STATEMENTS, name), params)
 
 
-__all__ = ["CLERK_SCHEMA", "clerk_migrator", "execute", "fetch_all", "fetch_one",
-           "migrate_clerk", "statements"]
+__all__ = ["CLERK_SCHEMA", "UPGRADE_HINT", "NotMigrated", "clerk_migrator", "execute",
+           "explain_database_error", "fetch_all", "fetch_one", "migrate_clerk",
+           "require_migrated", "statements"]

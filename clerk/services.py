@@ -21,6 +21,7 @@ import shutil
 import stat
 import string
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,16 @@ from clerk.config import QUEUES, Settings
 __all__ = [
     "LAUNCHD_LABEL",
     "SERVICE_NAME",
+    "ServiceFile",
     "install_workers",
     "render_launchd_plist",
+    "render_service",
     "render_systemd_unit",
     "service_commands",
+    "service_enabled",
     "service_path",
     "uninstall_workers",
+    "write_service",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,6 +276,77 @@ def _warn_if_readable(env_file: Path) -> None:
                     env_file, extra={"action": "env_file_readable"})
 
 
+@dataclass(frozen=True)
+class ServiceFile:
+    """A rendered unit or plist and where it goes; `env_file` is None when it has none."""
+
+    path: Path
+    content: bytes
+    env_file: Path | None
+    mode: int
+
+
+def render_service(
+    settings: Settings,
+    *,
+    platform: str | None = None,
+    system: bool = False,
+    dest_dir: Path | None = None,
+    executable: Path | str | None = None,
+    env_file: Path | str | None = None,
+    working_dir: Path | str | None = None,
+    user: str | None = None,
+    include_database_url: bool = False,
+) -> ServiceFile:
+    """The unit (Linux) or plist (macOS) for this machine, not yet written.
+
+    Defaults: the clerkd next to this Python, the current directory, and its .env file
+    when there is one. A named `env_file` must exist; clerkd is then started with
+    `--env-file` pointing at it, so a reload (SIGHUP) re-reads that file and not the
+    working directory's .env.
+    """
+    kind = _platform(platform)
+    work = Path(working_dir or Path.cwd()).absolute()
+    program = Path(executable).absolute() if executable else _default_executable()
+    environment_file: Path | None
+    args: tuple[str, ...] = ()
+    if env_file is not None:
+        environment_file = Path(env_file).absolute()
+        if not environment_file.is_file():
+            raise FileNotFoundError(f"env file {environment_file} does not exist")
+        args = ("--env-file", str(environment_file))
+    else:
+        candidate = work / ".env"
+        environment_file = candidate if candidate.is_file() else None
+    if environment_file is not None:
+        _warn_if_readable(environment_file)
+    if system and user is None and kind == "systemd":
+        user = os.environ.get("SUDO_USER") or None
+    path = service_path(platform=platform, system=system, dest_dir=dest_dir)
+    if kind == "systemd":
+        content = render_systemd_unit(settings, executable=program, env_file=environment_file,
+                                      working_dir=work, system=system, user=user,
+                                      args=args).encode()
+    else:
+        content = render_launchd_plist(settings, executable=program, working_dir=work,
+                                       system=system, user=user, args=args,
+                                       include_database_url=include_database_url)
+    # 600 when the password is inside; a unit without secrets is readable, as systemd expects
+    return ServiceFile(path, content, environment_file, 0o600 if include_database_url else 0o644)
+
+
+def write_service(service: ServiceFile) -> Path:
+    """Write a rendered service file atomically (never half a unit)."""
+    service.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = service.path.with_name(service.path.name + ".tmp")
+    partial.write_bytes(service.content)
+    partial.chmod(service.mode)
+    partial.replace(service.path)
+    # DEBUG: the CLI prints what it wrote; an INFO line would say it twice
+    log.debug("wrote %s", service.path, extra={"action": "service_installed"})
+    return service.path
+
+
 def install_workers(
     settings: Settings,
     *,
@@ -284,47 +360,27 @@ def install_workers(
     user: str | None = None,
     include_database_url: bool = False,
 ) -> list[Path]:
-    """Write the unit (Linux) or plist (macOS) for this machine; return what was written.
+    """Render (`render_service`) and write the service file; return what was written.
 
-    Defaults: the clerkd next to this Python, the current directory, and its .env file
-    when there is one. With `dry_run` nothing is written. Follow with the commands from
+    With `dry_run` nothing is written. Follow with the commands from
     `service_commands()`; this function never runs systemctl or launchctl.
     """
-    kind = _platform(platform)
-    work = Path(working_dir or Path.cwd()).absolute()
-    program = Path(executable).absolute() if executable else _default_executable()
-    environment_file: Path | None
-    if env_file is not None:
-        environment_file = Path(env_file).absolute()
-        if not environment_file.is_file():
-            raise FileNotFoundError(f"env file {environment_file} does not exist")
-    else:
-        candidate = work / ".env"
-        environment_file = candidate if candidate.is_file() else None
-    if environment_file is not None:
-        _warn_if_readable(environment_file)
-    if system and user is None and kind == "systemd":
-        user = os.environ.get("SUDO_USER") or None
-    path = service_path(platform=platform, system=system, dest_dir=dest_dir)
-    if kind == "systemd":
-        content = render_systemd_unit(settings, executable=program, env_file=environment_file,
-                                      working_dir=work, system=system, user=user).encode()
-    else:
-        content = render_launchd_plist(settings, executable=program, working_dir=work,
-                                       system=system, user=user,
-                                       include_database_url=include_database_url)
-    if dry_run:
-        return [path]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_bytes(content)
-    # 600 when the password is inside; a unit without secrets is readable, as systemd expects
-    partial.chmod(0o600 if include_database_url else 0o644)
-    partial.replace(path)
-    log.info("wrote %s; next: %s", path,
-             " && ".join(service_commands(path, platform=platform, system=system)),
-             extra={"action": "service_installed"})
-    return [path]
+    service = render_service(settings, platform=platform, system=system, dest_dir=dest_dir,
+                             executable=executable, env_file=env_file,
+                             working_dir=working_dir, user=user,
+                             include_database_url=include_database_url)
+    if not dry_run:
+        write_service(service)
+    return [service.path]
+
+
+def service_enabled(path: Path, *, platform: str | None = None, system: bool = False) -> bool:
+    """Whether `systemctl enable` linked the unit (a file check: systemctl is not run).
+    Always False for launchd, which keeps no such link."""
+    if _platform(platform) != "systemd":
+        return False
+    target = "multi-user.target" if system else "default.target"
+    return (path.parent / f"{target}.wants" / path.name).is_symlink()
 
 
 def uninstall_workers(
@@ -343,5 +399,5 @@ def uninstall_workers(
         return []
     if not dry_run:
         path.unlink()
-        log.info("removed %s", path, extra={"action": "service_removed"})
+        log.debug("removed %s", path, extra={"action": "service_removed"})
     return [path]
