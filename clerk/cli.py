@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from datetime import datetime
@@ -22,7 +21,7 @@ from clerk.sites import InvalidSubdomain, validate_subdomain
 from clerk.sources import SOURCES
 from clerk.status import MARKS, overview, site_status
 from pgqueue.db import mask_url
-from pgqueue.errors import ConfigurationError, DatabaseUnavailable, PgQueueError
+from pgqueue.errors import ConfigurationError, DatabaseUnavailable
 
 
 class Context:
@@ -164,6 +163,20 @@ def db_history(obj: Context) -> None:
         for item in history:
             click.echo(f"{name} {item.version:04d}_{item.name}  "
                        f"{item.applied_at.isoformat(timespec='seconds')}  {item.checksum[:12]}")
+
+
+@db_group.command("stop-embedded")
+@pass_context
+def db_stop_embedded(obj: Context) -> None:
+    """Stop the embedded PostgreSQL (it keeps running after a command, for the next one)."""
+    from pgqueue.embedded import stop_embedded
+    directory = obj.settings.embedded_dir
+    try:
+        stopped = stop_embedded(directory)
+    except TimeoutError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"stopped the embedded PostgreSQL in {directory}" if stopped
+               else f"no embedded PostgreSQL is running in {directory}")
 
 
 # -- sites ------------------------------------------------------------------------------
@@ -540,12 +553,18 @@ def doctor(obj: Context) -> None:
 
 
 @main.command("demo")
-@click.option("--workers", default=max(1, (os.cpu_count() or 1)), show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Jobs at a time.  [default: CPU count]")
 @pass_context
-def demo(obj: Context, workers: int) -> None:
-    """Run the whole pipeline on a bundled sample site, on the embedded database."""
-    from clerk.demo import run_demo
+def demo(obj: Context, workers: int | None) -> None:
+    """Run the whole pipeline on a bundled sample site, on an embedded PostgreSQL.
+
+    The demo always uses the embedded server, in a database of its own (clerk_demo):
+    DATABASE_URL, from the environment or .env, is ignored. It exits 1 and names what
+    failed when a page or a stage fails.
+    """
+    from clerk.demo import DemoError, run_demo
     try:
-        run_demo(obj.pipeline(migrate=True), workers=workers, echo=click.echo)
-    except PgQueueError as error:
+        sys.exit(run_demo(obj.settings, workers=workers, echo=click.echo))
+    except DemoError as error:
         raise click.ClickException(mask_url(str(error))) from None
