@@ -4,8 +4,10 @@ A worker process holds its connection and its jobs' leases; each job runs in a c
 it (process isolation), so Tesseract, Poppler or spaCy crashing, hanging or bloating fails
 that job alone. The supervisor restarts crashed workers with backoff, recycles them after
 MAX_JOBS_PER_WORKER jobs, and on SIGTERM lets running jobs finish within SHUTDOWN_GRACE
-before giving their jobs back. SIGHUP re-reads the configuration and resizes the pools.
-It also prunes finished jobs on a schedule (one machine at a time).
+before giving their jobs back. SIGHUP re-reads the `--env-file` (the file wins over the
+environment then: under systemd the environment is the file as it was at start) and
+resizes the pools. The workers die with clerkd, even a SIGKILLed one (PR_SET_PDEATHSIG, in
+`pgqueue.supervisor`). It also prunes finished jobs on a schedule (one machine at a time).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -69,10 +72,19 @@ class Daemon:
         return self.pipeline.queue.metrics_snapshot()
 
     def _on_event(self, event: SupervisorEvent) -> None:
-        level = logging.ERROR if event.kind in ("crashed", "crash_loop") else logging.INFO
-        log.log(level, "supervisor: %s pool=%s index=%s pid=%s exit=%s", event.kind, event.pool,
-                event.index, event.pid, event.exitcode,
-                extra={"action": f"supervisor_{event.kind}", "queue": event.pool})
+        """Log what the supervisor does not log itself (it logs ready, stopping, resized,
+        crashes, retired and killed workers in its own words), with the fields that apply."""
+        extra = {"action": f"supervisor_{event.kind}", "queue": event.pool, "pid": event.pid}
+        if event.kind == "started":
+            log.info("worker %s/%s started (pid %s)", event.pool, event.index, event.pid,
+                     extra=extra)
+        elif event.kind == "exited":
+            how = (f"signal {-event.exitcode}" if event.exitcode is not None and event.exitcode < 0
+                   else f"exit {event.exitcode}")
+            log.info("worker %s/%s (pid %s) ended: %s", event.pool, event.index, event.pid, how,
+                     extra=extra)
+        elif event.kind == "stopped":
+            log.info("clerkd stopped", extra=extra)
 
     def health(self) -> dict[str, Any]:
         report = dict(self.supervisor.health())
@@ -142,13 +154,35 @@ class Daemon:
                 self.server.close()
 
 
+def env_file_path(env_file: str, named: bool) -> str:
+    """The env file as an absolute path (SIGHUP re-reads it whatever the working directory
+    is by then). Only the implicit default `.env` may be missing; a file the user named
+    must exist, or clerkd would silently run on other settings."""
+    path = Path(env_file).expanduser().absolute()
+    if named and not path.is_file():
+        reason = "is not a file" if path.exists() else "does not exist"
+        raise click.ClickException(f"env file {env_file} {reason}")
+    return str(path)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clerk", prog_name="clerkd")
-@click.option("--env-file", default=".env", envvar="CLERK_ENV_FILE", show_default=True)
+@click.option("--env-file", default=".env", envvar="CLERK_ENV_FILE", show_default=True,
+              help="Settings file, re-read on SIGHUP; must exist when given (the default "
+                   ".env in the working directory may be absent).")
 @click.option("--burst", is_flag=True, envvar="CLERK_BURST",
               help="Workers exit when their queue is empty (tests, cron).")
-def main(env_file: str, burst: bool) -> None:
-    """Run the clerk worker pools (FETCH_WORKERS, OCR_WORKERS, ... from the environment/.env)."""
+@click.pass_context
+def main(ctx: click.Context, env_file: str, burst: bool) -> None:
+    """Run the clerk worker pools (FETCH_WORKERS, OCR_WORKERS, ... from the environment/.env).
+
+    SIGTERM: finish running jobs within SHUTDOWN_GRACE, then exit (a second one: at once).
+    SIGHUP: re-read the env file and resize the pools.
+    """
+    # Named on the command line (as the unit's ExecStart does): it must exist. The default
+    # and CLERK_ENV_FILE (what tests set to an absent file) may be missing, as in `clerk`.
+    named = ctx.get_parameter_source("env_file") == click.core.ParameterSource.COMMANDLINE
+    env_file = env_file_path(env_file, named=named)
     try:
         settings = load_settings(env_file)
     except ValueError as error:

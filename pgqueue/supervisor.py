@@ -20,10 +20,17 @@ the grace period, the next systemd watchdog ping. It never polls on a fixed slee
 On Linux the handle is a pidfd, which signals the child's exit even when a grandchild
 (a job process forked by the worker) still holds the child's inherited pipes open;
 elsewhere it is the multiprocessing sentinel.
+
+Children die with the supervisor. A SIGKILLed supervisor runs no cleanup, and its orphaned
+workers would go on claiming jobs (a restarted one would then double them): on Linux each
+child asks the kernel for SIGTERM when its parent dies (`PR_SET_PDEATHSIG`), a warm stop
+that lets its job finish and gives the lease back, and exits at once if the parent died
+before that request took effect.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -54,6 +61,8 @@ __all__ = ["PoolSpec", "Supervisor", "SupervisorEvent", "WorkerSlot", "pools_fro
 logger = logging.getLogger(__name__)
 
 _WAKE = 0  # a byte on the signal pipe that is not a signal: "look at pending work"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_DEATH_SIGNAL = signal.SIGTERM  # a warm stop: the running job finishes
 
 
 @dataclass(frozen=True)
@@ -118,15 +127,37 @@ class _Slot:
     last_exit: int | None = None
 
 
+def die_with_parent(parent_pid: int, signum: int = PARENT_DEATH_SIGNAL) -> None:
+    """Linux: have the kernel send `signum` to this process when its parent dies; exit now
+    if it already has (this process was re-parented before the request took effect).
+
+    The kernel watches the thread that forked this process: fork from a thread that lives
+    as long as the supervisor (its loop's thread), as `Supervisor.run` does.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+                logger.warning("prctl(PR_SET_PDEATHSIG) failed: %s",
+                               os.strerror(ctypes.get_errno()), extra={"action": "pdeathsig"})
+        except (OSError, AttributeError):  # no libc to load: the getppid check still holds
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
 def _child_main(target: Callable[[WorkerSlot], int | None], slot: WorkerSlot,
-                close_fds: tuple[int, ...], child_setup: Callable[[], None] | None) -> None:
-    """Entry point of every child: shed the supervisor's signal plumbing, run the target."""
+                close_fds: tuple[int, ...], child_setup: Callable[[], None] | None,
+                parent_pid: int) -> None:
+    """Entry point of every child: die with the supervisor, shed its signal plumbing, run
+    the target."""
     for fd in close_fds:
         try:
             os.close(fd)
         except OSError:
             pass
-    reset_child_signals()
+    reset_child_signals()  # first: a parent-death SIGTERM must find the default action
+    die_with_parent(parent_pid)
     sdnotify.forget_environment()
     if child_setup is not None:
         child_setup()
@@ -380,7 +411,7 @@ class Supervisor:
         close_fds = self._pipe.fds() if self._start_method == "fork" else ()
         process = self._context.Process(
             target=_child_main,
-            args=(self._target, worker, close_fds, self._child_setup),
+            args=(self._target, worker, close_fds, self._child_setup, os.getpid()),
             name=f"pgqueue-{slot.pool}-{slot.index}",
         )
         with block_signals():
