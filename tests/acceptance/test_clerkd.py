@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pgqueue.localserver import free_port
 from tests.support.pipeline import LocalServer as HttpServer
 from tests.support.pipeline import PdfFactory, Route
+from tests.support.secrets import SECRET, password_url
 
 VENV_BIN = Path(sys.executable).parent
 ZERO_POOLS = {"FETCH_WORKERS": "0", "OCR_WORKERS": "0", "EXTRACTION_WORKERS": "0",
@@ -80,7 +81,8 @@ def clerk_env(db_url: str, tmp_path: Path) -> dict[str, str]:
     env.update({"DATABASE_URL": db_url, "CLERK_STORAGE_DIR": str(tmp_path / "sites"),
                 "CLERK_DEPLOY_DIR": str(tmp_path / "deploy"), "CLERK_LEASE_SECONDS": "2",
                 "CLERK_POLL_INTERVAL": "0.5", "CLERK_SHUTDOWN_GRACE": "30",
-                "CLERK_ENV_FILE": str(tmp_path / "none.env")})
+                "CLERK_ENV_FILE": str(tmp_path / "none.env"),
+                "CLERK_ALLOW_PRIVATE_HOSTS": "127.0.0.1"})  # the test sites' address
     return env
 
 
@@ -183,21 +185,60 @@ def test_sigkilled_worker_is_replaced_and_its_job_rerun(site: str, clerk_env: di
 def test_two_daemons_share_one_database_and_show_in_status(
         clerk_env: dict[str, str], db_url: str, tmp_path: Path, daemons: list[Clerkd]) -> None:
     port = free_port()
-    ocr_host = Clerkd({**clerk_env, "METRICS_PORT": str(port)}, tmp_path / "ocr.log", ocr=2)
+    secret_env = {**clerk_env, "DATABASE_URL": password_url(db_url)}  # a password to leak
+    ocr_host = Clerkd({**secret_env, "METRICS_PORT": str(port)}, tmp_path / "ocr.log", ocr=2)
     other_host = Clerkd(clerk_env, tmp_path / "other.log", fetch=1, extraction=1,
                         compilation=1, deploy=1)
     daemons.extend([ocr_host, other_host])
     wait_for(lambda: len(worker_rows(db_url)) == 6, "six workers to register")
-    status = json.loads(clerk(clerk_env, "status", "--json").stdout)
+    shown = clerk(secret_env, "status", "--json").stdout
+    assert SECRET not in shown
+    status = json.loads(shown)
     assert status["workers_per_queue"] == {"fetch": 1, "ocr": 2, "extraction": 1,
                                            "compilation": 1, "deploy": 1}
-    assert "@" not in status["database"] or "***" in status["database"]
-    health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read())
+    assert "***" in status["database"]
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read().decode()
+    assert SECRET not in body
+    health = json.loads(body)
     assert health["status"] == "ok"
     assert health["workers"] == {"fetch": 0, "ocr": 2, "extraction": 0, "compilation": 0, "deploy": 0}
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert SECRET not in text
     families = {family.name: family for family in text_string_to_metric_families(text)}
     alive = {sample.labels["queue"]: sample.value
              for sample in families["pgqueue_workers_alive"].samples}
     assert alive["ocr"] == 2 and alive["deploy"] == 1  # read from the shared database
     assert "pgqueue_queue_depth" in families
+
+
+def test_health_of_an_unreachable_database_hides_the_password(
+        clerk_env: dict[str, str], db_url: str, tmp_path: Path, daemons: list[Clerkd]) -> None:
+    role = "clerkd_health_pw"
+    port = free_port()
+    daemon = Clerkd({**clerk_env, "DATABASE_URL": password_url(db_url, role),
+                     "METRICS_PORT": str(port)}, tmp_path / "clerkd.log")
+    daemons.append(daemon)
+
+    def health() -> dict[str, str] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+                body = answer.read().decode()
+        except urllib.error.HTTPError as error:  # 503: unhealthy, with its JSON body
+            body = error.read().decode()
+        except OSError:
+            assert daemon.process.poll() is None, daemon.log.read_text()
+            return None
+        assert SECRET not in body
+        return dict(json.loads(body))
+
+    wait_for(lambda: (h := health()) and h["database"] == "reachable", "/health: reachable")
+    with psycopg.connect(db_url, autocommit=True) as conn:  # the server now refuses the role
+        conn.execute(f"ALTER ROLE {role} NOLOGIN")
+    try:
+        report = wait_for(lambda: (h := health()) and h["database"] != "reachable" and h,
+                          "/health: unreachable")
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f"ALTER ROLE {role} LOGIN")
+    assert isinstance(report, dict) and report["status"] == "database_unreachable"
+    assert "127.0.0.1" in report["database"] and "not permitted to log in" in report["database"]

@@ -114,6 +114,10 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+EXPECT_SECONDS = 10.0
+READY_SECONDS = 45.0  # below the supervisor tests' 60 s pytest timeout
+
+
 class HarnessProcess:
     """The test side: start the harness, read its JSON lines, wait for one that matches."""
 
@@ -137,15 +141,19 @@ class HarnessProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def expect(self, kind: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+    def expect(self, kind: str, timeout: float | None = None, **match: Any) -> dict[str, Any]:
         """The first line of this kind with these fields not returned by an earlier call.
 
         Lines from the supervisor and its children race each other, so matching does not
-        depend on their order, only on each line being returned once.
+        depend on their order, only on each line being returned once. The default bound is
+        EXPECT_SECONDS, and READY_SECONDS for "ready": that one waits for a cold interpreter
+        to start and import, which takes well over 10 s on a loaded machine.
         """
         import select
         import time
 
+        if timeout is None:
+            timeout = READY_SECONDS if kind == "ready" else EXPECT_SECONDS
         deadline = time.monotonic() + timeout
         while True:
             for number, line in enumerate(self.lines):
