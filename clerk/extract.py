@@ -269,7 +269,7 @@ class Extractor:
             except (ImportError, OSError) as error:
                 message = (
                     f"spaCy model {model!r} is not installed ({error}); "
-                    "using rules only (python -m spacy download {model} to add NER)"
+                    f"using rules only (python -m spacy download {model} to add NER)"
                 )
                 log.warning(message, extra={"action": "extract.no_model"})
                 self.warnings.append(message)

@@ -119,6 +119,7 @@ def test_missing_model_falls_back_to_rules_with_a_warning() -> None:
     extractor = Extractor(Settings(spacy_model="en_core_web_sm_not_installed"))
     assert extractor.model_name == "blank"
     assert "not installed" in extractor.warnings[0]
+    assert "python -m spacy download en_core_web_sm_not_installed " in extractor.warnings[0]
     assert extractor.extract("Mayor Diaz spoke.").people == [Person("Diaz", "Mayor")]
 
 
