@@ -30,6 +30,7 @@ from tenacity import (
 from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 
 from clerk.config import DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_PDF_BYTES
+from clerk.network import AddressPolicy, BlockedAddress, guarded_session
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,18 @@ class FetchError(Exception):
 
     def __init__(self, url: str, message: str) -> None:
         self.url = redact_url(url)
-        super().__init__(f"{self.url}: {message}")
+        # Servers choose reason phrases and headers: no NUL or control character goes on
+        # into the database (which refuses NUL) or a terminal.
+        super().__init__(clean_text(f"{self.url}: {message}"))
 
 
 class UnsupportedScheme(FetchError):
     """A URL or a redirect to anything but http(s): never fetched."""
+
+
+class RefusedAddress(FetchError):
+    """A URL, or a redirect, to an address that is not public and not allowed: never
+    connected to (see clerk.network)."""
 
 
 class HttpStatusError(FetchError):
@@ -155,6 +163,7 @@ class _Request:
     deadline_at: float
     max_redirects: int
     session: requests.Session
+    policy: AddressPolicy | None = None
 
 
 def _remaining(request: _Request, url: str) -> float:
@@ -165,7 +174,8 @@ def _remaining(request: _Request, url: str) -> float:
 
 
 def _open(request: _Request, headers: dict[str, str]) -> requests.Response:
-    """GET with redirects followed by hand, so every hop is checked for its scheme."""
+    """GET with redirects followed by hand, so every hop is checked for its scheme (and,
+    through a guarded session, its address: see clerk.network)."""
     url = request.url
     seen: set[str] = set()
     for _hop in range(request.max_redirects + 1):
@@ -174,6 +184,8 @@ def _open(request: _Request, headers: dict[str, str]) -> requests.Response:
         left = _remaining(request, url)
         connect, read = request.timeout
         try:
+            if request.policy is not None:
+                request.policy.check_url(url)
             response = request.session.get(
                 url,
                 headers=headers,
@@ -181,6 +193,9 @@ def _open(request: _Request, headers: dict[str, str]) -> requests.Response:
                 allow_redirects=False,
                 timeout=(min(connect, left), min(read, left)),
             )
+        except BlockedAddress as error:
+            hop = "" if url == request.url else f"redirected to {redact_url(url)}: "
+            raise RefusedAddress(request.url, f"{hop}{error}") from None
         except (requests.ConnectionError, requests.Timeout) as error:
             raise TransientFetchError(url, f"{type(error).__name__}: {error}") from error
         except requests.RequestException as error:
@@ -248,11 +263,18 @@ def _stream_to_temp(request: _Request, response: requests.Response, url: str) ->
 
 
 def _not_pdf_message(response: requests.Response, head: bytes) -> str:
-    kind = response.headers.get("Content-Type", "unknown type")
-    start = head[:40].decode("latin-1").strip().replace("\n", " ")
+    # Never any of the body: it may be an internal service's answer, and the message is
+    # stored, shown by `clerk status` and logged.
+    kind = clean_text(response.headers.get("Content-Type", "unknown type"))[:100]
     if not head:
         return f"empty body (Content-Type {kind})"
-    return f"not a PDF (Content-Type {kind}, body starts {start!r})"
+    return f"not a PDF (Content-Type {kind}; the body does not start with {PDF_MAGIC.decode()})"
+
+
+def clean_text(text: str) -> str:
+    """`text` without NUL and other control characters (a server's reason phrase or
+    header, stored in PostgreSQL, which refuses NUL, and shown in a terminal)."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
 def _attempt(request: _Request) -> DownloadResult:
@@ -271,8 +293,9 @@ def _attempt(request: _Request) -> DownloadResult:
 
 def _handle(request: _Request, response: requests.Response, have_file: bool) -> DownloadResult:
     url = response.url or request.url
-    etag = response.headers.get("ETag") or request.etag
-    last_modified = response.headers.get("Last-Modified") or request.last_modified
+    # A validator with a control character in it cannot be stored or sent back: drop it.
+    etag = _header(response, "ETag") or request.etag
+    last_modified = _header(response, "Last-Modified") or request.last_modified
     if response.status_code == 304:
         if not have_file:
             raise FetchError(url, "304 Not Modified but there is no local copy")
@@ -292,6 +315,13 @@ def _handle(request: _Request, response: requests.Response, have_file: bool) -> 
     return DownloadResult(True, etag, last_modified, sha256, size)
 
 
+def _header(response: requests.Response, name: str) -> str | None:
+    value = response.headers.get(name)
+    if value is None or clean_text(value) != value or len(value) > 1024:
+        return None
+    return value
+
+
 def download(
     url: str,
     dest: Path,
@@ -306,6 +336,7 @@ def download(
     wait_initial: float = 0.5,
     wait_max: float = 8.0,
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    policy: AddressPolicy | None = None,
 ) -> DownloadResult:
     """Fetch `url` into `dest` if it changed, and say whether it did.
 
@@ -314,6 +345,10 @@ def download(
     timeouts and 5xx are retried `attempts` times with exponential waits from
     `wait_initial` to `wait_max` seconds; 4xx, refused schemes, oversize and non-PDF
     bodies are not, since asking again would get the same answer.
+
+    Without a `session`, the download makes a guarded one (clerk.network): only public
+    addresses, plus those `policy` allows. A caller's session is used as it is (clerk's
+    pipeline passes a guarded one).
     """
     check_scheme(url)
     if isinstance(timeout, tuple):
@@ -330,7 +365,8 @@ def download(
         timeout=(connect_timeout, read_timeout),
         deadline_at=time.monotonic() + deadline,
         max_redirects=max_redirects,
-        session=session or requests.Session(),
+        session=session or guarded_session(policy),
+        policy=policy,
     )
     retrying = Retrying(
         retry=retry_if_exception(_is_transient),

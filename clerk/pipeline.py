@@ -27,6 +27,7 @@ from clerk.config import Settings
 from clerk.deploy import deploy as deploy_database
 from clerk.extract import extract_site
 from clerk.fetch import FetchError, download, redact_url
+from clerk.network import AddressPolicy, guarded_session
 from clerk.ocr import read_page, write_page_text
 from clerk.pdf import PdfError, pdf_info
 from clerk.sites import site_dir, validate_subdomain
@@ -41,6 +42,7 @@ from clerk.storage import (
     safe_meeting_name,
 )
 from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
+from pgqueue.errors import ConfigurationError
 
 log = logging.getLogger("clerk.pipeline")
 
@@ -112,6 +114,8 @@ class Pipeline:
 
     settings: Settings
     queue: Queue
+    # Which addresses a site's fetch may connect to: public ones and ALLOW_PRIVATE_HOSTS.
+    network: AddressPolicy = field(default_factory=AddressPolicy)
     fetch_task: Task = field(init=False)
     ocr_task: Task = field(init=False)
     extract_task: Task = field(init=False)
@@ -134,6 +138,11 @@ class Pipeline:
     def close(self) -> None:
         """Close the pooled connections."""
         self.queue.close()
+
+    def allow_url(self, url: str) -> None:
+        """Let fetches reach exactly `url`'s address and port (the demo's own server on
+        127.0.0.1), whatever ALLOW_PRIVATE_HOSTS says. Workers of this process only."""
+        self.network = self.network.allowing_url(url)
 
     def migrate(self) -> list[str]:
         return self.queue.migrate() + clerk_db.migrate_clerk(self.dsn)
@@ -234,7 +243,7 @@ class Pipeline:
             raise PermanentFailure(f"site {site!r} no longer exists")
         job = current_job()
         run_key = f"site:{site}:run:{job.id if job else 'manual'}"
-        session = requests.Session()
+        session = guarded_session(self.network)
         try:
             refs, refused = discover(row["source_kind"], row["source_url"], session, settings)
         except TransientSourceError as error:  # retried with backoff, then fails for good
@@ -247,7 +256,7 @@ class Pipeline:
         changed: list[tuple[Document, list[int]]] = []
         problems = 0
         meetings = document_meetings(refs, self.fetch_all("document_urls", {"site": site}))
-        with requests.Session() as downloads:
+        with guarded_session(self.network) as downloads:
             for ref, meeting in zip(refs, meetings, strict=True):
                 try:
                     outcome = self._fetch_document(site, ref, meeting, downloads)
@@ -291,7 +300,8 @@ class Pipeline:
                               etag=previous["etag"] if have_file else None,
                               last_modified=previous["last_modified"] if have_file else None,
                               max_bytes=settings.max_pdf_bytes, timeout=settings.http_timeout,
-                              deadline=settings.download_deadline, session=session)
+                              deadline=settings.download_deadline, session=session,
+                              policy=self.network)
             record.update(etag=result.etag, last_modified=result.last_modified,
                           sha256=result.sha256 or (previous or {}).get("sha256"))
             # Unchanged means the bytes on disk are those the pages were read from: a crash
@@ -471,8 +481,12 @@ def discover(kind: str, source_url: str, session: requests.Session, settings: Se
 
 def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:
     """A Pipeline whose queue has clerk's five tasks registered."""
+    try:
+        network = AddressPolicy.parse(settings.allow_private_hosts)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
     queue = Queue(dsn or resolve_dsn(settings), schema=settings.queue_schema)
-    pipeline = Pipeline(settings, queue)
+    pipeline = Pipeline(settings, queue, network)
     pipeline.fetch_task = queue.task(pipeline.fetch, name="clerk.fetch", queue="fetch",
                                      max_attempts=3, timeout=settings.fetch_timeout,
                                      retry_backoff=settings.retry_backoff)

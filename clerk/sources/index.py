@@ -27,6 +27,7 @@ import requests
 
 from clerk.config import Settings
 from clerk.fetch import UnsupportedScheme, check_scheme, redact_url
+from clerk.network import BlockedAddress
 from clerk.sources import DocumentRef, Kind, SourceError, TransientSourceError
 from clerk.sources.dates import find_date
 
@@ -228,6 +229,8 @@ def fetch_index(
                         f"{redact_url(source_url)}: page larger than {max_bytes} bytes"
                     )
             encoding = response.encoding or response.apparent_encoding or "utf-8"
+    except BlockedAddress as error:  # the page, or a redirect, to a non-public address
+        raise SourceError(f"{redact_url(source_url)}: {error}") from None
     except requests.RequestException as error:
         raise TransientSourceError(
             f"{redact_url(source_url)}: {type(error).__name__}: {error}") from error

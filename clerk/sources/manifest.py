@@ -22,6 +22,7 @@ import requests
 
 from clerk.config import Settings
 from clerk.fetch import UnsupportedScheme, check_scheme, redact_url
+from clerk.network import BlockedAddress
 from clerk.sources import DocumentRef, SourceError
 
 MAX_MANIFEST_BYTES = 20 * 1024 * 1024
@@ -123,6 +124,8 @@ def _read(source_url: str, session: requests.Session, settings: Settings) -> byt
                 body += chunk
                 if len(body) > MAX_MANIFEST_BYTES:
                     raise SourceError(f"manifest {name}: larger than {MAX_MANIFEST_BYTES} bytes")
+    except BlockedAddress as error:  # the manifest, or a redirect, to a non-public address
+        raise SourceError(f"manifest {name}: {error}") from None
     except requests.RequestException as error:
         raise SourceError(f"manifest {name}: {type(error).__name__}: {error}") from error
     return bytes(body)

@@ -98,6 +98,8 @@ def clerk_env(db_url: str, tmp_path: Path) -> dict[str, str]:
         "CLERK_HTTP_TIMEOUT": "2",
         "CLERK_LOG_LEVEL": "WARNING",
         "CLERK_RETRY_BACKOFF": "0.05",
+        # The test sites are on 127.0.0.1, which clerk refuses to fetch by default.
+        "CLERK_ALLOW_PRIVATE_HOSTS": "127.0.0.1",
     }
 
 

@@ -20,7 +20,7 @@ from clerk.sources import DocumentRef
 from pgqueue import PermanentFailure
 from pgqueue.db import connect
 from tests.acceptance.conftest import CitySite, Cli, history, pages, run_workers
-from tests.support.pipeline import PdfFactory
+from tests.support.pipeline import LocalServer, PdfFactory, Route
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -248,3 +248,137 @@ def test_document_names_stay_put_when_a_twin_is_listed_first() -> None:
                                               "City Council (3)"]
     # b.pdf is no longer listed: its name is free, a.pdf (a replacement) takes it.
     assert document_meetings(refs[:1], known) == ["CITY COUNCIL"]
+
+
+# ---------------------------------------------------------------- 5: SSRF
+
+
+def status_json(cli: Cli) -> str:
+    return cli("status", "--subdomain", "springfield", "--json").output
+
+
+def test_links_and_redirects_to_private_addresses_are_never_fetched(
+        city: CitySite, pdf_factory: PdfFactory, clerk_env: dict[str, str], db_url: str,
+        make_pipeline: Callable[[Settings], Pipeline], tmp_path: Path) -> None:
+    """Only the city's own server is allowed (one address and port, as an intranet
+    operator would allow it); an internal service on another port of 127.0.0.1 is
+    reached by a link, a redirect, a host name and an IPv4-mapped literal: never
+    contacted. A non-PDF body never reaches an error message."""
+    internal = LocalServer()
+    internal.start()
+    try:
+        secret = pdf_factory.text_pdf("secret.pdf", ["Internal: the payroll ledger"]).read_bytes()
+        internal.static("/secret.pdf", secret)
+        city.add("good.pdf", "City Council Agenda 2024-06-04",
+                 pdf_factory.text_pdf("good.pdf", ["Agenda: the tern colony"]).read_bytes())
+        city.link(internal.url("/secret.pdf"), "Internal Agenda 2024-06-05")
+        city.server.redirect(city.path("moved.pdf"), internal.url("/secret.pdf"))
+        city.link("moved.pdf", "Planning Agenda 2024-06-06")
+        city.link(f"http://localhost:{internal.port}/secret.pdf", "Parks Agenda 2024-06-07")
+        city.link(f"http://[::ffff:127.0.0.1]:{internal.port}/secret.pdf", "Arts Agenda 2024-06-08")
+        city.link("http://169.254.169.254/latest/meta-data.pdf", "Cloud Agenda 2024-06-09")
+        city.add("html.pdf", "Library Agenda 2024-06-10",
+                 b"<html>SECRET-TOKEN-4242 internal admin page</html>", content_type="text/html")
+        env = {**clerk_env, "CLERK_ALLOW_PRIVATE_HOSTS": f"127.0.0.1:{city.server.port}"}
+        cli = Cli(env)
+        cli("site", "add", "springfield", "--url", city.url)
+        cli("enqueue", "springfield")
+        run_workers(make_pipeline(load_settings(None, env)))
+
+        assert internal.requests == []
+        database = tmp_path / "storage" / "springfield" / DATABASE_FILE
+        assert [p["text"].split()[1] for p in pages(database, "agendas")] == ["the"]
+        assert "tern" in pages(database, "agendas")[0]["text"]
+        errors = {row["meeting"]: row["error"] for row in rows(
+            db_url, "SELECT meeting, error FROM clerk.documents WHERE error IS NOT NULL")}
+        for meeting in ("Internal", "Planning", "Parks", "Arts"):
+            assert "loopback address" in errors[meeting], errors
+            assert "ALLOW_PRIVATE_HOSTS" in errors[meeting]
+        assert "redirected to" in errors["Planning"]
+        assert "link-local address" in errors["Cloud"]
+        assert "not a PDF" in errors["Library"]
+        shown = status_json(cli)
+        assert "SECRET-TOKEN" not in shown and "payroll" not in shown
+        assert "SECRET-TOKEN" not in errors["Library"]
+    finally:
+        internal.stop()
+
+
+def test_a_site_on_a_private_address_is_refused_by_default(
+        city: CitySite, pdf_factory: PdfFactory, clerk_env: dict[str, str], db_url: str,
+        make_pipeline: Callable[[Settings], Pipeline]) -> None:
+    city.add("a.pdf", "City Council Agenda 2024-06-04",
+             pdf_factory.text_pdf("a.pdf", ["Agenda"]).read_bytes())
+    env = {k: v for k, v in clerk_env.items() if k != "CLERK_ALLOW_PRIVATE_HOSTS"}
+    cli = Cli(env)
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("enqueue", "springfield")
+    run_workers(make_pipeline(load_settings(None, env)))
+    assert city.server.requests == []
+    [failed] = [job for job in history(db_url) if job["state"] == "failed"]
+    assert "loopback address" in failed["last_error"]
+    assert "ALLOW_PRIVATE_HOSTS" in failed["last_error"]
+    assert len(history(db_url)) == 1  # refused at once: not retried, nothing else ran
+
+
+def test_index_redirect_to_a_private_address_is_refused(
+        city: CitySite, clerk_env: dict[str, str], db_url: str,
+        make_pipeline: Callable[[Settings], Pipeline]) -> None:
+    internal = LocalServer()
+    internal.start()
+    try:
+        internal.static("/index.html", b"<a href='x-2024-01-01.pdf'>x</a>", content_type="text/html")
+        city.server.redirect(city.index_path, internal.url("/index.html"))
+        env = {**clerk_env, "CLERK_ALLOW_PRIVATE_HOSTS": f"127.0.0.1:{city.server.port}"}
+        Cli(env)("site", "add", "springfield", "--url", city.url)
+        Cli(env)("enqueue", "springfield")
+        run_workers(make_pipeline(load_settings(None, env)))
+        assert internal.requests == []
+        [failed] = [job for job in history(db_url) if job["state"] == "failed"]
+        assert "loopback address" in failed["last_error"]
+    finally:
+        internal.stop()
+
+
+def test_a_bad_allow_list_is_one_clear_error(clerk_env: dict[str, str]) -> None:
+    result = Cli({**clerk_env, "CLERK_ALLOW_PRIVATE_HOSTS": "10.0.0.0/33"})("status", ok=False)
+    assert "ALLOW_PRIVATE_HOSTS" in result.output and "10.0.0.0/33" in result.output
+
+
+# ---------------------------------------------------------------- 7: NUL from a web server
+
+
+def raw_response(head: bytes, body: bytes) -> Callable[[Any], None]:
+    def handler(request: Any) -> None:
+        request.close_connection = True
+        request.wfile.write(head + b"Content-Length: " + str(len(body)).encode()
+                            + b"\r\nConnection: close\r\n\r\n" + body)
+    return handler
+
+
+def test_nul_in_one_documents_reason_phrase_or_headers_fails_that_document_alone(
+        city: CitySite, pdf_factory: PdfFactory, cli: Cli, pipeline: Pipeline, db_url: str,
+        tmp_path: Path) -> None:
+    good = pdf_factory.text_pdf("good.pdf", ["Agenda: the plover beach"]).read_bytes()
+    odd = pdf_factory.text_pdf("odd.pdf", ["Minutes: the avocet marsh"]).read_bytes()
+    city.add("good.pdf", "City Council Agenda 2024-07-02", good)
+    city.server.routes[city.path("bad.pdf")] = Route(handler=raw_response(
+        b"HTTP/1.1 404 Not\x00Found\x1b[31m\r\nContent-Type: text/plain\r\n", b"gone"))
+    city.link("bad.pdf", "Planning Agenda 2024-07-03")
+    city.server.routes[city.path("odd.pdf")] = Route(handler=raw_response(
+        b"HTTP/1.1 200 O\x00K\r\nContent-Type: application/pdf\r\nETag: \"a\x00b\"\r\n"
+        b"Last-Modified: Tue\x00\r\n", odd))
+    city.link("odd.pdf", "City Council Minutes 2024-07-02")
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("enqueue", "springfield")
+    run_workers(pipeline)
+
+    assert [job["state"] for job in history(db_url) if job["queue"] == "fetch"] == ["succeeded"]
+    database = tmp_path / "storage" / "springfield" / DATABASE_FILE
+    assert "plover" in pages(database, "agendas")[0]["text"]
+    assert "avocet" in pages(database, "minutes")[0]["text"]
+    [bad] = rows(db_url, "SELECT error, etag FROM clerk.documents WHERE meeting = 'Planning'")
+    assert "HTTP 404 Not Found" in bad["error"] and "\x00" not in bad["error"]
+    assert "\x1b" not in bad["error"]
+    [kept] = rows(db_url, "SELECT etag, last_modified FROM clerk.documents WHERE kind = 'minutes'")
+    assert kept == {"etag": None, "last_modified": None}
