@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -284,3 +285,34 @@ def test_site_list_shows_iso_times_and_no_password(cli: Cli) -> None:
 
 def test_failed_retry_json(cli: Cli) -> None:
     assert json.loads(cli("failed", "--retry", "--json").output) == {"requeued": 0}
+
+
+def old_python() -> str | None:
+    """A Python older than 3.11 that runs, if this machine has one."""
+    candidates = [shutil.which(f"python3.{minor}") for minor in (10, 9, 8)]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.[89]*/bin/python3"))
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.10*/bin/python3"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info < (3, 11))"],
+                               capture_output=True, text=True, timeout=30)
+        if probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+def test_setup_refuses_an_old_python_before_installing_anything(tmp_path: Path) -> None:
+    old = old_python()
+    if old is None:
+        pytest.skip("no Python older than 3.11 on this machine")
+    # a copy in an empty directory: were the check broken, the script would build its
+    # virtualenv there (and fail for want of a pyproject.toml), never in this checkout's .venv
+    (tmp_path / ".ci").mkdir()
+    setup = [str(shutil.copy(REPO / ".ci" / "setup", tmp_path / ".ci" / "setup"))]
+    result = subprocess.run(["bash", *setup], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHON": old})
+    assert result.returncode == 1
+    assert f"clerk needs Python 3.11 or newer; {old} is 3." in result.stderr
+    assert "PYTHON=python3.11 bash .ci/setup" in result.stderr
+    missing = subprocess.run(["bash", *setup], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHON": "no-such-python"})
+    assert missing.returncode == 1 and "no-such-python does not run" in missing.stderr
