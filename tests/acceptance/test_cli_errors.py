@@ -316,3 +316,27 @@ def test_setup_refuses_an_old_python_before_installing_anything(tmp_path: Path) 
     missing = subprocess.run(["bash", *setup], capture_output=True, text=True, timeout=60,
                              env={**os.environ, "PYTHON": "no-such-python"})
     assert missing.returncode == 1 and "no-such-python does not run" in missing.stderr
+
+
+def test_doctor_checks_migrations_directories_and_backend(run: Run, empty_db_url: str,
+                                                          tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run("doctor", env={"DATABASE_URL": empty_db_url,
+                                "STORAGE_DIR": str(blocker / "sites"),
+                                "DEPLOY_DIR": str(tmp_path / "deploy")})
+    assert result.returncode == 1
+    assert "✗ migrations: database not migrated\n    fix: clerk db upgrade" in result.stdout
+    assert f"✗ STORAGE_DIR: {blocker} is not a directory" in result.stdout
+    assert f"✓ DEPLOY_DIR: {tmp_path / 'deploy'} (will be created)" in result.stdout
+    assert "✓ ocr backend: tesseract" in result.stdout
+    assert schemas(empty_db_url) == []  # doctor looks, it does not migrate
+
+
+def test_doctor_names_the_password_when_authentication_fails() -> None:
+    from clerk.doctor import _database_fix
+    # PostgreSQL's own words, as psycopg passes them on
+    refused = ('cannot connect to PostgreSQL at 127.0.0.1:5432/clerk: connection failed: '
+               'FATAL:  password authentication failed for user "clerk"')
+    assert "password" in _database_fix(refused) and "start PostgreSQL" not in _database_fix(refused)
+    assert "start PostgreSQL" in _database_fix("connection refused")
