@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pgqueue.errors import JobCancelled, JobInterrupted, JobTimeout
 
+if TYPE_CHECKING:
+    from pgqueue.jobs import ClaimedJob
 
-@dataclass
+CANCELLED = "cancelled"  # the stop reason a user's cancel sets; any other reason is a loss
+
+
+@dataclass(slots=True)
 class JobContext:
+    """What a task can learn about the job it runs, and how it learns it must stop.
+
+    `check()` raises when the job is over its deadline (`JobTimeout`), cancelled
+    (`JobCancelled`), or must stop for another reason (`JobInterrupted`: its lease was
+    lost, the worker is shutting down). Thread isolation cannot kill a task, so long
+    tasks call it at safe points; a process-isolated job is killed by its parent, and
+    `check()` in the child knows the deadline but not the other reasons.
+    """
+
     id: int
     queue: str
     task: str
@@ -23,24 +37,30 @@ class JobContext:
     priority: int = 0
     deadline: float | None = None  # time.monotonic() value
     stop_reason: str | None = None
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @classmethod
+    def for_job(cls, job: ClaimedJob, deadline: float | None = None) -> JobContext:
+        return cls(job.id, job.queue, job.task, job.attempt, job.max_attempts, job.tag,
+                   job.group_id, job.origin_group_id, job.priority, deadline)
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
+        return self.stop_reason is not None or (
+            self.deadline is not None and time.monotonic() > self.deadline)
 
     def interrupt(self, reason: str) -> None:
+        """Ask the job to stop (a plain attribute write: safe from any thread)."""
         self.stop_reason = reason
-        self._stop.set()
 
     def check(self) -> None:
         """Raise if the job should stop: call it at safe points in long tasks."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise JobTimeout(f"job {self.id} is over its timeout")
-        if self._stop.is_set():
-            if self.stop_reason == "cancelled":
+        reason = self.stop_reason
+        if reason is not None:
+            if reason == CANCELLED:
                 raise JobCancelled(f"job {self.id} was cancelled")
-            raise JobInterrupted(f"job {self.id} must stop: {self.stop_reason}")
+            raise JobInterrupted(f"job {self.id} must stop: {reason}")
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

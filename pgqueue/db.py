@@ -1,15 +1,27 @@
-"""The one database seam: connecting, translating psycopg errors, masking passwords."""
+"""The one database seam: connecting, running statements, translating psycopg errors,
+masking passwords, and reporting an outage once.
+
+Every statement pgqueue runs goes through `query()` (the `JobStore` calls it), inside
+`translate_errors()`: a lost or refused connection becomes `DatabaseUnavailable` (one line,
+no password), any other psycopg error `DatabaseError` with the original as its cause.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
-from typing import Any
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, LiteralString
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from pgqueue.errors import DatabaseUnavailable
+from pgqueue.errors import DatabaseError, DatabaseUnavailable
 
 CONNECT_TIMEOUT = 10  # seconds; a down server is reported quickly, not after minutes
 
@@ -22,6 +34,13 @@ def mask_url(text: str) -> str:
     """Replace passwords in connection URLs or keyword strings (anywhere in `text`) by ***."""
     text = _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***", text)
     return _PASSWORD_KEYWORD.sub(lambda m: m.group(1) + "***", text)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error, without passwords: libpq's messages span several lines
+    ("server closed the connection unexpectedly\\n\\tThis probably means...")."""
+    text = str(error).strip()
+    return mask_url(text.splitlines()[0] if text else type(error).__name__)
 
 
 def describe(conninfo: str) -> str:
@@ -41,16 +60,93 @@ def connect(conninfo: str, *, autocommit: bool = False, **kwargs: Any) -> psycop
     try:
         return psycopg.connect(conninfo, autocommit=autocommit, row_factory=dict_row, **kwargs)
     except psycopg.OperationalError as error:
-        reason = mask_url(str(error).strip().splitlines()[0] if str(error).strip() else "")
         raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {describe(conninfo)}: {reason}") from None
+            f"cannot connect to PostgreSQL at {describe(conninfo)}: {first_line(error)}") from None
 
 
 def is_connection_error(error: BaseException) -> bool:
     return isinstance(error, psycopg.OperationalError | DatabaseUnavailable | psycopg.InterfaceError)
 
 
-def query(conn: psycopg.Connection[Any], statement: Any, params: Any = None
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """The boundary: psycopg errors raised inside become pgqueue's."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+        if isinstance(error, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+            raise DatabaseError(first_line(error)) from error
+        raise DatabaseUnavailable(f"database connection lost: {first_line(error)}") from None
+    except psycopg.Error as error:
+        raise DatabaseError(first_line(error)) from error
+
+
+# What may be run: our composed named statements, or a literal (never text built from input).
+Statement = sql.Composed | sql.SQL | LiteralString
+
+
+def query(conn: psycopg.Connection[Any], statement: Statement, params: Any = None
           ) -> psycopg.Cursor[dict[str, Any]]:
     """Execute on any connection (a caller's may have another row factory); dict rows."""
-    return conn.cursor(row_factory=dict_row).execute(statement, params)
+    with translate_errors():
+        return conn.cursor(row_factory=dict_row).execute(statement, params)
+
+
+log = logging.getLogger("pgqueue.worker")
+
+class Outage:
+    """One worker's view of the database's reachability, shared by its threads, so an
+    outage is logged once: a warning when the first thread loses the database (the first
+    line of the error), and "database reachable again after N s" when one gets it back.
+
+    A thread that held its connection through an outage fails once more on it after the
+    database came back; such a failure (`opened_at` before the recovery) is no new outage.
+    """
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._recovered_at = float("-inf")
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, error: BaseException, opened_at: float | None = None) -> None:
+        """A thread lost the database; `opened_at`: when its connection was opened (None
+        when the failure was the connect itself)."""
+        with self._lock:
+            stale = opened_at is not None and opened_at < self._recovered_at
+            first = self._since is None and not stale
+            if first:
+                self._since = time.monotonic()
+        if first:
+            log.warning("%s: database unreachable (%s); retrying", self.who, first_line(error),
+                        extra={"action": "db_unreachable"})
+        else:
+            log.debug("%s: database unreachable (%s)", self.who, first_line(error))
+
+    def reached(self, opened_at: float | None) -> None:
+        """A thread used the database; `opened_at`: when its connection was opened. One
+        opened before the outage began may just not have been cut yet: no proof."""
+        since = self._since
+        if since is None or opened_at is None or opened_at < since:
+            return  # the common case (nothing to report) without the lock
+        now = time.monotonic()
+        with self._lock:
+            since, self._since, self._recovered_at = self._since, None, now
+        if since is not None:
+            log.info("%s: database reachable again after %.0f s", self.who, now - since,
+                     extra={"action": "db_reachable"})
+
+
+class _LostPipelineNoise(logging.Filter):
+    """psycopg logs "error ignored terminating <Pipeline>: the connection is lost" when a
+    pipelined round trip meets a dead server; the worker reports the outage itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("error ignored terminating <psycopg.Pipeline")
+
+
+logging.getLogger("psycopg").addFilter(_LostPipelineNoise())

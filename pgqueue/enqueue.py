@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from pgqueue.db import query
+from pgqueue.db import query, translate_errors
 from pgqueue.sql import Statements
 from pgqueue.tasks import JobSpec, Task, dump_args
 
@@ -43,17 +42,35 @@ class RowBatch:
         self.queues.append(task.queue)
         self.tasks.append(task.name)
         self.args.append(dump_args(args))
-        self.priorities.append(task.priority if priority is None else priority)
+        self.priorities.append(priority_of(task, priority))
         self.max_attempts.append(task.max_attempts)
         self.run_ats.append(run_at)
         self.group_ids.append(group_id)
         self.tags.append(tag)
         self.dedupe_keys.append(dedupe_key)
         self.timeouts.append(task.timeout)
-        self.on_success.append(json.dumps([s.to_json() for s in on_success]) if on_success else None)
+        self.on_success.append(chain_json(on_success))
 
     def params(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def priority_of(task: Task, priority: int | None) -> int:
+    return task.priority if priority is None else priority
+
+
+def chain_json(on_success: Sequence[JobSpec] | None) -> str | None:
+    return json.dumps([s.to_json() for s in on_success]) if on_success else None
+
+
+def job_params(task: Task, args: dict[str, Any], *, priority: int | None,
+               run_at: datetime | None, tag: str | None, dedupe_key: str | None,
+               on_success: Sequence[JobSpec] | None) -> dict[str, Any]:
+    """One job as the scalar parameters of `insert_job` (the single enqueue path)."""
+    return {"queue": task.queue, "task": task.name, "args": dump_args(args),
+            "priority": priority_of(task, priority), "max_attempts": task.max_attempts,
+            "run_at": run_at, "tag": tag, "dedupe_key": dedupe_key, "timeout": task.timeout,
+            "on_success": chain_json(on_success)}
 
 
 def run_at_for(run_at: datetime | None, delay: float | None) -> datetime:
@@ -84,7 +101,7 @@ def copy_batch(conn: psycopg.Connection[Any], statements: Statements, batch: Row
     reserved = query(conn, statements.reserve_job_ids, {"count": len(batch)}).fetchone()
     assert reserved is not None
     ids: list[int] = reserved["ids"]
-    with conn.cursor().copy(statements.copy_jobs) as copy:
+    with translate_errors(), conn.cursor().copy(statements.copy_jobs) as copy:
         for row in zip(ids, batch.queues, batch.tasks, batch.args, batch.priorities,
                        batch.max_attempts, batch.run_ats, batch.group_ids, batch.tags,
                        batch.timeouts, batch.on_success, strict=True):
@@ -103,7 +120,3 @@ def batched(items: Iterable[dict[str, Any]], size: int) -> Iterable[list[dict[st
             chunk = []
     if chunk:
         yield chunk
-
-
-def to_jsonb(value: Any) -> Jsonb:
-    return Jsonb(value)

@@ -4,7 +4,9 @@
     ├── ConfigurationError        bad schema name, unknown option
     ├── MigrationError
     │   └── MigrationChecksumMismatch  an applied migration's file has changed
-    ├── DatabaseUnavailable       cannot connect (message names host and port, never the password)
+    ├── DatabaseUnavailable       cannot connect, or the connection was lost (names host and
+    │                             port, never the password)
+    ├── DatabaseError             a statement failed (the psycopg error is its __cause__)
     ├── SerializationError        job args that are not JSON (also a TypeError)
     ├── DuplicateJob              dedupe key already held by a queued or running job
     ├── GroupError
@@ -17,7 +19,10 @@
         ├── JobCancelled
         └── JobTimeout
 
-psycopg errors are translated at one boundary (`pgqueue.db`), so callers see these.
+psycopg errors are translated at one boundary, `pgqueue.db.translate_errors`: `db.query`
+runs every statement of the `JobStore` (`pgqueue.store`) inside it, and so do the store's
+pipelined transactions and `db.connect`. Code that runs its own SQL on a connection it was
+handed (a task, clerk) sees psycopg's errors, as it asked for them.
 """
 
 from __future__ import annotations
@@ -28,11 +33,15 @@ class PgQueueError(Exception):
 
 
 class ConfigurationError(PgQueueError):
-    pass
+    """A bad schema or queue name, or an unknown option."""
 
 
 class DatabaseUnavailable(PgQueueError):
-    pass
+    """PostgreSQL cannot be reached, or the connection broke; worth retrying later."""
+
+
+class DatabaseError(PgQueueError):
+    """A statement failed; the psycopg error is its __cause__."""
 
 
 class SerializationError(PgQueueError, TypeError):

@@ -1,49 +1,62 @@
 """Running one job: in the worker's thread, or in a child process that can be killed.
 
-`thread` isolation suits light, cooperative tasks (timeouts and cancellation are flags the
-task checks with `current_job().check()`). `process` isolation is for native code that can
-crash, hang or bloat (Tesseract, Poppler, spaCy): the job runs in a persistent child
-process; the parent keeps the connection and the lease, kills the child on timeout or
-cancellation, and records "killed by signal 11" as the job's error if it dies.
+`thread` isolation suits light tasks. A thread cannot be killed, so a job over its timeout
+is recorded failed ("timed out") by the worker, which abandons the slot's thread and starts
+a new one; inside the task, `current_job().check()` raises `JobTimeout` (and
+`JobCancelled` after a cancel), so a long task that calls it stops by itself.
+
+`process` isolation is for native code that can crash, hang or bloat (Tesseract, Poppler,
+spaCy): the job runs in a child process; the parent keeps the connection and the lease,
+kills the child on timeout or cancellation, and records "killed by signal 11" as the job's
+error if it dies. Children are never forked from the multi-threaded worker (the POSIX
+fork-with-threads hazard: a lock held by another thread at fork time stays locked forever
+in the child). Instead each slot gets a `SlotHost` before the worker starts any thread: a
+single-threaded process, forked while the worker still is single-threaded, that forks the
+slot's job children on request and reports how they exited. A child serves up to
+`max_jobs` jobs and is then replaced. With PR_SET_PDEATHSIG (Linux) the kernel kills a
+host whose worker died, and a child whose host died, so no job outlives its lease holder.
 """
 
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
+import struct
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pgqueue.context import JobContext, set_current
+from pgqueue.context import CANCELLED, JobContext, set_current
 from pgqueue.db import mask_url
-from pgqueue.errors import (
-    JobCancelled,
-    JobInterrupted,
-    JobTimeout,
-    PermanentFailure,
-    UnknownTask,
-)
+from pgqueue.errors import JobCancelled, JobInterrupted, JobTimeout, PermanentFailure, UnknownTask
 from pgqueue.jobs import ClaimedJob
 
 if TYPE_CHECKING:
-    from pgqueue.queue import Queue
+    from pgqueue.tasks import Task
 
 PR_SET_PDEATHSIG = 1
 CHECK_INTERVAL = 0.2  # seconds between the parent's checks of a child's deadline and flags
 MAX_ERROR_CHARS = 20_000
 
+Tasks = Mapping[str, "Task"]
 
-@dataclass(frozen=True)
+_host_sockets: list[socket.socket] = []  # the worker's ends, closed in every later host
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     state: str  # succeeded | failed | cancelled | lost
     error: str | None = None
     retryable: bool = True
+
+
+SUCCEEDED = Outcome("succeeded")
 
 
 def _format_error(error: BaseException) -> str:
@@ -51,79 +64,180 @@ def _format_error(error: BaseException) -> str:
     return text[-MAX_ERROR_CHARS:]
 
 
-def execute(queue: Queue, job: ClaimedJob, context: JobContext) -> Outcome:
+def timed_out(job: ClaimedJob, how: str = "") -> Outcome:
+    return Outcome("failed", f"timed out after {job.timeout_seconds} s{how}")
+
+
+def execute(tasks: Tasks, job: ClaimedJob, context: JobContext) -> Outcome:
     """Run the job's function here and now; never raises."""
     token = set_current(context)
+    task = tasks.get(job.task)
     try:
-        task = queue.get_task(job.task)
+        if task is None:
+            raise UnknownTask(f"no task named {job.task!r} is registered on this worker")
         task.func(**job.args)
     except UnknownTask as error:
         return Outcome("failed", str(error), retryable=False)
     except JobCancelled:
         return Outcome("cancelled", "cancelled by request")
     except JobTimeout:
-        return Outcome("failed", f"timed out after {job.timeout_seconds} s")
+        return timed_out(job)
     except JobInterrupted as error:
         return Outcome("lost", str(error))
     except BaseException as error:  # noqa: BLE001 - a task's failure is data, not a crash
-        retryable = True
-        try:
-            retryable = (not isinstance(error, PermanentFailure)
-                         and isinstance(error, queue.get_task(job.task).retry_on))
-        except UnknownTask:
-            retryable = False
+        retryable = (task is not None and not isinstance(error, PermanentFailure)
+                     and isinstance(error, task.retry_on))
         return Outcome("failed", _format_error(error), retryable=retryable)
     finally:
         set_current(None)
         del token
-    if context.stop_reason == "cancelled":
+    if context.stop_reason == CANCELLED:
         return Outcome("cancelled", "cancelled by request")
-    return Outcome("succeeded")
+    return SUCCEEDED
 
 
 class ThreadRunner:
     """Runs jobs in the calling (slot) thread."""
 
-    def __init__(self, queue: Queue) -> None:
-        self.queue = queue
+    def __init__(self, tasks: Tasks) -> None:
+        self.tasks = tasks
 
     def run(self, job: ClaimedJob, context: JobContext) -> Outcome:
-        return execute(self.queue, job, context)
+        return execute(self.tasks, job, context)
 
     def close(self) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel SIGKILLs this process when its parent dies (say, by SIGKILL), so
-    a job never outlives the worker that holds its lease."""
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel SIGKILLs this process when its parent dies (say, by SIGKILL)."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
-
-
-def _child_main(queue: Queue, pipe: multiprocessing.connection.Connection, max_jobs: int,
-                parent_pid: int) -> None:
-    _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _child_main(tasks: Tasks, pipe: multiprocessing.connection.Connection,
+                max_jobs: int) -> None:
+    """A job child: run the jobs the slot sends, reply with each outcome."""
     # The parent decides when a job stops; a Ctrl-C to the process group must not.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for _ in range(max_jobs):
         try:
             message = pipe.recv()
-        except (EOFError, KeyboardInterrupt):
+        except (EOFError, OSError, KeyboardInterrupt):
             return
         if message is None:
             return
-        job = ClaimedJob(**message)
-        context = JobContext(job.id, job.queue, job.task, job.attempt, job.max_attempts,
-                             job.tag, job.group_id, job.origin_group_id, job.priority)
-        outcome = execute(queue, job, context)
+        fields, seconds_left = message
+        job = ClaimedJob(**fields)
+        deadline = None if seconds_left is None else time.monotonic() + seconds_left
+        outcome = execute(tasks, job, JobContext.for_job(job, deadline))
         pipe.send((outcome.state, outcome.error, outcome.retryable))
+
+
+def _host_main(sock: socket.socket, tasks: Tasks, max_jobs: int, parent_pid: int) -> None:
+    """A slot host: fork a job child on b"F" (its channel's fd attached), report a child's
+    exit status on b"W" + pid, leave on b"Q" or when the worker goes away."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it holds no job; it leaves with the worker
+    host_pid = os.getpid()
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 16, 1)
+        except (OSError, KeyboardInterrupt):
+            return
+        if not message or message[:1] == b"Q":
+            return
+        if message[:1] == b"F":
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                code = 0
+                try:
+                    _die_with_parent(host_pid)
+                    _child_main(tasks, multiprocessing.connection.Connection(fds[0]), max_jobs)
+                except BaseException:  # noqa: BLE001 - a child must never return into the host
+                    code = 1
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            for fd in fds:
+                os.close(fd)
+            sock.sendall(struct.pack("!q", pid))
+        elif message[:1] == b"W":
+            (child,) = struct.unpack("!q", message[1:9])
+            try:
+                _, status = os.waitpid(child, 0)
+                code = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                code = 255
+            sock.sendall(struct.pack("!q", code))
+
+
+class SlotHost:
+    """The single-threaded process that forks one slot's job children (see the module
+    docstring). Create it before the worker starts any thread."""
+
+    def __init__(self, tasks: Tasks, max_jobs: int) -> None:
+        ours, theirs = socket.socketpair()
+        parent_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            for inherited in [ours, *_host_sockets]:
+                inherited.close()
+            try:
+                _host_main(theirs, tasks, max_jobs, parent_pid)
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.pid = pid
+        self._sock = ours
+        _host_sockets.append(ours)
+
+    def _ask(self, message: bytes, fds: list[int] | None = None) -> int:
+        if fds:
+            socket.send_fds(self._sock, [message], fds)
+        else:
+            self._sock.sendall(message)
+        reply = b""
+        while len(reply) < 8:
+            chunk = self._sock.recv(8 - len(reply))
+            if not chunk:
+                raise RuntimeError(f"the slot host process {self.pid} died")
+            reply += chunk
+        return int(struct.unpack("!q", reply)[0])
+
+    def fork_child(self) -> tuple[int, multiprocessing.connection.Connection]:
+        ours, theirs = socket.socketpair()
+        try:
+            pid = self._ask(b"F", [theirs.fileno()])
+        finally:
+            theirs.close()
+        return pid, multiprocessing.connection.Connection(ours.detach())
+
+    def wait(self, pid: int) -> int:
+        """The exit code of a child (negative: killed by that signal); blocks until it ends."""
+        return self._ask(b"W" + struct.pack("!q", pid))
+
+    def close(self) -> None:
+        try:
+            self._sock.sendall(b"Q")
+        except OSError:
+            pass
+        if self._sock in _host_sockets:
+            _host_sockets.remove(self._sock)
+        self._sock.close()
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def describe_exit(code: int | None) -> str:
@@ -139,79 +253,73 @@ def describe_exit(code: int | None) -> str:
 
 
 class ProcessRunner:
-    """One persistent child process, recycled after `max_jobs` jobs."""
+    """Runs a slot's jobs in a child of its `SlotHost`, one child for up to `max_jobs`."""
 
-    def __init__(self, queue: Queue, max_jobs: int = 1000) -> None:
-        self.queue = queue
+    def __init__(self, host: SlotHost, max_jobs: int = 1000) -> None:
+        self.host = host
         self.max_jobs = max_jobs
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._pid: int | None = None
         self._pipe: multiprocessing.connection.Connection | None = None
         self._jobs = 0
 
-    def _ensure_child(self) -> tuple[Any, multiprocessing.connection.Connection]:
-        if self._process is None or not self._process.is_alive() or self._jobs >= self.max_jobs:
+    def _ensure_child(self) -> multiprocessing.connection.Connection:
+        if self._pipe is None or self._jobs >= self.max_jobs:
             self.close()
-            parent_end, child_end = multiprocessing.Pipe()
-            ctx = multiprocessing.get_context("fork")
-            self._process = ctx.Process(target=_child_main, name="pgqueue-job",
-                                        args=(self.queue, child_end, self.max_jobs, os.getpid()),
-                                        daemon=True)
-            self._process.start()
-            child_end.close()
-            self._pipe = parent_end
+            self._pid, self._pipe = self.host.fork_child()
             self._jobs = 0
-        assert self._pipe is not None
-        return self._process, self._pipe
+        return self._pipe
 
     def _kill(self) -> int | None:
-        process = self._process
-        if process is None:
+        """Kill the child (if still there) and return how it exited."""
+        pid, pipe = self._pid, self._pipe
+        self._pid, self._pipe = None, None
+        if pipe is not None:
+            pipe.close()
+        if pid is None:
             return None
-        if process.is_alive() and process.pid is not None:
-            try:
-                os.kill(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        process.join(5)
-        code = process.exitcode
-        self._process = None
-        if self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
-        return code
+        try:
+            os.kill(pid, signal.SIGKILL)  # still the host's unreaped child: never a reused pid
+        except ProcessLookupError:
+            pass
+        return self.host.wait(pid)
 
     def run(self, job: ClaimedJob, context: JobContext) -> Outcome:
-        process, pipe = self._ensure_child()
+        pipe = self._ensure_child()
         self._jobs += 1
-        fields = {name: getattr(job, name) for name in ClaimedJob.__dataclass_fields__}
+        left = None if context.deadline is None else context.deadline - time.monotonic()
         try:
-            pipe.send(fields)
-        except (BrokenPipeError, OSError):
+            pipe.send((job.fields(), left))
+        except OSError:
             return Outcome("failed", describe_exit(self._kill()))
         while True:
             if context.deadline is not None and time.monotonic() > context.deadline:
                 self._kill()
-                return Outcome("failed", f"timed out after {job.timeout_seconds} s "
-                                         "(worker process killed)")
-            if context.stop_reason is not None:
+                return timed_out(job, " (worker process killed)")
+            reason = context.stop_reason
+            if reason is not None:
                 self._kill()
-                if context.stop_reason == "cancelled":
+                if reason == CANCELLED:
                     return Outcome("cancelled", "cancelled by request (worker process killed)")
-                return Outcome("lost", context.stop_reason)
+                return Outcome("lost", reason)
             try:
                 if pipe.poll(CHECK_INTERVAL):
                     state, error, retryable = pipe.recv()
                     return Outcome(state, error, retryable)
             except (EOFError, OSError):
                 return Outcome("failed", describe_exit(self._kill()))
-            if not process.is_alive() and not pipe.poll(0):
-                return Outcome("failed", describe_exit(self._kill()))
 
     def close(self) -> None:
-        if self._process is not None and self._process.is_alive() and self._pipe is not None:
-            try:
-                self._pipe.send(None)
-            except OSError:
-                pass
-            self._process.join(2)
-        self._kill()
+        """Let the child finish its loop and exit (it may be running nothing)."""
+        pid, pipe = self._pid, self._pipe
+        if pid is None or pipe is None:
+            return
+        self._pid, self._pipe = None, None
+        try:
+            pipe.send(None)
+        except OSError:
+            pass
+        pipe.close()
+        try:
+            self.host.wait(pid)
+        except (OSError, RuntimeError):
+            pass

@@ -9,6 +9,10 @@ retries, rescues and duplicate finishes. Members that failed for good or were ca
 count as finished, so one bad member never hangs the group; follow-ups read them with
 `Queue.group_failures(origin_group_id)`.
 
+Where the count goes down is SQL, not Python: the `per_group` and `counted` steps of
+`finish_jobs` in `sql/pgqueue/queries.sql`, and the follow-ups come from the `groups_fire`
+trigger of `sql/pgqueue/migrations/0002_followups.sql`.
+
 Known limit: every member updates the one group row. At OCR speed (seconds a member) that
 is free; at thousands of members a second it serialises completions on that row. Batched
 completions take it once per batch, which is what the worker does.
@@ -19,17 +23,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import psycopg
 
-from pgqueue.db import query
-from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, run_at_for
+from pgqueue.enqueue import run_at_for
 from pgqueue.errors import GroupExists, GroupSealed
+from pgqueue.store import JobStore
 from pgqueue.tasks import JobSpec, Task
-
-if TYPE_CHECKING:
-    from pgqueue.queue import Queue
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,10 @@ class GroupProgress:
     pending: int
     percent: float
     sealed: bool
-    started_at: Any
-    updated_at: Any
-    completed_at: Any
-    cancelled_at: Any
+    started_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    cancelled_at: datetime | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> GroupProgress:
@@ -59,16 +61,15 @@ class GroupProgress:
 class Group:
     """An open group on one connection. Members added here are counted atomically."""
 
-    def __init__(self, queue: Queue, conn: psycopg.Connection[Any], group_id: int, key: str,
+    def __init__(self, store: JobStore, conn: psycopg.Connection[Any], group_id: int, key: str,
                  tag: str | None, priority: int) -> None:
-        self.queue = queue
+        self.store = store
         self.conn = conn
         self.id = group_id
         self.key = key
         self.tag = tag
         self.priority = priority
         self.sealed = False
-        self.added = 0
 
     def enqueue(self, task: Task, **kwargs: Any) -> int:
         return self.enqueue_many(task, [kwargs])[0]
@@ -77,42 +78,37 @@ class Group:
                      priority: int | None = None,
                      on_success: Sequence[JobSpec] | None = None) -> list[int]:
         if self.sealed:
-            raise GroupSealed(f"group {self.key!r} is sealed; no members can be added")
-        statements = self.queue.statements
-        effective = self.priority if priority is None else priority
-        ids: list[int] = []
-        now = run_at_for(None, None)
-        for chunk in batched(args_list, DEFAULT_BATCH_SIZE):
-            batch = RowBatch()
-            for args in chunk:
-                batch.add(task, args, priority=effective, run_at=now, group_id=self.id,
-                          tag=self.tag, dedupe_key=None, on_success=on_success)
-            with self.conn.transaction():
-                grown = query(self.conn, statements.grow_group,
-                                          {"id": self.id, "count": len(batch)}).fetchone()
-                if grown is None:
-                    raise GroupSealed(f"group {self.key!r} is sealed; no members can be added")
-                ids.extend(insert_batch(self.conn, statements, batch))
-        self.added += len(ids)
-        return ids
+            raise self._sealed()
+        with self.conn.transaction():
+            return self.store.insert_rows(
+                self.conn, task, args_list, priority=self.priority if priority is None else priority,
+                run_at=run_at_for(None, None), group_id=self.id, tag=self.tag, dedupe_keys=None,
+                on_success=on_success, before_each=self._grow)
+
+    def _grow(self, conn: psycopg.Connection[Any], count: int) -> None:
+        """Count the next batch of members, in the transaction that inserts them."""
+        if self.store.run(conn, "grow_group", {"id": self.id, "count": count}).fetchone() is None:
+            raise self._sealed()
+
+    def _sealed(self) -> GroupSealed:
+        return GroupSealed(f"group {self.key!r} is sealed; no members can be added")
 
     def seal(self) -> bool:
         """No more members; returns True if the group completed at once (no pending members)."""
-        row = query(self.conn, self.queue.statements.seal_group, {"id": self.id}).fetchone()
+        row = self.store.run(self.conn, "seal_group", {"id": self.id}).fetchone()
         self.sealed = True
         return bool(row and row["completed"])
 
 
-def create_group(queue: Queue, conn: psycopg.Connection[Any], key: str,
+def create_group(store: JobStore, conn: psycopg.Connection[Any], key: str,
                  on_complete: Sequence[JobSpec], tag: str | None, priority: int) -> Group:
     specs = json.dumps([spec.to_json() for spec in on_complete])
-    row = query(conn, queue.statements.create_group,
-                       {"key": key, "tag": tag, "priority": priority, "on_complete": specs}
-                       ).fetchone()
+    row = store.run(conn, "create_group", {"key": key, "tag": tag, "priority": priority,
+                                           "on_complete": specs}).fetchone()
     if row is None:
-        existing = query(conn, queue.statements.find_group, {"key": key}).fetchone()
+        existing = store.run(conn, "find_group", {"key": key}).fetchone()
         assert existing is not None
         if existing["sealed"]:
             raise GroupExists(key, existing["id"])
-        return Group(queue, conn, existing["id"], key, tag, priority)
-    return Group(queue, conn, row["id"], key, tag, priority)
+        return Group(store, conn, existing["id"], key, tag, priority)
+    return Group(store, conn, row["id"], key, tag, priority)

@@ -66,7 +66,7 @@ class Job:
         return cls(**values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClaimedJob:
     """What a worker holds while it runs a job."""
 
@@ -85,4 +85,10 @@ class ClaimedJob:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ClaimedJob:
-        return cls(**{key: row[key] for key in cls.__dataclass_fields__})
+        return cls(row["id"], row["queue"], row["task"], row["args"], row["priority"],
+                   row["attempt"], row["max_attempts"], row["group_id"], row["origin_group_id"],
+                   row["tag"], row["timeout_seconds"], row["rescues"])
+
+    def fields(self) -> dict[str, Any]:
+        """The job as plain data (what a process-isolated child is sent)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -1,56 +1,45 @@
-"""The Queue: pgqueue's public face. Tasks, enqueueing, groups, workers and admin."""
+"""The Queue: pgqueue's public face. A thin facade over the parts that do the work.
+
+    Queue ── tasks (a registry)         pgqueue.tasks
+          ├─ store (statements, pool)   pgqueue.store     enqueue, reads
+          ├─ groups                     pgqueue.groups
+          ├─ admin actions              pgqueue.admin
+          ├─ maintenance                pgqueue.maintenance (rescue, prune)
+          └─ workers                    pgqueue.worker
+
+No pgqueue module imports this one (an import-linter contract keeps it so): they get the
+store and the task registry they need, not the Queue.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import os
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue import admin
-from pgqueue.db import CONNECT_TIMEOUT, connect, describe, query
-from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, run_at_for
-from pgqueue.errors import (
-    ConfigurationError,
-    DatabaseUnavailable,
-    DuplicateJob,
-    JobNotFound,
-    UnknownTask,
-)
+from pgqueue import admin, maintenance
+from pgqueue.admin import CancelResult
+from pgqueue.enqueue import DEFAULT_BATCH_SIZE, run_at_for
+from pgqueue.errors import ConfigurationError, JobNotFound, UnknownTask
 from pgqueue.groups import Group, GroupProgress, create_group
 from pgqueue.jobs import Job
 from pgqueue.migrate import Migrator
 from pgqueue.retry import Backoff
 from pgqueue.sql import Statements
-from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Task, dump_args
+from pgqueue.store import DEFAULT_POOL_SIZE, JobStore
+from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Task
+from pgqueue.worker import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SHUTDOWN_GRACE,
+    Worker,
+)
 
 MAX_CHANNEL_BYTES = 63  # PostgreSQL's identifier limit
-DEFAULT_POOL_SIZE = 4  # connections for enqueueing and reads; workers hold their own
-
-_queues: weakref.WeakSet[Queue] = weakref.WeakSet()
-_inherited_pools: list[ConnectionPool] = []
-
-
-def _after_fork_in_child() -> None:
-    """A forked child must never use, nor close, its parent's pooled connections: closing
-    would send the server a Terminate on the parent's sockets. Keep them unreferenced by
-    the queues and alive until the child exits."""
-    for queue in list(_queues):
-        if queue._pool is not None:
-            _inherited_pools.append(queue._pool)
-            queue._pool = None
-            queue._pool_key = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Queue:
@@ -65,16 +54,24 @@ class Queue:
         if dsn is None:
             from pgqueue.embedded import embedded_url
             dsn = embedded_url(embedded_dir)
-        self.dsn = dsn
-        self.schema = schema
-        self.statements = Statements(schema)
+        self.store = JobStore(dsn, schema, pool_size=pool_size)
+        self.schema = self.store.schema
         self.tasks: dict[str, Task] = {}
-        self.pool_size = pool_size
-        self._pool: ConnectionPool | None = None
-        self._pool_key: tuple[int, str] | None = None
-        _queues.add(self)
 
-    # -- schema ---------------------------------------------------------------------------
+    @property
+    def dsn(self) -> str:
+        return self.store.dsn
+
+    @dsn.setter
+    def dsn(self, value: str) -> None:
+        self.store.dsn = value
+
+    @property
+    def statements(self) -> Statements:
+        """The named statements (clerk reads a few views through them)."""
+        return self.store.statements
+
+    # -- schema and connections -----------------------------------------------------------
 
     def migrator(self) -> Migrator:
         return Migrator(self.dsn, self.schema)
@@ -85,53 +82,17 @@ class Queue:
 
     def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         """A dedicated connection (workers hold their own); see `session` for short work."""
-        return connect(self.dsn, autocommit=autocommit)
+        return self.store.connect(autocommit=autocommit)
 
-    def _connection_pool(self) -> ConnectionPool:
-        # One pool per process and DSN: a forked worker must not share its parent's sockets.
-        key = (os.getpid(), self.dsn)
-        if self._pool is None or self._pool_key != key:
-            if self._pool is not None and self._pool_key and self._pool_key[0] == key[0]:
-                self._pool.close()  # the DSN changed: this process's old pool is done
-            self._pool = ConnectionPool(
-                self.dsn, min_size=1, max_size=self.pool_size, open=True, name="pgqueue",
-                timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
-                kwargs={"autocommit": True, "row_factory": dict_row,
-                        "connect_timeout": CONNECT_TIMEOUT})
-            self._pool_key = key
-        return self._pool
-
-    @contextlib.contextmanager
     def session(self, conn: psycopg.Connection[Any] | None = None, *, atomic: bool = True
-                ) -> Iterator[psycopg.Connection[Any]]:
+                ) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
         """A connection for short work: the caller's (joining its transaction), or a pooled
-        one. `atomic` wraps the work in a transaction (a savepoint inside the caller's);
-        a single statement needs none, which saves two round trips."""
-        if conn is not None:
-            if atomic:
-                with conn.transaction():
-                    yield conn
-            else:
-                yield conn
-            return
-        try:
-            with self._connection_pool().connection() as pooled:
-                if atomic:
-                    with pooled.transaction():
-                        yield pooled
-                else:
-                    yield pooled
-        except PoolTimeout:
-            raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {describe(self.dsn)} "
-                f"(no connection within {CONNECT_TIMEOUT} s)") from None
+        one; see `JobStore.session`."""
+        return self.store.session(conn, atomic=atomic)
 
     def close(self) -> None:
         """Close the pooled connections (workers close their own)."""
-        if self._pool is not None and self._pool_key == (os.getpid(), self.dsn):
-            self._pool.close()
-        self._pool = None
-        self._pool_key = None
+        self.store.close()
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -152,9 +113,9 @@ class Queue:
                        else Backoff(base=float(retry_backoff)) if retry_backoff is not None
                        else Backoff())
             task_name = name or f"{target.__module__}.{target.__qualname__}"
-            registered = Task(self, target, task_name, queue=queue, max_attempts=max_attempts,
-                              timeout=timeout, retry_backoff=backoff, priority=priority,
-                              retry_on=retry_on)
+            registered = Task(self.store, target, task_name, queue=queue,
+                              max_attempts=max_attempts, timeout=timeout, retry_backoff=backoff,
+                              priority=priority, retry_on=retry_on)
             functools.update_wrapper(registered, target)
             self.tasks[task_name] = registered
             return registered
@@ -174,20 +135,9 @@ class Queue:
                 tag: str | None = None, on_success: Sequence[JobSpec] | None = None,
                 conn: psycopg.Connection[Any] | None = None) -> int:
         """Queue one job and return its id. A taken dedupe key raises DuplicateJob."""
-        params = {
-            "queue": task.queue, "task": task.name, "args": dump_args(args or {}),
-            "priority": task.priority if priority is None else priority,
-            "max_attempts": task.max_attempts,
-            "run_at": run_at_for(run_at, delay) if (run_at is not None or delay) else None,
-            "tag": tag, "dedupe_key": dedupe_key, "timeout": task.timeout,
-            "on_success": json.dumps([s.to_json() for s in on_success]) if on_success else None}
-        with self.session(conn, atomic=False) as db:
-            row = query(db, self.statements.insert_job, params).fetchone()
-            if row is None:
-                assert dedupe_key is not None
-                found = query(db, self.statements.find_dedupe, {"dedupe_key": dedupe_key}).fetchone()
-                raise DuplicateJob(dedupe_key, found["id"] if found else None)
-        return int(row["id"])
+        return self.store.enqueue(task, args, priority=priority, run_at=run_at, delay=delay,
+                                  dedupe_key=dedupe_key, tag=tag, on_success=on_success,
+                                  conn=conn)
 
     def enqueue_many(self, task: Task, args_list: Iterable[dict[str, Any]], *,
                      priority: int | None = None, run_at: datetime | None = None,
@@ -196,23 +146,14 @@ class Queue:
                      on_success: Sequence[JobSpec] | None = None,
                      conn: psycopg.Connection[Any] | None = None,
                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[int]:
-        """Queue many jobs, one INSERT per `batch_size` rows, all in one transaction.
-
-        Jobs whose dedupe key is taken are skipped: the ids returned are those inserted.
-        """
-        when = run_at_for(run_at, delay)
-        ids: list[int] = []
-        position = 0
-        with self.session(conn) as db:
-            for chunk in batched(args_list, batch_size):
-                batch = RowBatch()
-                for args in chunk:
-                    key = dedupe_keys[position] if dedupe_keys is not None else None
-                    position += 1
-                    batch.add(task, args, priority=priority, run_at=when, group_id=None,
-                              tag=tag, dedupe_key=key, on_success=on_success)
-                ids.extend(insert_batch(db, self.statements, batch))
-        return ids
+        """Queue many jobs, one INSERT (or COPY) per `batch_size` rows, all in one
+        transaction. Jobs whose dedupe key is taken are skipped: the ids returned are
+        those inserted."""
+        with self.store.transaction(conn) as db:
+            return self.store.insert_rows(
+                db, task, args_list, priority=priority, run_at=run_at_for(run_at, delay),
+                group_id=None, tag=tag, dedupe_keys=dedupe_keys, on_success=on_success,
+                batch_size=batch_size)
 
     # -- groups ---------------------------------------------------------------------------
 
@@ -225,8 +166,8 @@ class Queue:
         of its pages atomically with its own bookkeeping). If the block raises, nothing of
         the group is kept.
         """
-        with self.session(conn) as db:
-            group = create_group(self, db, key, on_complete, tag, priority)
+        with self.store.transaction(conn) as db:
+            group = create_group(self.store, db, key, on_complete, tag, priority)
             yield group
             if not group.sealed:
                 group.seal()
@@ -235,58 +176,58 @@ class Queue:
                    tag: str | None = None, priority: int = 0,
                    conn: psycopg.Connection[Any] | None = None) -> int:
         """Create a group that stays open across transactions; returns its id."""
-        with self.session(conn) as db:
-            return create_group(self, db, key, on_complete, tag, priority).id
+        with self.store.transaction(conn) as db:
+            return create_group(self.store, db, key, on_complete, tag, priority).id
 
     def add_to_group(self, group_id: int, task: Task, args_list: Iterable[dict[str, Any]], *,
                      conn: psycopg.Connection[Any] | None = None) -> list[int]:
-        with self.session(conn) as db:
-            row = query(db, self.statements.group_row, {"id": group_id}).fetchone()
+        with self.store.transaction(conn) as db:
+            row = self.store.run(db, "group_row", {"id": group_id}).fetchone()
             if row is None:
                 raise JobNotFound(f"no group {group_id}")
-            group = Group(self, db, group_id, row["key"], row["tag"], row["priority"])
+            group = Group(self.store, db, group_id, row["key"], row["tag"], row["priority"])
             return group.enqueue_many(task, args_list)
 
     def seal_group(self, group_id: int, *, conn: psycopg.Connection[Any] | None = None) -> bool:
-        with self.session(conn) as db:
-            row = query(db, self.statements.seal_group, {"id": group_id}).fetchone()
+        with self.store.transaction(conn) as db:
+            row = self.store.run(db, "seal_group", {"id": group_id}).fetchone()
             return bool(row and row["completed"])
 
     def get_group(self, group_id: int) -> GroupProgress:
-        with self.session() as db:
-            row = query(db, self.statements.group_by_id, {"id": group_id}).fetchone()
+        with self.store.transaction(atomic=False) as db:
+            row = self.store.run(db, "group_by_id", {"id": group_id}).fetchone()
         if row is None:
             raise JobNotFound(f"no group {group_id}")
         return GroupProgress.from_row(row)
 
     def group_failures(self, group_id: int) -> list[dict[str, Any]]:
         """Members of a group that failed for good, with their errors."""
-        with self.session() as db:
-            return query(db, self.statements.group_failures, {"group_id": group_id}).fetchall()
+        with self.store.transaction(atomic=False) as db:
+            return self.store.run(db, "group_failures", {"group_id": group_id}).fetchall()
 
     # -- reading --------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Job:
-        with self.session() as db:
-            row = query(db, self.statements.get_job, {"id": job_id}).fetchone()
+        with self.store.transaction(atomic=False) as db:
+            row = self.store.run(db, "get_job", {"id": job_id}).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id} (never existed, or pruned)")
         return Job.from_row(row)
 
     def queue_depth(self) -> list[dict[str, Any]]:
-        with self.session() as db:
-            return query(db, self.statements.queue_depth).fetchall()
+        with self.store.transaction(atomic=False) as db:
+            return self.store.run(db, "queue_depth").fetchall()
 
     def active_workers(self) -> list[dict[str, Any]]:
-        with self.session() as db:
-            return query(db, self.statements.active_workers).fetchall()
+        with self.store.transaction(atomic=False) as db:
+            return self.store.run(db, "active_workers").fetchall()
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """What /metrics shows, read from the views at scrape time (see pgqueue.metrics)."""
-        with self.session() as db:
-            depth = query(db, self.statements.queue_depth).fetchall()
-            workers = query(db, self.statements.active_workers).fetchall()
-            finished = query(db, self.statements.task_counts).fetchall()
+        with self.store.transaction() as db:
+            depth = self.store.run(db, "queue_depth").fetchall()
+            workers = self.store.run(db, "active_workers").fetchall()
+            finished = self.store.run(db, "task_counts").fetchall()
         alive: dict[str, int] = {}
         for worker in workers:
             for name in worker["queues"]:
@@ -301,21 +242,75 @@ class Queue:
 
     # -- work -----------------------------------------------------------------------------
 
-    def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Any:
-        from pgqueue.worker import Worker
+    def worker(self, queues: Sequence[str] | None = None, *, concurrency: int = 1,
+               burst: bool = False, isolation: str = "thread",
+               lease_seconds: float = DEFAULT_LEASE_SECONDS,
+               poll_interval: float = DEFAULT_POLL_INTERVAL,
+               shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+               max_jobs: int | None = None, max_jobs_per_child: int = 1000,
+               prefetch: int | None = None, install_signals: bool | None = None,
+               on_event: Callable[[str, dict[str, Any]], None] | None = None) -> Worker:
+        """A worker over `queues` (default: every queue with a registered task); see
+        `Worker` for the options. Call `.run()` on it, or use `work()`."""
         names = list(queues) if queues else sorted({t.queue for t in self.tasks.values()})
-        return Worker(self, names, **options)
+        return Worker(self.store, self.tasks, names, concurrency=concurrency, burst=burst,
+                      isolation=isolation, lease_seconds=lease_seconds,
+                      poll_interval=poll_interval, shutdown_grace=shutdown_grace,
+                      max_jobs=max_jobs, max_jobs_per_child=max_jobs_per_child,
+                      prefetch=prefetch, install_signals=install_signals, on_event=on_event)
 
     def work(self, queues: Sequence[str] | None = None, *, concurrency: int = 1,
-             burst: bool = False, **options: Any) -> int:
-        """Run a worker in this process until stopped (or, with burst, until idle)."""
-        return int(self.worker(queues, concurrency=concurrency, burst=burst, **options).run())
+             burst: bool = False, isolation: str = "thread",
+             lease_seconds: float = DEFAULT_LEASE_SECONDS,
+             poll_interval: float = DEFAULT_POLL_INTERVAL,
+             shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+             max_jobs: int | None = None, max_jobs_per_child: int = 1000,
+             prefetch: int | None = None, install_signals: bool | None = None,
+             on_event: Callable[[str, dict[str, Any]], None] | None = None) -> int:
+        """Run a worker in this process until stopped (or, with burst, until idle);
+        returns its exit status (0, or 1 after a fatal error)."""
+        return self.worker(queues, concurrency=concurrency, burst=burst, isolation=isolation,
+                           lease_seconds=lease_seconds, poll_interval=poll_interval,
+                           shutdown_grace=shutdown_grace, max_jobs=max_jobs,
+                           max_jobs_per_child=max_jobs_per_child, prefetch=prefetch,
+                           install_signals=install_signals, on_event=on_event).run()
 
-    # -- admin ----------------------------------------------------------------------------
+    # -- admin and maintenance ------------------------------------------------------------
 
-    cancel = admin.cancel
-    purge_queue = admin.purge_queue
-    retry_failed = admin.retry_failed
-    failed_jobs = admin.failed_jobs
-    prune = admin.prune
-    rescue_expired = admin.rescue_expired
+    def cancel(self, *, tag: str | None = None, group_id: int | None = None,
+               ids: list[int] | None = None) -> CancelResult:
+        """Cancel the queued jobs of a tag (a site), a group, or ids; stop their running ones."""
+        return admin.cancel(self.store, tag=tag, group_id=group_id, ids=ids)
+
+    def purge_queue(self, queue: str) -> CancelResult:
+        """Cancel every queued job of a queue and stop its running ones."""
+        return admin.purge_queue(self.store, queue)
+
+    def retry_failed(self, *, ids: list[int] | None = None, queue: str | None = None,
+                     tag: str | None = None) -> int:
+        """Put failed jobs back in the queue (fresh attempts). Returns how many."""
+        return admin.retry_failed(self.store, ids=ids, queue=queue, tag=tag)
+
+    def failed_jobs(self, *, queue: str | None = None, tag: str | None = None,
+                    limit: int = 100) -> list[dict[str, Any]]:
+        """Recent failures: final ones, and jobs waiting to retry after an error."""
+        return admin.failed_jobs(self.store, queue=queue, tag=tag, limit=limit)
+
+    def rescue_expired(self) -> dict[str, int]:
+        """Requeue (or fail) running jobs whose lease expired, now; a worker's elected
+        maintenance leader does this every lease/2 seconds anyway."""
+        return maintenance.rescue_expired(self.store, self._backoff)
+
+    def prune(self, *, succeeded_after: float = maintenance.KEEP_SUCCEEDED_SECONDS,
+              failed_after: float = maintenance.KEEP_FAILED_SECONDS,
+              cancelled_after: float = maintenance.KEEP_CANCELLED_SECONDS,
+              groups_after: float | None = None,
+              batch: int = maintenance.PRUNE_BATCH) -> dict[str, int] | None:
+        """Delete finished history older than its retention (None: another is pruning)."""
+        return maintenance.prune(self.store, succeeded_after=succeeded_after,
+                                 failed_after=failed_after, cancelled_after=cancelled_after,
+                                 groups_after=groups_after, batch=batch)
+
+    def _backoff(self, task_name: str) -> Backoff:
+        task = self.tasks.get(task_name)
+        return task.retry_backoff if task is not None else Backoff()

@@ -11,11 +11,17 @@ Python runs signal handlers only between bytecodes of the main thread, so the su
 handlers do nothing but write the signal number to a self-pipe; the supervisor's wait loop
 (`multiprocessing.connection.wait` on child sentinels plus that pipe) wakes up and acts.
 
-Worker (a child, or a standalone worker process):
+Worker (`pgqueue.worker.Worker`, through `install_stop_handlers`):
 
-- first SIGTERM (or SIGINT): set a `threading.Event`; the worker stops claiming and
-  finishes the job in hand.
-- second: raise `ColdStop` to abandon the job; its lease expires and the reaper requeues it.
+- first SIGTERM or SIGINT: warm stop. Claim nothing more; running jobs get the grace
+  period to finish; claimed jobs not started, and jobs still running at the end of the
+  grace, are given back at once (`release_jobs`: queued again, the attempt not counted).
+- second: cold stop. Running jobs are told to stop (a process-isolated job's child is
+  killed) and given back at once, without waiting for their leases to expire.
+
+A plain process that holds no leases (the supervisor's test harness) can use
+`install_worker_handlers` instead: the first signal sets an event, the second raises
+`ColdStop`.
 
 A supervised child ignores SIGINT and SIGHUP: Ctrl-C in a terminal reaches the whole
 process group, and the supervisor already relays the stop as SIGTERM, so a child that also
@@ -42,6 +48,7 @@ __all__ = [
     "StopLevel",
     "StopState",
     "block_signals",
+    "install_stop_handlers",
     "install_worker_handlers",
     "reset_child_signals",
 ]
@@ -224,3 +231,33 @@ def install_worker_handlers(stop_event: threading.Event,
             continue
         signal.signal(signum, handle)
     return state
+
+
+def install_stop_handlers(on_stop: Callable[[int, StopLevel], None],
+                          signals: Iterable[signal.Signals] = STOP_SIGNALS
+                          ) -> Callable[[], None]:
+    """The Worker's rule: the first stop signal calls `on_stop(signum, WARM)`, any later one
+    `on_stop(signum, COLD)`. Returns a function that puts the previous handlers back.
+
+    A handler runs in the main thread between bytecodes, possibly while that thread holds
+    the lock inside `threading.Event.wait`; setting the same event there would deadlock.
+    So the handler only starts a thread, which calls `on_stop`. A signal already ignored
+    stays ignored: a supervised worker ignores SIGINT, since the supervisor relays a
+    terminal's Ctrl-C as SIGTERM. Call from the main thread.
+    """
+    state = StopState()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        level = state.escalate()
+        threading.Thread(target=on_stop, args=(signum, level), name="pgqueue-signal",
+                         daemon=True).start()
+
+    previous: dict[signal.Signals, _Handler] = {}
+    for signum in signals:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handle)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return restore

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pgqueue.errors import SerializationError
 from pgqueue.retry import Backoff
 
 if TYPE_CHECKING:
     import psycopg
-
-    from pgqueue.queue import Queue
 
 DEFAULT_QUEUE = "default"
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -68,11 +66,21 @@ class JobSpec:
         return data
 
 
+class JobSink(Protocol):
+    """Where `Task.enqueue` sends its job: the `JobStore` of the queue it is registered on."""
+
+    def enqueue(self, task: Task, args: dict[str, Any] | None = None, *,
+                priority: int | None = None, run_at: datetime | None = None,
+                delay: float | None = None, dedupe_key: str | None = None,
+                tag: str | None = None, on_success: Sequence[JobSpec] | None = None,
+                conn: psycopg.Connection[Any] | None = None) -> int: ...
+
+
 @dataclass
 class Task:
     """A registered function. Call it directly to run it in-process; `.enqueue` to queue it."""
 
-    queue_ref: Queue
+    sink: JobSink
     func: Callable[..., Any]
     name: str
     queue: str = DEFAULT_QUEUE
@@ -97,6 +105,6 @@ class Task:
                 tag: str | None = None, on_success: list[JobSpec] | None = None,
                 conn: psycopg.Connection[Any] | None = None, **kwargs: Any) -> int:
         """Queue one job; with `conn`, inside the caller's transaction. Returns its id."""
-        return self.queue_ref.enqueue(
+        return self.sink.enqueue(
             self, kwargs, priority=priority, run_at=run_at, delay=delay,
             dedupe_key=dedupe_key, tag=tag, on_success=on_success, conn=conn)

@@ -1,4 +1,6 @@
--- Every statement pgqueue runs at run time, one `-- name:` block each.
+-- Every statement pgqueue runs at run time, one `-- name:` block each, all run through
+-- `pgqueue.store.JobStore` (the bookkeeping of `pgqueue.migrate` is the one exception: it
+-- must run before this file's tables exist). clerk reads a few of the views below too.
 -- `{schema}` is the configured schema (an identifier); `{schema_name}` the same as a literal.
 
 -- name: insert_jobs
@@ -199,6 +201,23 @@ UPDATE {schema}.workers SET jobs_done = jobs_done + %(count)s WHERE id = %(worke
 
 -- name: stop_worker
 UPDATE {schema}.workers SET stopped_at = now() WHERE id = %(worker_id)s;
+
+-- name: unfinished_soon
+-- Burst mode's "nothing left": no job of these queues running, nor due within the horizon.
+SELECT count(*) AS n FROM {schema}.jobs
+WHERE queue = ANY(%(queues)s::text[])
+  AND (state = 'running' OR run_at <= now() + %(horizon)s * interval '1 second');
+
+-- name: try_advisory_lock
+-- One process at a time for a duty (maintenance, pruning): a session lock, never waited on.
+SELECT pg_try_advisory_lock(%(key)s) AS locked;
+
+-- name: advisory_unlock
+SELECT pg_advisory_unlock(%(key)s) AS unlocked;
+
+-- name: set_setting
+-- A session setting (the maintenance leader's TCP keepalives); set_config takes parameters.
+SELECT set_config(%(name)s, %(value)s, false) AS value;
 
 -- name: expired_leases
 -- The rescuer's scan: running jobs whose lease ran out (their worker died or lost the

@@ -1,0 +1,305 @@
+"""The JobStore: every statement pgqueue runs, and the connections they run on.
+
+Nothing else in pgqueue names a statement or opens a connection: the facade (`Queue`),
+the worker and its helpers (`leases`, `notify`, `maintenance`), `groups` and `admin` all
+ask the store. Each operation is one of the named statements of
+`sql/pgqueue/queries.sql`, run through `pgqueue.db.query`, so psycopg errors are
+translated at that one boundary.
+
+Connections: short work (enqueueing, reads, admin) borrows from a small pool, one per
+process; a worker holds its own dedicated connections (`connect()`), because a claim loop
+must not wait behind an application's enqueues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from pgqueue.db import CONNECT_TIMEOUT, connect, describe, query, translate_errors
+from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, job_params, run_at_for
+from pgqueue.errors import DatabaseUnavailable, DuplicateJob
+from pgqueue.jobs import ClaimedJob
+from pgqueue.sql import Statements
+
+if TYPE_CHECKING:
+    from pgqueue.tasks import JobSpec, Task
+
+DEFAULT_POOL_SIZE = 4  # connections for enqueueing and reads; workers hold their own
+
+# A final state to record: (job id, attempt, state, error).
+Final = tuple[int, int, str, str | None]
+# A failed attempt to retry: (job id, attempt, delay in seconds, error).
+Retry = tuple[int, int, float, str | None]
+
+_stores: weakref.WeakSet[JobStore] = weakref.WeakSet()
+_inherited_pools: list[ConnectionPool] = []
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must never use, nor close, its parent's pooled connections: closing
+    would send the server a Terminate on the parent's sockets. Keep them unreferenced by
+    the stores and alive until the child exits."""
+    for store in list(_stores):
+        if store._pool is not None:
+            _inherited_pools.append(store._pool)
+            store._pool = None
+            store._pool_key = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def lock_key(purpose: str, schema: str) -> int:
+    """The advisory lock of one duty in one schema (prune, maintenance)."""
+    return zlib.crc32(f"pgqueue-{purpose}:{schema}".encode())
+
+
+class JobStore:
+    """The statements of one schema and the connections to one database."""
+
+    def __init__(self, dsn: str, schema: str = "pgqueue", *,
+                 pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        self._dsn = dsn
+        self.statements = Statements(schema)
+        self.schema = self.statements.schema
+        self.pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._pool_key: tuple[int, str] | None = None
+        self.claims = 0  # claim round trips made by this process (tests and bench read it)
+        _stores.add(self)
+
+    # -- connections ----------------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    @dsn.setter
+    def dsn(self, value: str) -> None:
+        if value != self._dsn:
+            self.close()  # the pool belongs to the old database
+        self._dsn = value
+
+    def connect(self, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A dedicated connection (workers hold their own); see `session` for short work."""
+        return connect(self._dsn, autocommit=autocommit, **kwargs)
+
+    def _connection_pool(self) -> ConnectionPool:
+        key = (os.getpid(), self._dsn)  # a forked process must not share its parent's sockets
+        if self._pool is None or self._pool_key != key:
+            self._pool = ConnectionPool(
+                self._dsn, min_size=1, max_size=self.pool_size, open=True, name="pgqueue",
+                timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
+                kwargs={"autocommit": True, "row_factory": dict_row,
+                        "connect_timeout": CONNECT_TIMEOUT})
+            self._pool_key = key
+        return self._pool
+
+    @contextlib.contextmanager
+    def session(self, conn: psycopg.Connection[Any] | None = None, *, atomic: bool = True
+                ) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for short work: the caller's (joining its transaction), or a pooled
+        one. `atomic` wraps the work in a transaction (a savepoint inside the caller's);
+        a single statement needs none, which saves two round trips."""
+        if conn is not None:
+            if atomic:
+                with conn.transaction():
+                    yield conn
+            else:
+                yield conn
+            return
+        try:
+            with self._connection_pool().connection() as pooled:
+                if atomic:
+                    with pooled.transaction():
+                        yield pooled
+                else:
+                    yield pooled
+        except PoolTimeout:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {describe(self._dsn)} "
+                f"(no connection within {CONNECT_TIMEOUT} s)") from None
+
+    @contextlib.contextmanager
+    def transaction(self, conn: psycopg.Connection[Any] | None = None, *, atomic: bool = True
+                    ) -> Iterator[psycopg.Connection[Any]]:
+        """`session()` for pgqueue's own statements: psycopg errors translated, the commit's
+        included. (`session()` itself leaves a caller's own SQL its psycopg errors.)"""
+        with translate_errors(), self.session(conn, atomic=atomic) as db:
+            yield db
+
+    def close(self) -> None:
+        """Close the pooled connections of this process."""
+        if self._pool is not None and self._pool_key is not None \
+                and self._pool_key[0] == os.getpid():
+            self._pool.close()
+        self._pool = None
+        self._pool_key = None
+
+    def run(self, conn: psycopg.Connection[Any], name: str, params: Any = None
+            ) -> psycopg.Cursor[dict[str, Any]]:
+        """Run one named statement: the path every operation below takes."""
+        return query(conn, getattr(self.statements, name), params)
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def enqueue(self, task: Task, args: dict[str, Any] | None = None, *,
+                priority: int | None = None, run_at: datetime | None = None,
+                delay: float | None = None, dedupe_key: str | None = None,
+                tag: str | None = None, on_success: Sequence[JobSpec] | None = None,
+                conn: psycopg.Connection[Any] | None = None) -> int:
+        """Queue one job and return its id. A taken dedupe key raises DuplicateJob."""
+        params = job_params(task, args or {}, priority=priority,
+                            run_at=run_at_for(run_at, delay) if (run_at or delay) else None,
+                            tag=tag, dedupe_key=dedupe_key, on_success=on_success)
+        with self.transaction(conn, atomic=False) as db:
+            row = self.run(db, "insert_job", params).fetchone()
+            if row is None:
+                assert dedupe_key is not None
+                found = self.run(db, "find_dedupe", {"dedupe_key": dedupe_key}).fetchone()
+                raise DuplicateJob(dedupe_key, found["id"] if found else None)
+        return int(row["id"])
+
+    def insert_rows(self, conn: psycopg.Connection[Any], task: Task,
+                    args_list: Iterable[dict[str, Any]], *, priority: int | None,
+                    run_at: datetime, group_id: int | None, tag: str | None,
+                    dedupe_keys: Sequence[str | None] | None,
+                    on_success: Sequence[JobSpec] | None,
+                    batch_size: int = DEFAULT_BATCH_SIZE,
+                    before_each: Any = None) -> list[int]:
+        """Insert many jobs on `conn`, one statement (or COPY) per `batch_size` rows.
+        `before_each(conn, count)` runs ahead of each batch (a group counts its members)."""
+        ids: list[int] = []
+        position = 0
+        for chunk in batched(args_list, batch_size):
+            batch = RowBatch()
+            for args in chunk:
+                key = dedupe_keys[position] if dedupe_keys is not None else None
+                position += 1
+                batch.add(task, args, priority=priority, run_at=run_at, group_id=group_id,
+                          tag=tag, dedupe_key=key, on_success=on_success)
+            if before_each is not None:
+                before_each(conn, len(batch))
+            ids.extend(insert_batch(conn, self.statements, batch))
+        return ids
+
+    # -- a worker's statements ------------------------------------------------------------
+
+    def register_worker(self, conn: psycopg.Connection[Any], *, host: str, pid: int,
+                        queues: Sequence[str], concurrency: int, isolation: str) -> int:
+        row = self.run(conn, "register_worker", {
+            "host": host, "pid": pid, "queues": list(queues), "concurrency": concurrency,
+            "metadata": Jsonb({"isolation": isolation})}).fetchone()
+        assert row is not None
+        return int(row["id"])
+
+    def _claim(self, queues: Sequence[str], limit: int, worker_id: int | None,
+               lease_seconds: float) -> tuple[Any, dict[str, Any]]:
+        """One queue: the simple claim. Several: the best jobs across them (priority first)."""
+        params = {"limit": limit, "worker_id": worker_id, "lease_seconds": lease_seconds}
+        if len(queues) == 1:
+            return self.statements.claim, {**params, "queue": queues[0]}
+        return self.statements.claim_across_queues, {**params, "queues": list(queues)}
+
+    def claim(self, conn: psycopg.Connection[Any], *, worker_id: int | None,
+              queues: Sequence[str], limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        """Lease up to `limit` due jobs to this worker (attempt counted now)."""
+        return self.finish_and_claim(conn, [], [], worker_id=worker_id, queues=queues,
+                                     limit=limit, lease_seconds=lease_seconds)
+
+    def finish_and_claim(self, conn: psycopg.Connection[Any], finals: Sequence[Final],
+                         retries: Sequence[Retry], *, worker_id: int | None,
+                         queues: Sequence[str], limit: int, lease_seconds: float
+                         ) -> list[ClaimedJob]:
+        """Record finished attempts and claim up to `limit` new jobs.
+
+        With both to do, they share one transaction sent as one pipeline: one round trip
+        and one commit (one WAL flush) instead of two. The claim goes first and the
+        records last: recording locks the group rows of finished members until the
+        commit, and taking them last keeps that short.
+        """
+        rows: list[dict[str, Any]] = []
+        if limit > 0:
+            self.claims += 1
+        with translate_errors():
+            if finals or retries:
+                with conn.pipeline(), conn.transaction():
+                    cursor = (conn.cursor(row_factory=dict_row).execute(
+                        *self._claim(queues, limit, worker_id, lease_seconds))
+                        if limit > 0 else None)
+                    self._record(conn, finals, retries)
+                if cursor is not None:
+                    rows = cursor.fetchall()
+            elif limit > 0:
+                rows = conn.cursor(row_factory=dict_row).execute(
+                    *self._claim(queues, limit, worker_id, lease_seconds)).fetchall()
+        return [ClaimedJob.from_row(row) for row in rows]
+
+    def _record(self, conn: psycopg.Connection[Any], finals: Sequence[Final],
+                retries: Sequence[Retry]) -> None:
+        if finals:
+            self.finish(conn, finals, from_state="running")
+        if retries:
+            self.run(conn, "retry_later", {
+                "ids": [r[0] for r in retries], "attempts": [r[1] for r in retries],
+                "delays": [r[2] for r in retries], "errors": [r[3] for r in retries]})
+
+    def finish(self, conn: psycopg.Connection[Any], finals: Sequence[Final], *,
+               from_state: str) -> int:
+        """Move jobs to final states through `finish_jobs` (group counting included); a
+        job no longer in `from_state` at the given attempt is left alone."""
+        if not finals:
+            return 0
+        row = self.run(conn, "finish_jobs", {
+            "ids": [f[0] for f in finals], "attempts": [f[1] for f in finals],
+            "states": [f[2] for f in finals], "errors": [f[3] for f in finals],
+            "from_state": from_state}).fetchone()
+        return int(row["finished"]) if row else 0
+
+    def release(self, conn: psycopg.Connection[Any], *, worker_id: int | None,
+                ids: Sequence[int]) -> int:
+        """Give unfinished jobs back (a warm stop): queued again, the attempt not counted."""
+        return len(self.run(conn, "release_jobs", {"ids": list(ids), "worker_id": worker_id}
+                            ).fetchall())
+
+    def heartbeat(self, conn: psycopg.Connection[Any], *, worker_id: int | None,
+                  ids: Sequence[int], lease_seconds: float) -> dict[int, bool]:
+        """Extend the leases of the jobs still held: {job id: cancel requested}."""
+        rows = self.run(conn, "heartbeat", {"worker_id": worker_id, "ids": list(ids),
+                                            "lease_seconds": lease_seconds}).fetchall()
+        return {row["id"]: row["cancel_requested"] for row in rows}
+
+    def count_done(self, conn: psycopg.Connection[Any], *, worker_id: int | None,
+                   count: int) -> None:
+        self.run(conn, "worker_done_jobs", {"worker_id": worker_id, "count": count})
+
+    def stop_worker(self, conn: psycopg.Connection[Any], *, worker_id: int | None) -> None:
+        self.run(conn, "stop_worker", {"worker_id": worker_id})
+
+    def idle_everywhere(self, conn: psycopg.Connection[Any], queues: Sequence[str],
+                        horizon: float) -> bool:
+        """No job of these queues running, nor due within `horizon` seconds (burst mode)."""
+        row = self.run(conn, "unfinished_soon", {"queues": list(queues), "horizon": horizon}
+                       ).fetchone()
+        return row is not None and row["n"] == 0
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def try_lock(self, conn: psycopg.Connection[Any], key: int) -> bool:
+        """A session advisory lock, without waiting."""
+        row = self.run(conn, "try_advisory_lock", {"key": key}).fetchone()
+        return bool(row and row["locked"])
+
+    def unlock(self, conn: psycopg.Connection[Any], key: int) -> None:
+        self.run(conn, "advisory_unlock", {"key": key})
