@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from datetime import datetime
@@ -226,27 +227,46 @@ def site_add(obj: Context, subdomain: str, url: str | None, name: str | None,
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def site_list(obj: Context, as_json: bool) -> None:
-    """The sites, with their last fetch and success."""
-    rows = clerk_db.fetch_all(obj.pipeline().dsn, "list_sites")
+    """The sites, with their last fetch (or failed fetch) and last success."""
+    pipeline = obj.pipeline()
+    rows = clerk_db.fetch_all(pipeline.dsn, "list_sites")
     for row in rows:
         row["source_url"] = mask_url(row["source_url"])
+        row["last_fetch_failure"] = _fetch_failure(pipeline, row)
         for key, value in row.items():
             if isinstance(value, datetime):
-                row[key] = value.isoformat(timespec="seconds")
+                row[key] = _when(value)
     if as_json:
         _emit_json(rows)
         return
     if not rows:
         click.echo("no sites: add one with `clerk site add SUBDOMAIN --url URL`")
     for row in rows:
-        click.echo(f"{row['subdomain']:<24} {row['source_kind']:<9} {mask_url(row['source_url'])}"
-                   f"  last fetch {_when(row['last_fetch_at'])}, "
-                   f"last success {_when(row['last_success_at'])}")
+        failure = row["last_fetch_failure"]
+        fetched = (f"last fetch failed at {failure['at']} ({failure['error']})" if failure
+                   else f"last fetch {row['last_fetch_at'] or 'never'}")
+        click.echo(f"{row['subdomain']:<24} {row['source_kind']:<9} {row['source_url']}  "
+                   f"{fetched}, last success {row['last_success_at'] or 'never'}")
 
 
-def _when(moment: datetime | None) -> str:
+def _when(moment: datetime) -> str:
     """One timestamp format for people, as in the JSON: ISO 8601 to the second."""
-    return "never" if moment is None else moment.isoformat(timespec="seconds")
+    return moment.isoformat(timespec="seconds")
+
+
+def _fetch_failure(pipeline: Pipeline, site: dict[str, Any]) -> dict[str, str] | None:
+    """The site's latest fetch failure when it is newer than its last good fetch: the
+    error's last line, without the exception's module path or the site's name."""
+    failures = pipeline.queue.failed_jobs(queue="fetch", tag=site["subdomain"], limit=1)
+    if not failures:
+        return None
+    failure = failures[0]
+    if site["last_fetch_at"] is not None and failure["failed_at"] <= site["last_fetch_at"]:
+        return None
+    lines = (failure["last_error"] or "").strip().splitlines()
+    error = re.sub(r"^[\w.]+(Error|Failure|Exception): ", "", lines[-1] if lines else "unknown")
+    error = error.removeprefix(f"site {site['subdomain']}: ")
+    return {"at": _when(failure["failed_at"]), "error": mask_url(error)}
 
 
 @site_group.command("remove")

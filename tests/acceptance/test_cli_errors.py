@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.acceptance.conftest import CLERK_BIN, REPO, Cli, subprocess_env
+from clerk.pipeline import Pipeline
+from tests.acceptance.conftest import CLERK_BIN, REPO, CitySite, Cli, subprocess_env
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -276,11 +278,25 @@ def test_site_add_checks_the_url_and_updates_only_what_is_given(cli: Cli) -> Non
     assert "--url is needed" in cli("site", "add", "bar", ok=False).output
 
 
-def test_site_list_shows_iso_times_and_no_password(cli: Cli) -> None:
+def test_site_list_shows_a_failed_fetch_iso_times_and_no_password(
+        city: CitySite, cli: Cli, pipeline: Pipeline) -> None:
+    city.server.status(city.index_path, 404)
+    cli("site", "add", "springfield", "--url", city.url)
     cli("site", "add", "foo", "--url", "http://alice:hunter2@127.0.0.1:9/a.html")
+    cli("enqueue", "springfield")
+    pipeline.queue.work(["fetch"], burst=True, poll_interval=0.2, install_signals=False)
     listed = cli("site", "list").output
-    assert "hunter2" not in listed and "last fetch never" in listed
-    assert "hunter2" not in cli("site", "list", "--json").output
+    assert "hunter2" not in listed
+    assert "last fetch never, last success never" in listed  # foo
+    [line] = [line for line in listed.splitlines() if line.startswith("springfield ")]
+    assert re.search(r"last fetch failed at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d "
+                     r"\(cannot read its source: http://\S+: HTTP 404\), last success never$",
+                     line), line
+    shown = cli("site", "list", "--json").output
+    assert "hunter2" not in shown
+    rows = {row["subdomain"]: row for row in json.loads(shown)}
+    assert rows["springfield"]["last_fetch_failure"]["error"].endswith("HTTP 404")
+    assert rows["foo"]["last_fetch_failure"] is None
 
 
 def test_failed_retry_json(cli: Cli) -> None:
