@@ -157,8 +157,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- processes, migrations, retention, compile -------------------------------------------
     Mutation(
         "pdeathsig", "a job process never outlives its worker",
-        (Edit("pgqueue/execution.py", "    _die_with_parent()\n    if os.getppid()",
-              "    if os.getppid()"),),
+        (Edit("pgqueue/execution.py",
+              "ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)", "None"),),
         (f"{QUEUE}::test_a_job_process_dies_with_its_worker",)),
     Mutation(
         "migrate-advisory-lock", "concurrent upgrades apply each migration once",
