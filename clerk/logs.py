@@ -1,4 +1,9 @@
-"""Logging: one line per event, text or JSON (`LOG_FORMAT=json`), passwords masked."""
+"""Logging: one line per event, text or JSON (`LOG_FORMAT=json`), passwords masked.
+
+A message that spans lines (psycopg's "server closed the connection unexpectedly\n\tThis
+probably means...") is folded onto one line in the text format, so journald and grep see
+one event per line; JSON escapes newlines anyway. A traceback (log.exception) stays below
+its line, as Python prints it."""
 
 from __future__ import annotations
 
@@ -13,6 +18,12 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class MaskingFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        if "\n" in text:
+            text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+        return text
+
     def format(self, record: logging.LogRecord) -> str:
         return mask_url(super().format(record))
 
@@ -21,7 +32,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the stable `action` field and the record's extras."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        moment = datetime.fromtimestamp(record.created, UTC)
+        data: dict[str, object] = {"time": moment.isoformat(timespec="milliseconds"),
                 "level": record.levelname, "logger": record.name, "pid": record.process,
                 "message": record.getMessage()}
         for key, value in record.__dict__.items():

@@ -29,3 +29,16 @@ def test_job_lines_carry_fields_and_never_a_password(log_format: str,
         assert (record["action"], record["job_id"], record["queue"], record["tag"]) == \
             ("job_finished", 7, "ocr", "alameda.ca")
         assert record["duration"] == 1.5 and record["level"] == "INFO"
+
+
+def test_a_message_on_several_lines_is_one_text_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("text", "INFO")
+    try:
+        logging.getLogger("pgqueue.worker").warning(
+            "database unreachable: %s", "server closed the connection unexpectedly\n\t"
+            "This probably means the server terminated abnormally\n")
+    finally:
+        logging.getLogger().handlers.clear()
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("database unreachable: server closed the connection unexpectedly "
+                         "This probably means the server terminated abnormally")
