@@ -227,7 +227,7 @@ def site_add(obj: Context, subdomain: str, url: str | None, name: str | None,
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def site_list(obj: Context, as_json: bool) -> None:
-    """The sites, with their last fetch (or failed fetch) and last success."""
+    """The sites, with their last fetch and success."""
     pipeline = obj.pipeline()
     rows = clerk_db.fetch_all(pipeline.dsn, "list_sites")
     for row in rows:
