@@ -17,9 +17,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
+import requests.auth
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -116,6 +117,30 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+class OriginAuth(requests.auth.AuthBase):
+    """HTTP basic auth sent only to one origin (scheme, host, port): a site's credential
+    reaches its own server, never a link or a redirect to another one."""
+
+    def __init__(self, origin_url: str, userinfo: str) -> None:
+        self.origin = _origin(origin_url)
+        user, _, password = userinfo.partition(":")
+        self._basic = requests.auth.HTTPBasicAuth(unquote(user), unquote(password))
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if request.url and _origin(request.url) == self.origin:
+            return self._basic(request)
+        return request
+
+    def __repr__(self) -> str:  # never the password, whatever prints this object
+        return f"OriginAuth({self.origin!r})"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), parts.port or (443 if scheme == "https" else 80)
 
 
 def check_scheme(url: str) -> str:

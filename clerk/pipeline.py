@@ -26,7 +26,7 @@ from clerk.compile import DATABASE_FILE, compile_site
 from clerk.config import Settings
 from clerk.deploy import deploy as deploy_database
 from clerk.extract import extract_site
-from clerk.fetch import FetchError, download, redact_url
+from clerk.fetch import FetchError, OriginAuth, download, redact_url
 from clerk.network import AddressPolicy, guarded_session
 from clerk.ocr import read_page, write_page_text
 from clerk.pdf import PdfError, pdf_info
@@ -243,7 +243,13 @@ class Pipeline:
             raise PermanentFailure(f"site {site!r} no longer exists")
         job = current_job()
         run_key = f"site:{site}:run:{job.id if job else 'manual'}"
+        # The credential of `--url http://user:pass@host/`, stored apart from the URL, is sent
+        # to that origin only (the index page and the PDFs it serves).
+        secret = self.fetch_one("site_auth", {"subdomain": site}) or {}
+        auth = (OriginAuth(row["source_url"], secret["source_auth"])
+                if secret.get("source_auth") else None)
         session = guarded_session(self.network)
+        session.auth = auth
         try:
             refs, refused = discover(row["source_kind"], row["source_url"], session, settings)
         except TransientSourceError as error:  # retried with backoff, then fails for good
@@ -257,12 +263,13 @@ class Pipeline:
         problems = 0
         meetings = document_meetings(refs, self.fetch_all("document_urls", {"site": site}))
         with guarded_session(self.network) as downloads:
+            downloads.auth = auth
             for ref, meeting in zip(refs, meetings, strict=True):
                 try:
                     outcome = self._fetch_document(site, ref, meeting, downloads)
                 except (FetchError, PdfError, StorageError) as error:
                     problems += 1
-                    log.warning("site %s: document %s failed: %s", site, ref.url, error,
+                    log.warning("site %s: document %s failed: %s", site, redact_url(ref.url), error,
                                 extra={"action": "document_failed", "site": site})
                     continue
                 if outcome is not None:
@@ -293,7 +300,7 @@ class Pipeline:
         previous = self.fetch_one("get_document", key)
         pdf = document.pdf_path(settings.storage_dir)
         have_file = pdf.exists() and previous is not None and previous["pages"]
-        record = {**key, "url": ref.url, "etag": None, "last_modified": None, "sha256": None,
+        record = {**key, "url": redact_url(ref.url), "etag": None, "last_modified": None, "sha256": None,
                   "pages": None, "error": None}
         try:
             result = download(ref.url, pdf,

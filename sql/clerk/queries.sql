@@ -1,17 +1,30 @@
 -- Every statement clerk runs, one `-- name:` block each. `{schema}` is clerk's schema.
 
 -- name: add_site
-INSERT INTO {schema}.sites (subdomain, name, source_url, source_kind)
-VALUES (%(subdomain)s, %(name)s, %(source_url)s, %(source_kind)s)
+-- The URL's user:password (if any) goes to source_auth, and the URL is stored without it.
+INSERT INTO {schema}.sites (subdomain, name, source_url, source_auth, source_kind)
+VALUES (%(subdomain)s, %(name)s,
+        regexp_replace(%(source_url)s, '^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@', '\1'),
+        substring(%(source_url)s from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@'),
+        %(source_kind)s)
 ON CONFLICT (subdomain) DO UPDATE
-SET name = excluded.name, source_url = excluded.source_url, source_kind = excluded.source_kind
+SET name = excluded.name, source_url = excluded.source_url, source_auth = excluded.source_auth,
+    source_kind = excluded.source_kind
 RETURNING subdomain, (xmax = 0) AS created;
 
 -- name: get_site
-SELECT * FROM {schema}.sites WHERE subdomain = %(subdomain)s;
+-- Every column but the credential, which only a fetch reads (site_auth).
+SELECT subdomain, name, source_url, source_kind, created_at, last_fetch_at, last_success_at,
+       last_run_key, last_result, last_error
+FROM {schema}.sites WHERE subdomain = %(subdomain)s;
+
+-- name: site_auth
+SELECT source_auth FROM {schema}.sites WHERE subdomain = %(subdomain)s;
 
 -- name: list_sites
-SELECT * FROM {schema}.sites ORDER BY subdomain;
+SELECT subdomain, name, source_url, source_kind, created_at, last_fetch_at, last_success_at,
+       last_run_key, last_result, last_error
+FROM {schema}.sites ORDER BY subdomain;
 
 -- name: remove_site
 DELETE FROM {schema}.sites WHERE subdomain = %(subdomain)s RETURNING subdomain;

@@ -6,6 +6,7 @@ Everything is real: PostgreSQL, HTTP servers on 127.0.0.1, PDFs, Tesseract, the 
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -382,3 +383,80 @@ def test_nul_in_one_documents_reason_phrase_or_headers_fails_that_document_alone
     assert "\x1b" not in bad["error"]
     [kept] = rows(db_url, "SELECT etag, last_modified FROM clerk.documents WHERE kind = 'minutes'")
     assert kept == {"etag": None, "last_modified": None}
+
+
+# ---------------------------------------------------------------- 12: a site's password
+
+
+def require_basic_auth(body: bytes, content_type: str, userinfo: str,
+                       seen: list[str | None]) -> Callable[[Any], None]:
+    expected = "Basic " + base64.b64encode(userinfo.encode()).decode()
+
+    def handler(request: Any) -> None:
+        seen.append(request.headers.get("Authorization"))
+        ok = request.headers.get("Authorization") == expected
+        payload = body if ok else b"authentication required"
+        request.send_response(200 if ok else 401)
+        request.send_header("Content-Type", content_type if ok else "text/plain")
+        if not ok:
+            request.send_header("WWW-Authenticate", 'Basic realm="clerk"')
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+    return handler
+
+
+def test_a_sites_password_is_used_but_never_shown_or_published(
+        city: CitySite, pdf_factory: PdfFactory, cli: Cli, pipeline: Pipeline, db_url: str,
+        tmp_path: Path) -> None:
+    seen: list[str | None] = []
+    elsewhere: list[str | None] = []
+    other = LocalServer()
+    other.start()
+    try:
+        pdf = pdf_factory.text_pdf("a.pdf", ["Agenda: the sandpiper"]).read_bytes()
+        city.add("a.pdf", "City Council Agenda 2024-08-06", pdf)
+        other.routes["/b.pdf"] = Route(handler=require_basic_auth(
+            pdf_factory.text_pdf("b.pdf", ["Minutes: the curlew"]).read_bytes(),
+            "application/pdf", "alice:hunter2", elsewhere))
+        city.link(other.url("/b.pdf"), "City Council Minutes 2024-08-06")
+        index = city.server.routes[city.index_path].body
+        city.server.routes[city.index_path] = Route(handler=require_basic_auth(
+            index, "text/html", "alice:hunter2", seen))
+        city.server.routes[city.path("a.pdf")] = Route(handler=require_basic_auth(
+            pdf, "application/pdf", "alice:hunter2", seen))
+        with_password = city.url.replace("http://", "http://alice:hunter2@")
+        cli("site", "add", "springfield", "--url", with_password)
+        cli("enqueue", "springfield")
+        run_workers(pipeline)
+
+        database = tmp_path / "storage" / "springfield" / DATABASE_FILE
+        assert "sandpiper" in pages(database, "agendas")[0]["text"]  # the password worked
+        assert len(seen) == 2 and all(seen)
+        assert elsewhere == [None]  # another origin never gets it
+        for args in (("site", "list"), ("site", "list", "--json"), ("status",),
+                     ("status", "--json"), ("status", "--subdomain", "springfield"),
+                     ("status", "--subdomain", "springfield", "--json")):
+            assert "hunter2" not in cli(*args).output, args
+        [row] = rows(db_url, "SELECT source_url FROM clerk.sites")
+        assert row["source_url"] == city.url
+        for stored in rows(db_url, "SELECT url FROM clerk.documents"):
+            assert "hunter2" not in stored["url"]
+        for published in (database, tmp_path / "deploy" / "springfield.db"):
+            assert b"hunter2" not in published.read_bytes()
+            urls = {p["document_url"] for p in pages(published, "agendas")}
+            assert urls == {city.server.url(city.path("a.pdf"))}
+    finally:
+        other.stop()
+
+
+def test_a_password_stored_in_an_older_url_moves_out(db_url: str, cli: Cli) -> None:
+    """Sites added before the credential had its own column: the migration moves it."""
+    cli("site", "add", "springfield", "--url", "http://127.0.0.1:9/index.html")
+    with connect(db_url, autocommit=True) as conn:  # back to the schema before 0003
+        conn.execute("DELETE FROM clerk.migrations WHERE component = 'clerk' AND version = 3")
+        conn.execute("ALTER TABLE clerk.sites DROP COLUMN source_auth")
+        conn.execute("UPDATE clerk.sites SET source_url = 'http://bob:s3cret@127.0.0.1:9/i.html'")
+    cli("db", "upgrade")
+    [row] = rows(db_url, "SELECT source_url, source_auth FROM clerk.sites")
+    assert row == {"source_url": "http://127.0.0.1:9/i.html", "source_auth": "bob:s3cret"}
