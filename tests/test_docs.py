@@ -1,11 +1,17 @@
-"""Docs, packaging and schema stay true: README's CLI reference, monitoring queries, the
-public API, the schema snapshot, and the wheel (with its SQL) installing on its own."""
+"""Docs, packaging and schema stay true: README's command blocks (each one run, in order,
+as sqlite-utils and Datasette test their docs), its CLI reference on any machine,
+monitoring queries, the public API, the schema snapshot, and the wheel (with its SQL)
+installing on its own."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -17,6 +23,72 @@ from pgqueue.localserver import find_binary
 from pgqueue.sql import parse_named
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def readme_blocks() -> list[tuple[str, str, str]]:
+    """(section title, language, code) of each fenced block of README.md that names a
+    language; the section is the nearest heading above it."""
+    blocks: list[tuple[str, str, str]] = []
+    section, language, lines = "", None, []
+    for line in README.read_text().splitlines():
+        if language is None:
+            if line.startswith("#"):
+                section = line.lstrip("#").strip()
+            elif line.startswith("```") and line[3:].strip():
+                language, lines = line[3:].strip(), []
+        elif line.startswith("```"):
+            blocks.append((section, language, "\n".join(lines) + "\n"))
+            language = None
+        else:
+            lines.append(line)
+    return blocks
+
+
+def block(section: str, language: str) -> str:
+    (code,) = [c for s, lang, c in readme_blocks() if s == section and lang == language]
+    return code
+
+
+def substitute(code: str, old: str, new: str) -> str:
+    """Replace what the README shows by what the test runs, and fail if the README no longer
+    shows it (so a test never reaches the README's example hosts)."""
+    assert old in code, f"README block no longer contains {old!r}:\n{code}"
+    return code.replace(old, new)
+
+
+LIBRARY = "Using pgqueue as a library"
+RUNNERS = {  # every block of the README, and the test that runs it
+    ("clerk and pgqueue", "bash"): "test_readme_opens_with_the_demo_and_the_tests (the demo: "
+                                   "tests/acceptance/test_demo.py; pytest: CI)",
+    ("Using clerk", "bash"): "test_readme_using_clerk_runs_in_order",
+    (LIBRARY, "bash"): "test_readme_library_section_runs",
+    (LIBRARY, "python"): "test_readme_library_section_runs",
+    (LIBRARY, "sql"): "test_readme_library_section_runs",
+    ("Development", "bash"): "test_readme_development_commands_exist",
+}
+
+
+def test_every_readme_block_is_run_by_a_test() -> None:
+    found = [(section, language) for section, language, _ in readme_blocks()]
+    assert sorted(found) == sorted(RUNNERS), (
+        "a README block without a test (add it to RUNNERS, with a test that runs it), "
+        f"or a block gone: {sorted(set(found) ^ set(RUNNERS))}")
+
+
+def cog_check(tmp_path: Path, cpu_count: int) -> subprocess.CompletedProcess[str]:
+    """`cog --check README.md` in a Python whose os.cpu_count() says `cpu_count`, with
+    another HOME and user, as on someone else's machine."""
+    fake = tmp_path / f"cpus{cpu_count}"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(f"import os\nos.cpu_count = lambda: {cpu_count}\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CLERK_", "PGQUEUE_")) and k != "DATABASE_URL"}
+    path = os.pathsep.join(filter(None, [str(fake), os.environ.get("PYTHONPATH")]))
+    env.update(PYTHONPATH=path, HOME=str(tmp_path / "someone"), USER="someone",
+               LOGNAME="someone")
+    return subprocess.run([sys.executable, "-m", "cogapp", "--check", "README.md"], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_readme_command_reference_is_current() -> None:
@@ -26,11 +98,148 @@ def test_readme_command_reference_is_current() -> None:
         result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("cpu_count", [1, 16])
+def test_readme_command_reference_is_the_same_on_any_machine(tmp_path: Path,
+                                                             cpu_count: int) -> None:
+    """The reference shows no value of the machine that generated it (audit 2: it showed
+    `[default: 2]`, the CPU count, so pytest failed on every machine without 2 CPUs)."""
+    result = cog_check(tmp_path, cpu_count)
+    assert result.returncode == 0, (
+        f"with os.cpu_count() = {cpu_count} the generated reference differs: a help text "
+        "shows a value of this machine (say `default: CPU count`)\n"
+        + result.stdout + result.stderr)
+
+
 def test_readme_opens_with_the_demo_and_the_tests() -> None:
-    commands = re.findall(r"^bash \.ci/setup && (\S+ \S*)", (ROOT / "README.md").read_text(), re.M)
-    assert commands[:2] == [".venv/bin/clerk demo", ".venv/bin/pytest "]
+    commands = [line.split("#")[0].strip() for line in block("clerk and pgqueue", "bash").splitlines()]
+    assert commands == ["bash .ci/setup && .venv/bin/clerk demo",
+                        "bash .ci/setup && .venv/bin/pytest"]
+    assert (ROOT / ".ci" / "setup").is_file()
     assert ".venv/bin/pytest" in (ROOT / ".ci" / "run").read_text()
 
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment of a new user: no clerk or pgqueue settings, a HOME of its own."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CLERK_", "PGQUEUE_")) and k not in ("DATABASE_URL", "HOME")}
+    home.mkdir(parents=True, exist_ok=True)
+    env["HOME"] = str(home)
+    return env
+
+
+def run_script(script: str, *, cwd: Path, env: dict[str, str], timeout: float
+               ) -> tuple[int, str, str]:
+    """bash -euo pipefail on `script`, in its own session: whatever it leaves running in
+    the background (clerkd) is killed at the end, even when the script fails or hangs."""
+    wrapped = ("set -euo pipefail\n"
+               "trap 'kill $(jobs -p) 2>/dev/null || true; wait' EXIT\n"
+               f"{script}\nwait\n")
+    process = subprocess.Popen(["bash", "-c", wrapped], cwd=cwd, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        err += f"\n(killed after {timeout:g} s)"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return process.returncode, out, err
+
+
+def test_readme_using_clerk_runs_in_order(empty_db_url: str, tmp_path: Path) -> None:
+    """The "Using clerk" block, line by line as a new user types it: the workers start
+    before `enqueue --wait` (audit 1), which returns once the run is done. The test's
+    database stands for DATABASE_URL, the sample site on 127.0.0.1 for the city's site
+    (allowed by ALLOW_PRIVATE_HOSTS, as the internet is by default), and a fresh HOME for
+    the user's; `.venv` is this checkout's."""
+    from clerk.demo import sample_site_dir, serve_directory
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".venv").symlink_to(ROOT / ".venv")
+    home = tmp_path / "home"
+    with serve_directory(sample_site_dir()) as url:
+        script = block("Using clerk", "bash")
+        script = re.sub(r"^export DATABASE_URL=\S+", "export DATABASE_URL=" +
+                        shlex.quote(empty_db_url), script, count=1, flags=re.M)
+        assert shlex.quote(empty_db_url) in script, "the block no longer sets DATABASE_URL"
+        script = substitute(script, "https://www.pleasanton.gov/meetings/", url + "index.html")
+        env = {**clean_env(home), "ALLOW_PRIVATE_HOSTS": url.split("/")[2]}
+        code, out, err = run_script(script, cwd=work, env=env, timeout=900)
+    log = (work / "clerkd.log").read_text() if (work / "clerkd.log").exists() else ""
+    assert code == 0, f"stdout:\n{out}\nstderr:\n{err}\nclerkd.log:\n{log}"
+    assert "Traceback" not in out + err + log
+    database = home / ".local" / "share" / "clerk" / "sites" / "pleasanton" / "meetings.db"
+    assert database.is_file()
+    assert re.search(r"^City Council\s+2024-01-09\s+1$", out, re.M), out  # the FTS search
+    assert "pleasanton" in out
+
+
+def test_readme_library_section_runs(empty_db_url: str, tmp_path: Path) -> None:
+    """The library section: its install line in a virtualenv of its own (offline: the
+    dependencies come from this checkout's .venv), then its example as a script run by
+    that virtualenv's Python, then its SQL."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    purelib = Path(subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True).stdout.strip())
+    (purelib / "checkout_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+    (install,) = [line.split("#")[0].strip() for line in block(LIBRARY, "bash").splitlines()]
+    assert install == "pip install ."
+    argv = [str(venv / "bin" / "pip"), *shlex.split(install)[1:],
+            "--no-index", "--no-build-isolation", "--no-deps", "--quiet"]
+    installed = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pgqueue; print(pgqueue.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert where.stdout.startswith(str(purelib)), where.stdout + where.stderr  # the installed copy
+
+    example = substitute(block(LIBRARY, "python"), '"postgresql://app:secret@db.example.org/app"',
+                         repr(empty_db_url))
+    (tmp_path / "example.py").write_text(example)
+    ran = subprocess.run([str(venv / "bin" / "python"), "example.py"], cwd=tmp_path,
+                         env=clean_env(tmp_path / "home"), capture_output=True, text=True,
+                         timeout=600)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.splitlines() == ["succeeded", "[]"], ran.stdout + ran.stderr
+
+    with psycopg.connect(empty_db_url) as conn:
+        (job_id,) = conn.execute(block(LIBRARY, "sql")).fetchone()
+        assert conn.execute("SELECT queue, task FROM pgqueue.jobs WHERE id = %s",
+                            (job_id,)).fetchone() == ("ocr", "clerk.ocr_page")
+
+
+def test_readme_development_commands_exist() -> None:
+    """Each development command names a program, module and options that exist (run with
+    --help: running the suite from the suite would recurse), and every extra it installs
+    is one pyproject.toml defines (audit 39: `python -m bench` needs the bench extra)."""
+    code = block("Development", "bash")
+    extras = set(re.findall(r"^(\w+) = \[", (ROOT / "pyproject.toml").read_text().split(
+        "[project.optional-dependencies]")[1].split("\n[")[0], re.M))
+    for extra in re.findall(r"\.\[([\w,]+)\]", code):
+        assert set(extra.split(",")) <= extras, f"no extra {extra!r} in pyproject.toml"
+    assert "pip install -e '.[bench]'" in code.split("-m bench")[0], \
+        "install the bench extra before running the benchmarks"
+    for line in code.splitlines():
+        for command in line.split("#")[0].split("&&"):
+            words = shlex.split(command)
+            if not words:
+                continue
+            env = dict(os.environ)
+            while "=" in words[0]:  # VAR=value prefixes
+                name, value = words.pop(0).split("=", 1)
+                env[name] = value
+            result = subprocess.run([*words, "--help"], cwd=ROOT, env=env,
+                                    capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, f"{command.strip()} --help: {result.stderr}"
 
 def test_public_api_is_pinned() -> None:
     assert pgqueue.__all__ == [
