@@ -42,6 +42,7 @@ from clerk.storage import (
     safe_meeting_name,
 )
 from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
+from pgqueue.db import remember_secrets
 from pgqueue.errors import ConfigurationError
 
 log = logging.getLogger("clerk.pipeline")
@@ -492,7 +493,9 @@ def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:
         network = AddressPolicy.parse(settings.allow_private_hosts)
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
-    queue = Queue(dsn or resolve_dsn(settings), schema=settings.queue_schema)
+    dsn = dsn or resolve_dsn(settings)
+    remember_secrets(dsn)  # masked in every message, even a parse error quoting a piece
+    queue = Queue(dsn, schema=settings.queue_schema)
     pipeline = Pipeline(settings, queue, network)
     pipeline.fetch_task = queue.task(pipeline.fetch, name="clerk.fetch", queue="fetch",
                                      max_attempts=3, timeout=settings.fetch_timeout,

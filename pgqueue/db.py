@@ -30,10 +30,42 @@ _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secr
 _PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
+# A password with an unencoded space or '/' is not a valid URL's: libpq's parse error quotes
+# a piece of it ('unexpected spaces found in "pa ss"'), or parses it as a port and host.
+# So the passwords of every DSN this process was given are remembered, leniently (up to
+# the last '@'), with their pieces, and masked wherever they appear.
+_LENIENT_URL_PASSWORD = re.compile(r"^\s*[a-z][a-z0-9+.-]*://[^:@]*:(?P<secret>.*)@",
+                                   re.IGNORECASE | re.DOTALL)
+_SECRET_SEPARATORS = re.compile(r"[\s/@?#:]+")
+_MIN_SECRET_PIECE = 4
+_secrets: set[str] = set()
+
+
+def remember_secrets(conninfo: str) -> None:
+    """Note the password of `conninfo` (and its pieces) so `mask_url` hides it anywhere,
+    even in an error that quotes a fragment of an unparseable URL."""
+    found = [m.group("secret") for m in [_LENIENT_URL_PASSWORD.match(conninfo)] if m]
+    found += [m.group(2).strip("'") for m in _PASSWORD_KEYWORD.finditer(conninfo)]
+    for secret in found:
+        cuts = [0, len(secret)]
+        for separator in _SECRET_SEPARATORS.finditer(secret):
+            cuts += [separator.start(), separator.end()]
+        cuts = sorted(set(cuts))
+        for start in cuts:
+            for end in cuts:
+                piece = secret[start:end].strip()
+                if len(piece) >= _MIN_SECRET_PIECE:
+                    _secrets.add(piece)
+
+
 def mask_url(text: str) -> str:
-    """Replace passwords in connection URLs or keyword strings (anywhere in `text`) by ***."""
+    """Replace passwords in connection URLs or keyword strings (anywhere in `text`) by ***,
+    and every remembered password or piece of one (`remember_secrets`)."""
     text = _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***", text)
-    return _PASSWORD_KEYWORD.sub(lambda m: m.group(1) + "***", text)
+    text = _PASSWORD_KEYWORD.sub(lambda m: m.group(1) + "***", text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def first_line(error: BaseException) -> str:
@@ -45,17 +77,19 @@ def first_line(error: BaseException) -> str:
 
 def describe(conninfo: str) -> str:
     """host:port/dbname for messages, without credentials."""
+    remember_secrets(conninfo)
     try:
         params = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:
         return mask_url(conninfo)
     host = params.get("host") or "localhost"
     port = params.get("port") or "5432"
-    return f"{host}:{port}/{params.get('dbname', '')}"
+    return mask_url(f"{host}:{port}/{params.get('dbname', '')}")
 
 
 def connect(conninfo: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
     """Connect, or raise DatabaseUnavailable naming host and port (never the password)."""
+    remember_secrets(conninfo)
     kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
     try:
         return psycopg.connect(conninfo, autocommit=autocommit, row_factory=dict_row, **kwargs)

@@ -19,7 +19,7 @@ from clerk.config import Settings, load_settings
 from clerk.pipeline import Pipeline, document_meetings
 from clerk.sources import DocumentRef
 from pgqueue import PermanentFailure
-from pgqueue.db import connect
+from pgqueue.db import connect, describe, mask_url
 from tests.acceptance.conftest import CitySite, Cli, history, pages, run_workers
 from tests.support.pipeline import LocalServer, PdfFactory, Route
 
@@ -460,3 +460,26 @@ def test_a_password_stored_in_an_older_url_moves_out(db_url: str, cli: Cli) -> N
     cli("db", "upgrade")
     [row] = rows(db_url, "SELECT source_url, source_auth FROM clerk.sites")
     assert row == {"source_url": "http://127.0.0.1:9/i.html", "source_auth": "bob:s3cret"}
+
+
+# ---------------------------------------------------------------- 11: a malformed DATABASE_URL
+
+
+@pytest.mark.parametrize("password", ["hunter two/zeta9", "hunterx/zeta9", "hunter#zeta9?",
+                                      "hunter@zeta9 x"])
+def test_a_malformed_database_url_never_prints_its_password(
+        clerk_env: dict[str, str], password: str) -> None:
+    cli = Cli({**clerk_env, "DATABASE_URL": f"postgresql://clerk:{password}@127.0.0.1:9/clerk"})
+    for args in (("status",), ("worker", "fetch", "--burst"), ("site", "list"), ("doctor",)):
+        result = cli(*args, ok=False)
+        for piece in ("hunter", "zeta9"):
+            assert piece not in result.output, (args, result.output)
+
+
+def test_mask_url_knows_the_passwords_of_urls_it_was_shown() -> None:
+    url = "postgresql://clerk:wolf pack/vixen42@db.example:5432/clerk"
+    described = describe(url)
+    assert "wolf" not in described and "vixen42" not in described
+    message = 'invalid dsn: unexpected spaces found in "wolf pack", use %20'
+    assert "wolf" not in mask_url(message)
+    assert "vixen42" not in mask_url('port "vixen42@db.example" is not a number')
