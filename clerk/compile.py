@@ -25,12 +25,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from clerk.extract import ExtractionCache, text_sha256
 from clerk.storage import Kind, PageRecord, iter_site_pages
+
+if TYPE_CHECKING:  # sqlite-utils pulls in numpy: a quarter second on every `clerk` command
+    import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ def _finish(db: sqlite_utils.Database, entities: bool) -> None:
 
 
 def _table_names(path: Path) -> list[str]:
+    import sqlite_utils
+
     with contextlib.closing(sqlite_utils.Database(path)) as db:
         return sorted(db.table_names())
 
@@ -265,6 +268,8 @@ def compile_site(
     os.close(descriptor)
     temp = Path(temp_name)
     cache = ExtractionCache(site_dir) if entities else None
+    import sqlite_utils
+
     try:
         db = sqlite_utils.Database(temp)
         # The temporary file is disposable until the rename, so skip the journal.

@@ -1,7 +1,8 @@
 """Every `clerk` command starts fast: the heavy libraries load only in the tasks that use them.
 
 spaCy alone took 0.7 s of the 1.2 s `import clerk.cli` took (audit 21); pytesseract and
-pdf2image (with PIL) are needed only by a worker that reads a page.
+pdf2image (with PIL) are needed only by a worker that reads a page, sqlite-utils (which
+imports numpy, another quarter second) only by the compile task.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-HEAVY = ("spacy", "pytesseract", "pdf2image", "PIL")
+HEAVY = ("spacy", "pytesseract", "pdf2image", "PIL", "sqlite_utils", "numpy")
 
 
 @pytest.mark.parametrize("module", ["clerk.cli", "clerk.daemon"])
