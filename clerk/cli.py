@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,20 @@ import psycopg
 from clerk import db as clerk_db
 from clerk.config import QUEUES, ConfigError, Settings, load_settings
 from clerk.logs import configure as configure_logging
+from clerk.output import about_url, error_line, printable
 from clerk.pipeline import PRIORITIES, Pipeline, SiteNotFound, build_pipeline
+from clerk.progress import Waiter, outcome_problem, wait_for_runs
 from clerk.sites import InvalidSubdomain, validate_subdomain
 from clerk.sources import SOURCES
-from clerk.status import MARKS, overview, site_status
+from clerk.status import (
+    MARKS,
+    overview,
+    pages_detail,
+    plural,
+    raise_priority,
+    site_status,
+    with_failures,
+)
 from pgqueue.db import mask_url
 from pgqueue.errors import ConfigurationError, DatabaseUnavailable
 
@@ -313,28 +322,56 @@ def enqueue(obj: Context, subdomains: tuple[str, ...], priority: str, wait: bool
         except SiteNotFound as error:
             raise click.ClickException(str(error)) from None
         if result["joined"]:
-            click.echo(f"{site}: a run is already in progress ({result['live_jobs']} jobs); joined it")
+            explicit = click.get_current_context().get_parameter_source("priority") \
+                == click.core.ParameterSource.COMMANDLINE
+            click.echo(f"{site}: {_joined(pipeline, site, result['live_jobs'], priority, explicit)}")
         else:
             click.echo(f"{site}: enqueued (job {result['job_id']}, priority {priority})")
     if wait:
         _wait_for(pipeline, sites)
 
 
+def _priority_name(level: int | None) -> str:
+    names = {value: name for name, value in PRIORITIES.items()}
+    return names.get(level or 0, str(level))
+
+
+def _joined(pipeline: Pipeline, site: str, live_jobs: int, priority: str, explicit: bool) -> str:
+    """What joining a run in progress did: with --priority above the run's, raise the run."""
+    joined = f"a run is already in progress ({plural(live_jobs, 'job')})"
+    if not explicit:
+        return f"{joined}; joined it"
+    raised = raise_priority(pipeline, site, PRIORITIES[priority])
+    before = raised["priority_before"]
+    if raised["queued"] or raised["running"] or raised["groups"]:
+        what = ", ".join(plural(raised[key], f"{key} job") for key in ("queued", "running")
+                         if raised[key]) or "its page group"
+        return f"{joined}; joined it and raised it to priority {priority} ({what})"
+    if not raised["live"]:
+        return f"{joined}; it finished before its priority could be raised"
+    if before is not None and before >= PRIORITIES[priority]:
+        note = "" if before == PRIORITIES[priority] else \
+            f"; --priority {priority} ignored: a run's priority is only ever raised"
+        return f"{joined} at priority {_priority_name(before)}; joined it{note}"
+    return (f"{joined}; joined it, but its priority stays {_priority_name(before)}: "
+            "its jobs are being claimed or finishing")
+
+
 def _wait_for(pipeline: Pipeline, sites: list[str]) -> None:
-    with click.progressbar(length=100, label="waiting", show_percent=True) as bar:
-        shown = 0
-        while True:
-            live = {site: pipeline.live_jobs(site) for site in sites}
-            statuses = [site_status(pipeline, site) for site in sites]
-            percent = int(sum(s["percent"] for s in statuses) / len(statuses))
-            bar.update(max(0, percent - shown))
-            shown = max(shown, percent)
-            if not any(live.values()):
-                bar.update(100 - shown)
-                break
-            time.sleep(0.5)
-    for status in (site_status(pipeline, site) for site in sites):
-        _print_site(status)
+    """Follow the runs (clerk/progress.py), print each site's end state, and exit 1 naming
+    the sites that failed or were cancelled."""
+    waiter = Waiter(echo=click.echo, tty=sys.stdout.isatty(),
+                    write=lambda text: click.echo(text, nl=False))
+    try:
+        runs = wait_for_runs(pipeline, sites, waiter)
+    except KeyboardInterrupt:
+        click.echo("stopped waiting; the runs go on (`clerk status` shows them)", err=True)
+        sys.exit(130)
+    for run in runs:
+        _print_site(with_failures(pipeline, run))
+    problems = [problem for problem in map(outcome_problem, runs) if problem]
+    if problems:
+        raise click.ClickException("not every run completed: " + "; ".join(problems))
 
 
 @main.command("status")
@@ -364,36 +401,60 @@ def status(obj: Context, subdomain: str | None, as_json: bool) -> None:
                    + f"{data['workers_per_queue'].get(name, 0):>11}")
     click.echo(f"\nworkers ({len(data['workers'])}):")
     for worker in data["workers"]:
-        click.echo(f"  {worker['host']}:{worker['pid']:<8} {','.join(worker['queues']):<14} "
-                   f"jobs {worker['current_jobs'] or '-'}  beat {worker['last_beat']}")
+        jobs = ", ".join(str(job) for job in worker["current_jobs"]) or "-"
+        click.echo(f"  {printable(worker['host'])}:{worker['pid']:<8} "
+                   f"{','.join(worker['queues']):<14} jobs {jobs}  beat {worker['last_beat']}")
     click.echo(f"\nactive sites ({len(data['sites'])}):")
     for site in data["sites"]:
-        click.echo(f"  {site['site']:<24} {site['stage']:<12} {site['pages_done']}/"
-                   f"{site['pages_total']} pages ({site['percent']:.0f}%)  "
-                   f"failed {site['failed_pages']}  updated {site['updated_at']}")
+        if site["pages_total"]:
+            pages = pages_detail({"read": site["pages_done"], "total": site["pages_total"],
+                                  "failed": site["failed_pages"],
+                                  "cancelled": site["cancelled_pages"]})
+            pages += f" ({site['percent']:.0f}%)"
+        else:
+            pages = "pages not listed yet" if site["stage"] == "fetch" else "no pages"
+        waiting = site["waiting_for_worker"]
+        note = f"  waiting for a worker (none on queue {', '.join(waiting)})" if waiting else ""
+        click.echo(f"  {printable(site['site']):<24} {site['stage']:<17} {pages}  "
+                   f"updated {site['updated_at'] or '-'}{note}")
 
 
 def _print_site(data: dict[str, Any]) -> None:
-    click.echo(f"{data['site']} ({data['name']}): {data['state']}")
+    """One site's latest run: its state, its stages, and what went wrong, one line each.
+    Everything a city web site wrote (names, URLs, errors) goes through printable()."""
+    state = data["state"]
+    if data["waiting_for_worker"]:
+        state += f", waiting for a worker (none on queue {', '.join(data['waiting_for_worker'])})"
+    click.echo(f"{printable(data['site'])} ({printable(data['name'])}): {state}")
     if data["started_at"] is not None:
-        click.echo(f"  pages {data['pages_done']}/{data['pages_total']} ({data['percent']:.0f}%), "
-                   f"started {data['started_at']}, updated {data['updated_at']}")
+        click.echo(f"  run started {data['started_at']}, updated {data['updated_at'] or '-'}")
     if data["last_result"]:
-        click.echo(f"  last fetch: {data['last_result']}")
+        click.echo(f"  this run's fetch: {printable(data['last_result'])}")
+    previous = data["previous_run"]
+    if previous is not None:
+        deployed = f", deployed {previous['deployed_at']}" if previous["deployed_at"] else ""
+        click.echo(f"  previous run: {printable(previous['result'])} "
+                   f"(fetched {previous['fetched_at']}{deployed})")
     for stage in data["stages"]:
         detail = f" ({stage['detail']})" if stage.get("detail") else ""
-        click.echo(f"  {MARKS[stage['state']]} {stage['stage']:<17} {stage['state']}{detail}")
+        error = f": {printable(stage['error'])}" if stage.get("error") else ""
+        click.echo(f"  {MARKS[stage['state']]} {stage['stage']:<17} {stage['state']}{detail}"
+                   f"{error}")
     for page in data["failed_pages"]:
-        click.echo(f"  failed page: {page.get('kind')} {page.get('meeting')} {page.get('date')} "
-                   f"page {page.get('page')}: {page['error']}")
+        click.echo(f"  failed page: {printable(page.get('kind'))} {printable(page.get('meeting'))} "
+                   f"{printable(page.get('date'))} page {printable(page.get('page'))}: "
+                   f"{printable(page['error'])}")
     for job in data["failed_jobs"]:
-        click.echo(f"  failed {job['queue']} job {job['job_id']} ({job['task']}, attempt "
-                   f"{job['attempt']}): {job['error']}")
+        attempt = f", attempt {job['attempt']}" if job.get("attempt") else ""
+        click.echo(f"  failed {job['queue']} job {job['job_id']} ({job['task']}{attempt}): "
+                   f"{printable(job['error'])}")
     for document in data["document_errors"]:
-        click.echo(f"  document problem: {document['kind']} {document['meeting']} "
-                   f"{document['date']} ({document['url']}): {document['error']}")
+        click.echo(f"  document problem: {printable(document['kind'])} "
+                   f"{printable(document['meeting'])} {document['date']} "
+                   f"({printable(document['url'])}): {about_url(document['error'], document['url'])}")
     for link in data["refused_links"]:
-        click.echo(f"  refused link: {link['url']}: {link['error']}")
+        click.echo(f"  refused link: {printable(link['url'])}: "
+                   f"{about_url(link['error'], link['url'])}")
 
 
 @main.command("purge")
@@ -453,11 +514,12 @@ def failed(obj: Context, queue_name: str | None, subdomain: str | None, retry: b
         return
     if not rows:
         click.echo("no failed jobs")
+        return
+    click.echo(f"{'job':>8} {'queue':<12} {'task':<16} {'site':<16} {'state':<14} error")
     for row in rows:
-        error = (row["last_error"] or "").strip().splitlines()
-        click.echo(f"{row['id']:>8} {row['queue']:<12} {row['task']:<16} {row['tag'] or '-':<16} "
-                   f"{'failed' if row['final'] else 'retrying'} {row['attempt']}/{row['max_attempts']}"
-                   f"  {error[-1] if error else ''}")
+        state = f"{'failed' if row['final'] else 'retrying'} {row['attempt']}/{row['max_attempts']}"
+        click.echo(f"{row['id']:>8} {row['queue']:<12} {row['task']:<16} "
+                   f"{printable(row['tag'] or '-'):<16} {state:<14} {error_line(row['last_error'])}")
 
 
 @main.command("prune")

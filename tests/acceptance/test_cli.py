@@ -258,7 +258,7 @@ def test_enqueue_joins_a_run_in_progress_and_waits(city: CitySite, pdf_factory: 
     cli("site", "add", "springfield", "--url", city.url)
     assert "enqueued" in cli("enqueue", "springfield").output
     joined = cli("enqueue", "springfield", "--priority", "high").output
-    assert "a run is already in progress (1 jobs); joined it" in joined
+    assert "a run is already in progress (1 job); joined it" in joined
     fetch_only(pipeline)
     assert "a run is already in progress (2 jobs)" in cli("enqueue", "springfield").output
 
