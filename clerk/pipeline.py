@@ -59,6 +59,10 @@ class SiteNotFound(ValueError):
     pass
 
 
+class TooManyPages(ValueError):
+    """A document longer than MAX_PAGES_PER_DOCUMENT: recorded with its error, not read."""
+
+
 @dataclass
 class RetryReport:
     """What `Pipeline.retry_failed` did, site by site."""
@@ -262,23 +266,38 @@ class Pipeline:
         self._record_refused(site, refused)
         changed: list[tuple[Document, list[int]]] = []
         problems = 0
+        budget = settings.max_pages_per_run  # pages this run may queue, whatever is listed
+        deferred = 0
         meetings = document_meetings(refs, self.fetch_all("document_urls", {"site": site}))
         with guarded_session(self.network) as downloads:
             downloads.auth = auth
             for ref, meeting in zip(refs, meetings, strict=True):
                 try:
                     outcome = self._fetch_document(site, ref, meeting, downloads)
-                except (FetchError, PdfError, StorageError) as error:
+                except (FetchError, PdfError, StorageError, TooManyPages) as error:
                     problems += 1
                     log.warning("site %s: document %s failed: %s", site, redact_url(ref.url), error,
                                 extra={"action": "document_failed", "site": site})
                     continue
-                if outcome is not None:
-                    changed.append(outcome)
+                if outcome is None:
+                    continue
+                # A page left out is missing its text, so the next run reads it.
+                document, numbers = outcome
+                taken = numbers[:max(0, budget)]
+                budget -= len(taken)
+                deferred += len(numbers) - len(taken)
+                if taken:
+                    changed.append((document, taken))
+        if deferred:
+            log.warning("site %s: %s pages left for the next run: MAX_PAGES_PER_RUN=%s reached",
+                        site, deferred, settings.max_pages_per_run,
+                        extra={"action": "run_bounded", "site": site})
         root = site_dir(settings.storage_dir, site)
         summary = (f"{len(refs)} documents listed, {len(changed)} new or changed, "
                    f"{sum(len(p) for _, p in changed)} pages to read, {problems} failed"
-                   + (f", {len(refused)} links refused" if refused else ""))
+                   + (f", {len(refused)} links refused" if refused else "")
+                   + (f", {deferred} pages left for the next run (MAX_PAGES_PER_RUN="
+                      f"{settings.max_pages_per_run})" if deferred else ""))
         if not changed and (root / DATABASE_FILE).exists() and not _unfinished(row):
             self._record_fetch(site, run_key, f"nothing new: {summary}")
             log.info("site %s: nothing new (%s)", site, summary,
@@ -317,6 +336,7 @@ class Pipeline:
             if not result.changed and have_file and result.sha256 == previous["sha256"]:
                 record.update(pages=previous["pages"], error=previous["error"])
                 self._save_document(record)
+                self._check_pages(previous["pages"])
                 missing = [page for page in range(1, previous["pages"] + 1)
                            if not document.page_text_path(settings.storage_dir, page).exists()]
                 return (document, missing) if missing else None
@@ -324,7 +344,8 @@ class Pipeline:
             record["pages"] = info.pages
             if info.warnings:
                 record["error"] = f"read with warnings: {info.warnings[0]}"
-        except (FetchError, PdfError) as error:
+            self._check_pages(info.pages)
+        except (FetchError, PdfError, TooManyPages) as error:
             record["error"] = f"{type(error).__name__}: {error}"
             self._save_document(record)
             raise
@@ -332,6 +353,14 @@ class Pipeline:
         # The document changed: its old page texts go, so no stale page survives.
         shutil.rmtree(document.text_dir(settings.storage_dir), ignore_errors=True)
         return document, list(range(1, info.pages + 1))
+
+    def _check_pages(self, pages: int) -> None:
+        """Refuse a document longer than MAX_PAGES_PER_DOCUMENT (a 5,000-page blank PDF
+        linked twenty times would otherwise queue 100,000 OCR jobs ahead of every site)."""
+        bound = self.settings.max_pages_per_document
+        if pages > bound:
+            raise TooManyPages(f"{pages} pages, more than MAX_PAGES_PER_DOCUMENT={bound}: "
+                               "not read (raise the setting to read it)")
 
     def _record_refused(self, site: str, refused: list[RejectedLink]) -> None:
         """Replace the site's refused links with this fetch's (status shows them)."""

@@ -483,3 +483,48 @@ def test_mask_url_knows_the_passwords_of_urls_it_was_shown() -> None:
     message = 'invalid dsn: unexpected spaces found in "wolf pack", use %20'
     assert "wolf" not in mask_url(message)
     assert "vixen42" not in mask_url('port "vixen42@db.example" is not a number')
+
+
+# ---------------------------------------------------------------- 14: bounded work per site
+
+
+def test_pages_are_bounded_per_document_and_per_run(
+        city: CitySite, pdf_factory: PdfFactory, clerk_env: dict[str, str], db_url: str,
+        make_pipeline: Callable[[Settings], Pipeline], tmp_path: Path) -> None:
+    """A long blank PDF linked several times, and more pages than a run may queue: the
+    long one is refused with the bound named, the run queues at most its bound, and the
+    next runs read the rest, without downloading or reading anything twice."""
+    blank = pdf_factory.text_pdf("blank.pdf", [""] * 5).read_bytes()
+    for day in (1, 2, 3):
+        city.add(f"blank-{day}.pdf", f"Board Agenda 2024-09-0{day}", blank)
+    city.add("a.pdf", "City Council Agenda 2024-09-10", pdf_factory.text_pdf(
+        "a.pdf", ["Agenda: the gannet", "two: the shearwater", "three: the fulmar"]).read_bytes())
+    city.add("b.pdf", "City Council Minutes 2024-09-10", pdf_factory.text_pdf(
+        "b.pdf", ["Minutes: the puffin", "two: the guillemot", "three: the auk"]).read_bytes())
+    env = {**clerk_env, "CLERK_MAX_PAGES_PER_DOCUMENT": "3", "CLERK_MAX_PAGES_PER_RUN": "4"}
+    cli = Cli(env)
+    workers = make_pipeline(load_settings(None, env))
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("enqueue", "springfield")
+    run_workers(workers)
+
+    assert len(ocr_history(db_url)) == 4
+    errors = [row["error"] for row in rows(
+        db_url, "SELECT error FROM clerk.documents WHERE meeting = 'Board' ORDER BY date")]
+    assert len(errors) == 3
+    assert all("5 pages, more than MAX_PAGES_PER_DOCUMENT=3" in error for error in errors)
+    [site] = rows(db_url, "SELECT last_result FROM clerk.sites")
+    assert "2 pages left for the next run (MAX_PAGES_PER_RUN=4)" in site["last_result"]
+
+    cli("enqueue", "springfield")
+    run_workers(workers)
+    assert len(ocr_history(db_url)) == 6
+    database = tmp_path / "storage" / "springfield" / DATABASE_FILE
+    assert len(pages(database, "agendas")) == 3 and len(pages(database, "minutes")) == 3
+
+    cli("enqueue", "springfield")
+    run_workers(workers)
+    assert len(ocr_history(db_url)) == 6
+    for day in (1, 2, 3):
+        assert [bool(h.get("If-None-Match")) for h in city.hits(f"blank-{day}.pdf")] == [
+            False, True, True]
