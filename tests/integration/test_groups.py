@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pgqueue import GroupExists, GroupSealed, JobState, Queue, current_job
+from pgqueue import GroupExists, GroupSealed, JobState, PermanentFailure, Queue, current_job
 from tests.support import worker_app
 from tests.support.postgres import effects
 
@@ -316,12 +316,13 @@ def test_monitoring_views(app: Queue, db_url: str) -> None:
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(sizes=st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=4),
        failing=st.sets(st.integers(min_value=0, max_value=11), max_size=6),
-       duplicates=st.integers(min_value=0, max_value=3))
+       lost=st.integers(min_value=0, max_value=20),
+       duplicates=st.integers(min_value=1, max_value=3))
 def test_property_followups_fire_once_per_group(
-        admin_url: str, template_url: str, sizes: list[int], failing: set[int],
+        admin_url: str, template_url: str, sizes: list[int], failing: set[int], lost: int,
         duplicates: int) -> None:
-    """Random group sizes, random permanent failures, random duplicate finishes."""
-    import itertools
+    """Random group sizes, random permanent failures, a lost worker's claims rescued, and
+    its stale finishes sent, repeatedly, while those jobs wait to re-run and after."""
     import os
 
     from psycopg import sql
@@ -337,10 +338,10 @@ def test_property_followups_fire_once_per_group(
     try:
         fired: list[int] = []
 
-        @queue.task(name="member", queue="m", max_attempts=1)
+        @queue.task(name="member", queue="m", max_attempts=2)
         def member(i: int) -> None:
             if i in failing:
-                raise ValueError(f"member {i} fails")
+                raise PermanentFailure(f"member {i} fails")
 
         @queue.task(name="after", queue="f")
         def after(group: int) -> None:
@@ -349,17 +350,31 @@ def test_property_followups_fire_once_per_group(
         for number, size in enumerate(sizes):
             with queue.group(f"g{number}", on_complete=[after.spec(group=number)]) as group:
                 group.enqueue_many(member, [{"i": i} for i in range(size)])
-        # duplicate finishes: re-send finishes for already finished jobs
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            worker_id = conn.execute(queue.statements.register_worker, {
+                "host": "lost-host", "pid": 1, "queues": ["m"], "concurrency": 1,
+                "metadata": Jsonb({})}).fetchone()["id"]
+            stale = conn.execute(queue.statements.claim, {
+                "queue": "m", "limit": lost, "worker_id": worker_id, "lease_seconds": 30}
+            ).fetchall()
+            conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'"
+                         " WHERE state = 'running'")
+        assert queue.rescue_expired() == {"requeued": len(stale), "failed": 0}
+
+        def send_stale_finishes() -> None:
+            for _ in range(duplicates):
+                with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+                    result = conn.execute(queue.statements.finish_jobs, {
+                        "ids": [r["id"] for r in stale], "attempts": [r["attempt"] for r in stale],
+                        "states": ["succeeded"] * len(stale), "errors": [None] * len(stale),
+                        "from_state": "running"}).fetchone()
+                assert result["finished"] == 0
+
+        send_stale_finishes()  # while the rescued jobs wait to re-run
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE pgqueue.jobs SET run_at = now()")
         queue.work(["m", "f"], concurrency=3, burst=True)
-        with psycopg.connect(url) as conn:
-            done = conn.execute("SELECT id, attempt FROM pgqueue.job_history WHERE queue = 'm'"
-                                ).fetchall()
-        for _ in range(duplicates):
-            with psycopg.connect(url) as conn:
-                conn.execute(queue.statements.finish_jobs, {
-                    "ids": [d[0] for d in done], "attempts": [d[1] for d in done],
-                    "states": ["succeeded"] * len(done), "errors": [None] * len(done),
-                    "from_state": "running"})
+        send_stale_finishes()  # and after they ran
         queue.work(["m", "f"], burst=True)
         assert sorted(fired) == list(range(len(sizes)))
         for number, size in enumerate(sizes):
@@ -367,7 +382,11 @@ def test_property_followups_fire_once_per_group(
                 row = conn.execute("SELECT total, pending, failed FROM pgqueue.groups WHERE key = %s",
                                    (f"g{number}",)).fetchone()
             assert row == (size, 0, len([i for i in range(size) if i in failing]))
-        del itertools
+        with psycopg.connect(url) as conn:
+            states = dict(conn.execute("SELECT state::text, count(*) FROM pgqueue.job_history"
+                                       " WHERE queue = 'm' GROUP BY 1").fetchall())
+        assert states.get("succeeded", 0) == sum(size for size in sizes) - sum(
+            len([i for i in range(size) if i in failing]) for size in sizes)
     finally:
         queue.close()
         with psycopg.connect(admin_url, autocommit=True) as conn:
