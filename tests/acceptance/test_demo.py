@@ -75,10 +75,15 @@ def test_demo_runs_on_its_own_embedded_database_and_only_its_own_jobs(
     assert f"starting the embedded PostgreSQL in {embedded}" in result.stderr
     assert len(result.stderr.splitlines()) <= 2, result.stderr
 
-    # A command on the running embedded server prints nothing about it.
+    # Commands on the running embedded server print nothing about starting it, and status
+    # names it by its directory, not by a URL with a masked password that does not exist.
     no_url = {k: v for k, v in demo_env.items() if k != "DATABASE_URL"}
-    status = clerk(no_url, "db", "current", timeout=120)
+    current = clerk(no_url, "db", "upgrade", timeout=120)
+    assert current.returncode == 0, current.stdout + current.stderr
+    assert current.stderr == ""
+    status = clerk(no_url, "status", timeout=120)
     assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.splitlines()[0] == f"database: embedded PostgreSQL in {embedded}"
     assert status.stderr == ""
 
     stopped = clerk(no_url, "db", "stop-embedded", timeout=120)
