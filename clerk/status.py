@@ -1,18 +1,221 @@
-"""What `clerk status` shows, read from pgqueue's views and clerk's tables (the only truth)."""
+"""What `clerk status` shows, read from pgqueue's tables and views and clerk's (the only truth).
+
+A site's *run* starts with a fetch job. The fetch opens one group of page jobs (OCR), whose
+completion inserts the follow-ups: a fast compile, and extract → compile+entities → deploy.
+Status describes the site's latest run only; what an older run left (its fetch summary,
+its last deploy) is labelled "previous run". Every site is read by one statement
+(`site_runs` in sql/clerk/status.sql), for one site or for all sites in flight.
+"""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString, cast
+
+from psycopg import sql
 
 from clerk.config import QUEUES
+from clerk.db import CLERK_SCHEMA
+from clerk.output import error_line, printable
 from clerk.pipeline import Pipeline
 from pgqueue.db import mask_url, query
 from pgqueue.embedded import describe_embedded
+from pgqueue.sql import parse_named, sql_root, validate_schema
 
 STATES = ("queued", "scheduled", "running", "succeeded", "failed", "cancelled")
 STAGES = ("fetch", "ocr", "compile", "extract", "compile+entities", "deploy")
+FETCH_QUEUE = "fetch"
+PAGE_QUEUE = "ocr"
+# Which stage each stage waits for: the fast compile and extract both start when the page
+# group completes; the full compile follows extract, deploy follows the full compile.
+DEPENDS_ON = {"ocr": "fetch", "compile": "ocr", "extract": "ocr",
+              "compile+entities": "extract", "deploy": "compile+entities"}
+FINISHED = ("done", "skipped")
+STOPPED = ("failed", "cancelled", "not run")
 
+MARKS = {"done": "✓", "running": "→", "queued": "…", "retrying": "↻", "pending": " ",
+         "failed": "✗", "cancelled": "✗", "skipped": "-", "not run": " "}
+
+
+@functools.cache
+def statements(queue_schema: str) -> dict[str, sql.Composed]:
+    """sql/clerk/status.sql, composed for clerk's schema and the configured queue schema."""
+    text = (sql_root() / "clerk" / "status.sql").read_text()
+    return {name: sql.SQL(cast("LiteralString", body)).format(  # type: ignore[redundant-cast]
+                schema=sql.Identifier(CLERK_SCHEMA),
+                queue_schema=sql.Identifier(validate_schema(queue_schema)))
+            for name, body in parse_named(text).items()}
+
+
+def read_runs(pipeline: Pipeline, sites: list[str]) -> list[dict[str, Any]]:
+    """The latest run of each site as `describe_run` sees it: one query for all of them."""
+    if not sites:
+        return []
+    with pipeline.queue.session(atomic=False) as conn:
+        rows = query(conn, statements(pipeline.queue.schema)["site_runs"], {
+            "sites": sites, "fetch_queue": FETCH_QUEUE, "page_queue": PAGE_QUEUE}).fetchall()
+    return [describe_run(row) for row in rows]
+
+
+def raise_priority(pipeline: Pipeline, site: str, priority: int) -> dict[str, int]:
+    """Raise the priority of a site's run in flight (never lower it); the counts changed."""
+    with pipeline.queue.session() as conn:
+        row = query(conn, statements(pipeline.queue.schema)["raise_run_priority"],
+                    {"site": site, "priority": priority}).fetchone()
+    assert row is not None  # an aggregate always returns its one row
+    return {key: int(value) if value is not None else 0 for key, value in row.items()}
+
+
+# -- one run ------------------------------------------------------------------------------
+
+def _job_state(state: str, attempt: int, runnable: bool) -> str:
+    if state == "queued":
+        return "retrying" if attempt > 0 or not runnable else "queued"
+    return {"succeeded": "done", "running": "running", "failed": "failed",
+            "cancelled": "cancelled"}[state]
+
+
+def _step_stage(stage: str, step: dict[str, Any]) -> bool:
+    task, entities = str(step["task"]), bool(step["entities"])
+    return {"compile": task == "clerk.compile" and not entities,
+            "extract": task == "clerk.extract",
+            "compile+entities": task == "clerk.compile" and entities,
+            "deploy": task == "clerk.deploy"}[stage]
+
+
+def _pages(row: dict[str, Any]) -> dict[str, int]:
+    total = row["pages_total"] or 0
+    pending = row["pages_pending"] or 0
+    failed = row["pages_failed"] or 0
+    cancelled = row["pages_cancelled"] or 0
+    return {"total": total, "read": max(0, total - pending - failed - cancelled),
+            "failed": failed, "cancelled": cancelled, "pending": pending}
+
+
+def pages_detail(pages: dict[str, int]) -> str:
+    """`6/20 pages read, 14 cancelled`: cancelled and failed pages are not counted as read."""
+    text = f"{pages['read']}/{pages['total']} pages read"
+    for key in ("failed", "cancelled"):
+        if pages[key]:
+            text += f", {pages[key]} {key}"
+    return text
+
+
+def _stages(row: dict[str, Any], pages: dict[str, int], live: dict[str, dict[str, int]]
+            ) -> list[dict[str, Any]]:
+    states: dict[str, str] = {}
+    details: dict[str, str | None] = dict.fromkeys(STAGES)
+    errors: dict[str, str | None] = dict.fromkeys(STAGES)
+    if row["fetch_id"] is None:
+        states["fetch"] = "pending"
+    else:
+        states["fetch"] = _job_state(row["fetch_state"], row["fetch_attempt"],
+                                     row["fetch_runnable"])
+        if states["fetch"] in ("failed", "retrying") and row["fetch_error"]:
+            errors["fetch"] = error_line(row["fetch_error"])
+        if states["fetch"] == "retrying":
+            details["fetch"] = (f"attempt {row['fetch_attempt']}/{row['fetch_max_attempts']} "
+                                f"failed, retrying")
+    for stage in STAGES[1:]:
+        before = states[DEPENDS_ON[stage]]
+        if before in STOPPED:
+            states[stage] = "not run"
+            continue
+        if before == "skipped" or (stage == "ocr" and before == "done"
+                                   and row["group_id"] is None):
+            states[stage] = "skipped"  # the fetch found nothing new
+            continue
+        if stage == "ocr":
+            if row["group_id"] is None:
+                states[stage] = "pending"
+                continue
+            details[stage] = pages_detail(pages)
+            if row["group_cancelled_at"] is not None:
+                states[stage] = "cancelled"
+            elif row["group_completed_at"] is not None:
+                states[stage] = "done"
+            else:
+                states[stage] = "running" if live.get(PAGE_QUEUE, {}).get("running") else "queued"
+            continue
+        steps = [s for s in row["steps"] if _step_stage(stage, s)]
+        if not steps:
+            states[stage] = "pending"
+            continue
+        latest = steps[-1]
+        states[stage] = _job_state(latest["state"], latest["attempt"], latest["runnable"])
+        if latest["error"] and states[stage] in ("failed", "retrying"):
+            errors[stage] = error_line(latest["error"])
+    return [{"stage": stage, "state": states[stage], "detail": details[stage],
+             "error": errors[stage]} for stage in STAGES]
+
+
+def describe_run(row: dict[str, Any]) -> dict[str, Any]:
+    """A `site_runs` row as the state of the site's latest run: stages, pages, waits."""
+    live: dict[str, dict[str, int]] = row["live"] or {}
+    pages = _pages(row)
+    stages = _stages(row, pages, live)
+    served = set(row["served"] or [])
+    queued_queues = sorted(q for q, counts in live.items() if counts["queued"])
+    waiting_for = [q for q in queued_queues if q not in served]
+    running = sum(counts["running"] for counts in live.values())
+    by_stage = {s["stage"]: s["state"] for s in stages}
+    if row["fetch_id"] is None:
+        state = "never run" if row["last_fetch_at"] is None else "idle"
+    elif live:
+        state = "in progress"
+    elif all(s in FINISHED for s in by_stage.values()):
+        state = "complete"
+    elif "failed" in by_stage.values():
+        state = "failed"
+    elif "cancelled" in by_stage.values():
+        state = "cancelled"
+    else:
+        state = "stopped"
+    current = next((s for s in stages if s["state"] not in FINISHED), None)
+    fetch_created = row["fetch_created_at"]
+    this_run = (row["last_fetch_at"] is not None and fetch_created is not None
+                and row["last_fetch_at"] >= fetch_created)
+    previous = None
+    if not this_run and row["last_fetch_at"] is not None:
+        previous = {"result": printable(row["last_result"]), "fetched_at": _iso(row["last_fetch_at"]),
+                    "deployed_at": _iso(row["last_success_at"])}
+    finished_pages = pages["total"] - pages["pending"]
+    return {
+        "site": row["site"], "name": row["name"], "source_url": row["source_url"],
+        "state": state, "complete": state == "complete",
+        "stage": current["stage"] if current else None,
+        "waiting_for_worker": waiting_for if not running else [],
+        "queues_without_worker": waiting_for, "served_queues": sorted(served),
+        "live": live, "priority": row["priority"],
+        "fetch_job_id": row["fetch_id"], "group_id": row["group_id"],
+        "last_fetch_at": _iso(row["last_fetch_at"]), "last_success_at": _iso(row["last_success_at"]),
+        "last_result": row["last_result"] if this_run else None,
+        "previous_run": previous,
+        "pages_done": pages["read"], "pages_total": pages["total"],
+        "pages_failed": pages["failed"], "pages_cancelled": pages["cancelled"],
+        "pages_pending": pages["pending"],
+        "percent": round(100.0 * finished_pages / pages["total"], 1) if pages["total"] else (
+            100.0 if state == "complete" else 0.0),
+        "started_at": _iso(row["fetch_created_at"]),
+        "updated_at": _iso(_latest(row["group_updated_at"], row["live_updated_at"],
+                                   row["fetch_finished_at"])),
+        "stages": stages,
+        "steps": row["steps"],
+        "fetch_error": error_line(row["fetch_error"]) if row["fetch_state"] == "failed" else None,
+    }
+
+
+def _latest(*moments: datetime | None) -> datetime | None:
+    present = [m for m in moments if m is not None]
+    return max(present) if present else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+# -- the commands -------------------------------------------------------------------------
 
 def queue_table(pipeline: Pipeline) -> dict[str, dict[str, int]]:
     """Every clerk queue (even an empty one) and any other queue, by state."""
@@ -30,32 +233,17 @@ def workers(pipeline: Pipeline) -> list[dict[str, Any]]:
             for w in pipeline.queue.active_workers()]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") if value is not None else None
-
-
 def active_sites(pipeline: Pipeline) -> list[dict[str, Any]]:
     """Sites with unfinished work: their current stage and page progress."""
     with pipeline.queue.session(atomic=False) as conn:
-        rows = query(conn, pipeline.queue.statements.live_tags).fetchall()
-    stages: dict[str, set[str]] = {}
-    for row in rows:
-        stages.setdefault(row["tag"], set()).add(row["queue"])
-    result = []
-    order = {"fetch": 0, "ocr": 1, "extraction": 2, "compilation": 3, "deploy": 4}
-    for site in sorted(stages):
-        with pipeline.queue.session(atomic=False) as conn:
-            group = query(conn, pipeline.queue.statements.latest_group_by_tag, {"tag": site}).fetchone()
-        stage = min(stages[site], key=lambda q: order.get(q, 9))
-        result.append({
-            "site": site, "stage": stage,
-            "pages_done": group["done"] if group else 0,
-            "pages_total": group["total"] if group else 0,
-            "percent": float(group["percent"]) if group else 0.0,
-            "failed_pages": group["failed"] if group else 0,
-            "started_at": _iso(group["started_at"]) if group else None,
-            "updated_at": _iso(group["updated_at"]) if group else None})
-    return result
+        tags = sorted({row["tag"] for row in query(conn, pipeline.queue.statements.live_tags)})
+    return [{"site": run["site"], "stage": run["stage"] or "-", "state": run["state"],
+             "pages_done": run["pages_done"], "pages_total": run["pages_total"],
+             "percent": run["percent"], "failed_pages": run["pages_failed"],
+             "cancelled_pages": run["pages_cancelled"],
+             "waiting_for_worker": run["waiting_for_worker"],
+             "started_at": run["started_at"], "updated_at": run["updated_at"]}
+            for run in read_runs(pipeline, tags)]
 
 
 def overview(pipeline: Pipeline) -> dict[str, Any]:
@@ -70,49 +258,30 @@ def overview(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def site_status(pipeline: Pipeline, site: str) -> dict[str, Any]:
-    """Stages of the site's latest run, with ✓ / → / ✗, pages and failures."""
-    statements = pipeline.queue.statements
-    row = pipeline.fetch_one("get_site", {"subdomain": site})
-    if row is None:
+    """The stages of the site's latest run, with ✓ / → / ✗, pages and failures."""
+    [run] = read_runs(pipeline, [site])
+    if run["name"] is None:
         raise LookupError(f"no site {site!r}")
-    with pipeline.queue.session(atomic=False) as conn:
-        group = query(conn, statements.latest_group_by_tag, {"tag": site}).fetchone()
-        live = query(conn, statements.live_by_tag, {"tag": site}).fetchall()
-        since = group["started_at"] if group else row["created_at"]
-        jobs = query(conn, statements.jobs_by_tag_since,
-                     {"tag": site, "since": since, "exclude_queue": "ocr"}).fetchall()
-        fetches = query(conn, statements.jobs_by_tag_since,
-                        {"tag": site, "since": row["created_at"], "exclude_queue": "ocr"}
-                        ).fetchall()
-    failures = pipeline.queue.group_failures(group["id"]) if group else []
-    fetch_jobs = [j for j in fetches if j["queue"] == "fetch"]
-    stages = _stages(group, jobs, fetch_jobs, live)
+    return with_failures(pipeline, run)
+
+
+def with_failures(pipeline: Pipeline, run: dict[str, Any]) -> dict[str, Any]:
+    """A run with what went wrong in it: failed pages and jobs, documents, refused links."""
+    site = run["site"]
+    failures = (pipeline.queue.group_failures(run["group_id"]) if run["group_id"] is not None
+                else [])
+    failed_jobs = []
+    if run["fetch_error"] is not None:
+        failed_jobs.append({"job_id": run["fetch_job_id"], "task": "clerk.fetch",
+                            "queue": FETCH_QUEUE, "error": run["fetch_error"]})
+    failed_jobs += [{"job_id": s["id"], "task": s["task"], "queue": s["queue"],
+                     "attempt": s["attempt"], "error": error_line(s["error"])}
+                    for s in run["steps"] if s["state"] == "failed"]
     documents = pipeline.fetch_all("document_errors", {"site": site})
     refused = pipeline.fetch_all("refused_links", {"site": site})
-    complete = all(s["state"] in ("done", "skipped") for s in stages)
-    # The latest fetch, and the run's later steps, that failed for good: their errors.
-    failed_jobs = [{"job_id": j["id"], "task": j["task"], "queue": j["queue"],
-                    "attempt": j["attempt"], "error": _last_line(j["last_error"])}
-                   for j in fetch_jobs[-1:] + [j for j in jobs if j["queue"] != "fetch"]
-                   if j["state"] == "failed"]
-    if complete:
-        state = "complete"
-    elif live:
-        state = "in progress"
-    elif not fetch_jobs:
-        state = "never run"
-    else:
-        state = "failed" if failed_jobs or any(s["state"] == "failed" for s in stages) else "stopped"
     return {
-        "site": site, "name": row["name"], "source_url": row["source_url"],
-        "last_fetch_at": _iso(row["last_fetch_at"]), "last_success_at": _iso(row["last_success_at"]),
-        "last_result": row["last_result"], "complete": complete, "state": state,
-        "pages_done": group["done"] if group else 0, "pages_total": group["total"] if group else 0,
-        "percent": float(group["percent"]) if group else 0.0,
-        "started_at": _iso(group["started_at"]) if group else None,
-        "updated_at": _iso(group["updated_at"]) if group else None,
-        "stages": stages,
-        "failed_pages": [{"job_id": f["id"], **f["args"], "error": _last_line(f["last_error"])}
+        **{key: value for key, value in run.items() if key not in ("steps", "live")},
+        "failed_pages": [{"job_id": f["id"], **f["args"], "error": error_line(f["last_error"])}
                          for f in failures],
         "failed_jobs": failed_jobs,
         "document_errors": [{**d, "date": str(d["date"])} for d in documents],
@@ -120,50 +289,11 @@ def site_status(pipeline: Pipeline, site: str) -> dict[str, Any]:
     }
 
 
-def _last_line(text: str | None) -> str | None:
-    return text.strip().splitlines()[-1] if text and text.strip() else text
+def plural(count: int, noun: str) -> str:
+    """`1 job`, `2 jobs`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _state_of(jobs: list[dict[str, Any]]) -> str:
-    if not jobs:
-        return "pending"
-    latest = jobs[-1]["state"]
-    return {"succeeded": "done", "queued": "queued", "running": "running",
-            "failed": "failed", "cancelled": "cancelled"}[latest]
-
-
-def _stages(group: dict[str, Any] | None, jobs: list[dict[str, Any]],
-            fetches: list[dict[str, Any]], live: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    fetch_state = _state_of(fetches)
-    if fetch_state == "done" and group is None:
-        fetch_state = "done"
-    if group is None:
-        ocr = "pending"
-    elif group["cancelled_at"] is not None:
-        ocr = "cancelled"
-    elif group["completed_at"] is not None:
-        ocr = "done"
-    else:
-        ocr = "running"
-    compiles = [j for j in jobs if j["task"] == "clerk.compile"]
-    fast = [j for j in compiles if not j["args"].get("entities")]
-    full = [j for j in compiles if j["args"].get("entities")]
-    extracts = [j for j in jobs if j["task"] == "clerk.extract"]
-    deploys = [j for j in jobs if j["task"] == "clerk.deploy"]
-    stages = [
-        {"stage": "fetch", "state": fetch_state},
-        {"stage": "ocr", "state": ocr,
-         "detail": f"{group['done']}/{group['total']} pages" if group else None},
-        {"stage": "compile", "state": _state_of(fast)},
-        {"stage": "extract", "state": _state_of(extracts)},
-        {"stage": "compile+entities", "state": _state_of(full)},
-        {"stage": "deploy", "state": _state_of(deploys)},
-    ]
-    if group is None and fetch_state == "done" and not live:
-        for stage in stages[1:]:  # nothing new: the run ended at fetch
-            stage["state"] = "skipped"
-    return stages
-
-
-MARKS = {"done": "✓", "running": "→", "queued": "…", "pending": " ", "failed": "✗",
-         "cancelled": "✗", "skipped": "-"}
+__all__ = ["MARKS", "STAGES", "active_sites", "describe_run", "overview", "pages_detail",
+           "plural", "printable", "raise_priority", "read_runs", "site_status", "statements",
+           "with_failures"]
