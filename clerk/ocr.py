@@ -94,7 +94,7 @@ class PageText:
     """The text of one page, how it was obtained, and what went wrong on the way."""
 
     text: str
-    method: Literal["text-layer", "ocr"]
+    method: Literal["text-layer", "ocr", "blank"]
     warnings: list[str] = field(default_factory=list)
 
 
@@ -109,6 +109,16 @@ def has_usable_text(text: str, minimum: int = MIN_TEXT_LAYER_CHARS) -> bool:
     return False
 
 
+BLANK_DARKEST = 200  # a page with no pixel darker than this (of 255) has nothing to read
+
+
+def is_blank(image: Image.Image) -> bool:
+    """True when no pixel is darker than BLANK_DARKEST: a blank page (a scan's speckles
+    are dark enough to count as content, so only truly empty pages are skipped)."""
+    gray = image if image.mode == "L" else image.convert("L")
+    return gray.point(lambda value: 255 if value < BLANK_DARKEST else 0).getbbox() is None
+
+
 def read_page(
     pdf_path: Path,
     page: int,
@@ -116,7 +126,8 @@ def read_page(
     *,
     backend: OcrBackend | None = None,
 ) -> PageText:
-    """Read one page: the text layer if it has usable text, else render and OCR it."""
+    """Read one page: the text layer if it has usable text, else render and OCR it (a
+    blank rendering is recorded as empty without OCR)."""
     warnings: list[str] = []
     layer = text_layer(pdf_path, page, warnings=warnings)
     if has_usable_text(layer):
@@ -126,6 +137,8 @@ def read_page(
         pdf_path, page, settings.ocr_dpi, settings.max_page_pixels, warnings=warnings
     )
     try:
+        if is_blank(image):  # nothing to read: no Tesseract second spent on it
+            return PageText("", "blank", warnings)
         dpi = int(image.info.get("dpi", (settings.ocr_dpi,))[0])
         text = engine.image_to_text(image, dpi=dpi)
     finally:
