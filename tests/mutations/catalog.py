@@ -76,6 +76,11 @@ MUTATIONS: tuple[Mutation, ...] = (
               "WHERE tag = %(tag)s\nFOR UPDATE SKIP LOCKED;"),
          Edit(QUERIES, _FINISH_GUARD, "    WHERE j.attempt = o.attempt\n")),
         (f"{GROUPS}::test_cancel_a_site_stops_queued_and_running_jobs",)),
+    Mutation(
+        "release-gives-back", "warm shutdown gives unfinished jobs back, their attempt not counted",
+        (Edit(QUERIES, "SET state = 'queued', attempt = attempt - 1, lease_until = NULL",
+              "SET state = state, attempt = attempt, lease_until = NULL"),),
+        (f"{QUEUE}::test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop",)),
     # -- the rescuer ------------------------------------------------------------------------
     Mutation(
         "rescuer-lease-expiry", "only jobs whose lease ran out are rescued (at-least-once)",
@@ -154,6 +159,11 @@ MUTATIONS: tuple[Mutation, ...] = (
               "return conninfo"),),
         (f"{QUEUE}::test_database_down_at_start_names_host_and_hides_password",
          "tests/acceptance/test_clerkd.py::test_health_of_an_unreachable_database_hides_the_password")),
+    # -- bad input ---------------------------------------------------------------------------
+    Mutation(
+        "fetch-scheme-check", "bad input fails alone, with a clear error (non-http links)",
+        (Edit("clerk/fetch.py", "if parts.scheme.lower() not in ALLOWED_SCHEMES:", "if False:"),),
+        ("tests/unit/test_fetch.py::test_only_http_and_https",)),
     # -- processes, migrations, retention, compile -------------------------------------------
     Mutation(
         "pdeathsig", "a job process never outlives its worker",
