@@ -128,7 +128,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{QUEUE}::test_dedupe_key_is_unique_among_live_jobs",)),
     Mutation(
         "callers-transaction", "a job is created iff the caller's transaction commits",
-        (Edit("pgqueue/queue.py", "        if conn is not None:\n            if atomic:",
+        (Edit("pgqueue/store.py", "        if conn is not None:\n            if atomic:",
               "        if False:\n            if atomic:"),),
         (f"{QUEUE}::test_enqueue_inside_the_callers_transaction",)),
     # -- passwords --------------------------------------------------------------------------
