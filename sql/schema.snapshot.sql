@@ -112,6 +112,7 @@ CREATE TABLE clerk.sites (
     last_run_key text,
     last_result text,
     last_error text,
+    source_auth text,
     CONSTRAINT sites_source_url_check CHECK ((source_url ~* '^https?://'::text)),
     CONSTRAINT sites_subdomain_check CHECK ((subdomain ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'::text))
 );
