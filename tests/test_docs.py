@@ -198,16 +198,16 @@ def test_readme_library_section_runs(empty_db_url: str, tmp_path: Path) -> None:
             "--no-index", "--no-build-isolation", "--no-deps", "--quiet"]
     installed = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert installed.returncode == 0, installed.stdout + installed.stderr
+    env = {k: v for k, v in clean_env(tmp_path / "home").items() if k != "PYTHONPATH"}
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pgqueue; print(pgqueue.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert where.stdout.startswith(str(purelib)), where.stdout + where.stderr  # the installed copy
 
     example = substitute(block(LIBRARY, "python"), '"postgresql://app:secret@db.example.org/app"',
                          repr(empty_db_url))
     (tmp_path / "example.py").write_text(example)
-    ran = subprocess.run([str(venv / "bin" / "python"), "example.py"], cwd=tmp_path,
-                         env=clean_env(tmp_path / "home"), capture_output=True, text=True,
-                         timeout=600)
+    ran = subprocess.run([str(venv / "bin" / "python"), "example.py"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert ran.stdout.splitlines() == ["succeeded", "[]"], ran.stdout + ran.stderr
 
