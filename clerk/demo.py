@@ -128,7 +128,6 @@ def _run(pipeline: Pipeline, workers: int, echo: Echo) -> int:
     pipeline.queue.cancel(tag=DEMO_SITE)
     with serve_directory(sample_site_dir()) as url:
         pipeline.allow_url(url)  # its own server on 127.0.0.1, refused by default (clerk.network)
-        pipeline.allow_url(url)  # its own server on 127.0.0.1, refused by default (clerk.network)
         pipeline.fetch_all("add_site", {
             "subdomain": DEMO_SITE, "name": "Sample City", "source_url": url + "index.html",
             "source_kind": "index"})
