@@ -155,7 +155,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         # /health shows "reachable" or DatabaseUnavailable's message, which names the server
         # through describe(); /metrics carries no connection string at all.
         "mask-health-connect-error", "no password in /health and connection errors",
-        (Edit("pgqueue/db.py", "return f\"{host}:{port}/{params.get('dbname', '')}\"",
+        (Edit("pgqueue/db.py", "return mask_url(f\"{host}:{port}/{params.get('dbname', '')}\")",
               "return conninfo"),),
         (f"{QUEUE}::test_database_down_at_start_names_host_and_hides_password",
          "tests/acceptance/test_clerkd.py::test_health_of_an_unreachable_database_hides_the_password")),
