@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from bench.contenders.base import LATENCY_TASK, Contender
+from bench.contenders.base import LATENCY_TASK, Contender, Layout
 from bench.harness import Cluster, Workers
 from bench.probe import decode
 
@@ -96,7 +96,13 @@ def enqueue_bulk(cluster: Cluster, contender: Contender, sizes: Sizes) -> dict[s
 def drain(cluster: Cluster, contender: Contender, sizes: Sizes, processes: int,
           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Time from releasing the workers until no job is left unfinished."""
-    layout = contender.layout(processes, overrides)
+    return drain_with(cluster, contender, sizes, contender.layout(processes, overrides))
+
+
+def drain_with(cluster: Cluster, contender: Contender, sizes: Sizes,
+               layout: Layout) -> dict[str, Any]:
+    """`drain` with a given layout (the default-layout and 2x8 figures)."""
+    processes = layout.processes
     with cluster.database(contender, f"drain{processes}") as dsn:
         producer = contender.producer(dsn)
         try:

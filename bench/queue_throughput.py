@@ -13,7 +13,7 @@ import sys
 
 from bench.run import main as run_bench
 
-QUEUE_FIGURES = "enqueue_one,enqueue_bulk,drain_1,drain_4,latency"
+QUEUE_FIGURES = "enqueue_one,enqueue_bulk,drain_default,drain_2x8,drain_1,drain_4,latency"
 
 
 def main(argv: list[str] | None = None) -> int:

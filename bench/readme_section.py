@@ -48,7 +48,7 @@ def section(path: str, command: str) -> str:
         lay = {k: v["layout"] for k, v in f[n].items() if isinstance(v, dict) and "layout" in v}
         capped = [k for k, v in f[n].items() if isinstance(v, dict) and v.get("capped")]
         layouts.append(
-            f"- {get(n).label} {r['versions'][n]}: drain_1 {lay.get('drain_1')}, drain_4 {lay.get('drain_4')}, sustained {lay.get('sustained')}"
+            f"- {get(n).label} {r['versions'][n]}: drain_default {lay.get('drain_default')}, drain_2x8 {lay.get('drain_2x8')}, drain_1 {lay.get('drain_1')}, drain_4 {lay.get('drain_4')}, sustained {lay.get('sustained')}"
             + (f" (time-capped: {', '.join(capped)})" if capped else "")
         )
     p = r.get("pipeline", {})

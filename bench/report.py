@@ -48,6 +48,8 @@ def _window(index: int) -> Callable[[dict[str, Any]], float | None]:
 ROWS: list[Row] = [
     ("enqueue one by one", "jobs/s", _get("enqueue_one"), True),
     ("enqueue bulk", "jobs/s", _get("enqueue_bulk"), True),
+    ("drain, pgqueue's defaults (1 x 4) vs peer's best", "jobs/s", _get("drain_default"), True),
+    ("drain, pgqueue 2 x 8 (no options) vs peer's best", "jobs/s", _get("drain_2x8"), True),
     ("drain, 1 process", "jobs/s", _get("drain_1"), True),
     ("drain, 4 processes", "jobs/s", _get("drain_4"), True),
     ("latency p50", "ms", _get("latency", "p50"), False),

@@ -96,19 +96,70 @@ def insert_batch(conn: psycopg.Connection[Any], statements: Statements, batch: R
 
 
 def copy_batch(conn: psycopg.Connection[Any], statements: Statements, batch: RowBatch) -> list[int]:
-    """Reserve the ids from the sequence, COPY the rows with them, notify each queue once.
-    The caller's transaction (or `Queue.session`'s) makes the three steps one."""
-    reserved = query(conn, statements.reserve_job_ids, {"count": len(batch)}).fetchone()
-    assert reserved is not None
-    ids: list[int] = reserved["ids"]
-    with translate_errors(), conn.cursor().copy(statements.copy_jobs) as copy:
-        for row in zip(ids, batch.queues, batch.tasks, batch.args, batch.priorities,
-                       batch.max_attempts, batch.run_ats, batch.group_ids, batch.tags,
-                       batch.timeouts, batch.on_success, strict=True):
-            copy.write_row(row)
-    for queue in sorted(set(batch.queues)):
-        query(conn, statements.notify_queue, {"queue": queue})
+    """Reserve the ids from the sequence and notify the queues (one statement), then COPY
+    the rows with those ids. The caller's transaction (or the store's) makes them one; the
+    NOTIFY is delivered at its commit, or not at all."""
+    ids = _reserve(conn, statements, len(batch), sorted(set(batch.queues)))
+    rows = [f"{job_id}\t{_copy_json(args)}\t{_copy_text(queue)}\t{_copy_text(task)}\t"
+            f"{priority}\t{attempts}\t{run_at.isoformat()}\t{_copy_value(group)}\t"
+            f"{_copy_value(tag)}\t{_copy_value(timeout)}\t{_copy_value(chain)}\n"
+            for job_id, args, queue, task, priority, attempts, run_at, group, tag, timeout, chain
+            in zip(ids, batch.args, batch.queues, batch.tasks, batch.priorities,
+                   batch.max_attempts, batch.run_ats, batch.group_ids, batch.tags,
+                   batch.timeouts, batch.on_success, strict=True)]
+    _copy(conn, statements, rows)
     return ids
+
+
+def copy_rows(conn: psycopg.Connection[Any], statements: Statements, task: Task,
+              args_list: Sequence[dict[str, Any]], *, priority: int | None, run_at: datetime,
+              group_id: int | None, tag: str | None,
+              on_success: Sequence[JobSpec] | None) -> list[int]:
+    """`copy_batch` for many jobs of one task with the same options (enqueue_many, a
+    group's members): every column but the id and the args is one string, written once."""
+    ids = _reserve(conn, statements, len(args_list), [task.queue])
+    tail = (f"\t{_copy_text(task.queue)}\t{_copy_text(task.name)}\t{priority_of(task, priority)}"
+            f"\t{task.max_attempts}\t{run_at.isoformat()}\t{_copy_value(group_id)}"
+            f"\t{_copy_value(tag)}\t{_copy_value(task.timeout)}"
+            f"\t{_copy_value(chain_json(on_success))}\n")
+    rows = [f"{job_id}\t{_copy_json(dump_args(args))}{tail}"
+            for job_id, args in zip(ids, args_list, strict=True)]
+    _copy(conn, statements, rows)
+    return ids
+
+
+def _reserve(conn: psycopg.Connection[Any], statements: Statements, count: int,
+             queues: list[str]) -> list[int]:
+    reserved = query(conn, statements.reserve_job_ids, {
+        "count": count, "queues": queues, "sequence": f"{statements.schema}.jobs_id_seq"}
+                     ).fetchone()
+    assert reserved is not None
+    return list(reserved["ids"])
+
+
+def _copy(conn: psycopg.Connection[Any], statements: Statements, rows: list[str]) -> None:
+    with translate_errors(), conn.cursor().copy(statements.copy_jobs) as copy:
+        copy.write("".join(rows).encode())
+
+
+# COPY's text format: a backslash, tab, newline or carriage return inside a value is escaped
+# with a backslash; \N is NULL. JSON from dump_args has no raw control characters (JSON
+# escapes them), so only its backslashes need doubling.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
+
+
+def _copy_json(text: str) -> str:
+    return text.replace("\\", "\\\\")
+
+
+def _copy_value(value: int | str | None) -> str:
+    if value is None:
+        return "\\N"
+    return str(value) if isinstance(value, int) else _copy_text(value)
 
 
 def batched(items: Iterable[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:

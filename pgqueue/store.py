@@ -27,7 +27,16 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue.db import CONNECT_TIMEOUT, connect, describe, query, translate_errors
-from pgqueue.enqueue import DEFAULT_BATCH_SIZE, RowBatch, batched, insert_batch, job_params, run_at_for
+from pgqueue.enqueue import (
+    COPY_THRESHOLD,
+    DEFAULT_BATCH_SIZE,
+    RowBatch,
+    batched,
+    copy_rows,
+    insert_batch,
+    job_params,
+    run_at_for,
+)
 from pgqueue.errors import DatabaseUnavailable, DuplicateJob
 from pgqueue.jobs import ClaimedJob
 from pgqueue.sql import Statements
@@ -183,6 +192,14 @@ class JobStore:
         ids: list[int] = []
         position = 0
         for chunk in batched(args_list, batch_size):
+            if len(chunk) >= COPY_THRESHOLD and dedupe_keys is None:
+                if before_each is not None:
+                    before_each(conn, len(chunk))
+                ids.extend(copy_rows(conn, self.statements, task, chunk, priority=priority,
+                                     run_at=run_at, group_id=group_id, tag=tag,
+                                     on_success=on_success))
+                position += len(chunk)
+                continue
             batch = RowBatch()
             for args in chunk:
                 key = dedupe_keys[position] if dedupe_keys is not None else None

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 DEFAULT_QUEUE = "default"
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 DEFAULT_MAX_ATTEMPTS = 3
+# One encoder, built once: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
 
 def dump_args(args: dict[str, Any]) -> str:
@@ -25,11 +27,11 @@ def dump_args(args: dict[str, Any]) -> str:
     if not isinstance(args, dict):
         raise SerializationError(f"job args must be a dict of keyword arguments, not {type(args).__name__}")
     try:
-        text = json.dumps(args, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _ENCODER.encode(args)
         text.encode("utf-8")  # a lone surrogate cannot be stored
     except (TypeError, ValueError) as error:
         raise SerializationError(f"job args are not JSON-serialisable: {error}") from None
-    if _NUL_ESCAPE.search(text):
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise SerializationError("job args contain a NUL character, which PostgreSQL's jsonb "
                                  "cannot store")
     return text

@@ -69,6 +69,18 @@ class Contender:
     def layout(self, processes: int, overrides: dict[str, Any] | None = None) -> Layout:
         return Layout(processes, dict(overrides or {}))
 
+    def best_layout(self) -> Layout:
+        """The layout that drains fastest on the 2-core machine (`python -m bench --tune`)."""
+        return self.layout(4)
+
+    def default_layout(self) -> Layout:
+        """What a user writes first. For a peer: its best layout, the bar to clear."""
+        return self.best_layout()
+
+    def layout_2x8(self) -> Layout:
+        """Two processes of 8 slots, no options. For a peer: its best layout."""
+        return self.best_layout()
+
     def pending(self, conn: psycopg.Connection[Any]) -> int:
         """Jobs not yet finished (queued or running), by one cheap query."""
         raise NotImplementedError

@@ -11,12 +11,9 @@ import psycopg
 from bench import probe
 from bench.contenders.base import QUEUE, THROUGHPUT_TASK, Contender, Layout, Producer, count
 
-# Threads per worker process for no-op jobs. A worker claims at most its free slots, so
-# this is also its claim batch: `python -m bench --tune` on the 2-core machine gave
-# 2.8k / 4.2k / 5.4k / 7.0k jobs/s for 8 / 16 / 32 / 50 threads in one process.
+# Threads per worker process in the tuned figures (drain_1, drain_4, sustained). The claim
+# batch is sized by the worker itself (pgqueue.claiming), so no prefetch is given.
 DEFAULT_CONCURRENCY = 8
-# Claimed jobs kept ready in each worker's inbox, as PgQueuer's batch_size=100 fetches ahead.
-DEFAULT_PREFETCH = 100
 
 
 def make_queue(dsn: str) -> Any:
@@ -69,8 +66,14 @@ class PgQueue(Contender):
         return PgQueueProducer(dsn)
 
     def layout(self, processes: int, overrides: dict[str, Any] | None = None) -> Layout:
-        return Layout(processes, {"concurrency": DEFAULT_CONCURRENCY, "prefetch": DEFAULT_PREFETCH,
-                                  **(overrides or {})})
+        return Layout(processes, {"concurrency": DEFAULT_CONCURRENCY, **(overrides or {})})
+
+    def default_layout(self) -> Layout:
+        # `q.work(queues=[...], concurrency=4)`: the README's first worker, no other option.
+        return Layout(1, {"concurrency": 4})
+
+    def layout_2x8(self) -> Layout:
+        return Layout(2, {"concurrency": 8})
 
     def pending(self, conn: psycopg.Connection[Any]) -> int:
         return count(conn, "SELECT count(*) FROM pgqueue.jobs")

@@ -36,12 +36,17 @@ WITH inserted AS (
 SELECT id, pg_notify({schema_name} || '.' || queue, '') FROM inserted;
 
 -- name: reserve_job_ids
--- Ids for a COPY of new jobs (see pgqueue/enqueue.py: big batches without dedupe keys).
-SELECT array(SELECT nextval(pg_get_serial_sequence({schema_name} || '.jobs', 'id'))
-             FROM generate_series(1, %(count)s)) AS ids;
+-- Ids for a COPY of new jobs (see pgqueue/enqueue.py: big batches without dedupe keys), and
+-- the NOTIFY of their queues in the same round trip: it is delivered at commit, with them.
+-- The sequence comes as a regclass parameter, resolved once: pg_get_serial_sequence() per
+-- row cost about 7 µs a job, half the cost of the whole COPY.
+SELECT array(SELECT nextval(%(sequence)s::regclass)
+             FROM generate_series(1, %(count)s)) AS ids,
+       (SELECT count(pg_notify({schema_name} || '.' || q, ''))
+        FROM unnest(%(queues)s::text[]) AS q) AS notified;
 
 -- name: copy_jobs
-COPY {schema}.jobs (id, queue, task, args, priority, max_attempts, run_at, group_id, tag,
+COPY {schema}.jobs (id, args, queue, task, priority, max_attempts, run_at, group_id, tag,
                     timeout_seconds, on_success) FROM STDIN;
 
 -- name: notify_queue
