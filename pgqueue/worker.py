@@ -11,6 +11,11 @@ loudly rather than run without leases):
   leases       `pgqueue.leases`: heartbeats, cancellations, lost leases
   listener     `pgqueue.notify`: LISTEN, wakes the main loop
   maintenance  `pgqueue.maintenance`: rescue, prune, stale workers, on the elected leader
+
+Connections: four per worker process (the loop's, the lease keeper's, the listener's and
+maintenance's), whatever its concurrency, plus the pool of any task that enqueues or reads
+through the Queue. Twelve single-slot clerkd workers hold about 50 of PostgreSQL's default
+100; run more slots per process rather than more processes where that matters.
 """
 
 from __future__ import annotations
