@@ -49,13 +49,15 @@ def statements(queue_schema: str) -> dict[str, sql.Composed]:
 
 
 def read_runs(pipeline: Pipeline, sites: list[str]) -> list[dict[str, Any]]:
-    """The latest run of each site as `describe_run` sees it: one query for all of them."""
+    """The latest run of each site as `describe_run` sees it, in the order given: one query
+    for all of them."""
     if not sites:
         return []
     with pipeline.queue.session(atomic=False) as conn:
         rows = query(conn, statements(pipeline.queue.schema)["site_runs"], {
             "sites": sites, "fetch_queue": FETCH_QUEUE, "page_queue": PAGE_QUEUE}).fetchall()
-    return [describe_run(row) for row in rows]
+    order = {site: index for index, site in enumerate(sites)}
+    return [describe_run(row) for row in sorted(rows, key=lambda row: order[row["site"]])]
 
 
 def raise_priority(pipeline: Pipeline, site: str, priority: int) -> dict[str, int]:

@@ -63,8 +63,7 @@ LEFT JOIN LATERAL (
 CROSS JOIN (
     SELECT coalesce(array_agg(DISTINCT served_queue), '{{}}') AS served
     FROM {queue_schema}.active_workers AS w, unnest(w.queues) AS served_queue
-) AS workers
-ORDER BY t.site;
+) AS workers;
 
 -- name: raise_run_priority
 -- `clerk enqueue --priority high` on a site whose run is already in flight: raise (never

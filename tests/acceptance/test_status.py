@@ -175,6 +175,35 @@ def test_wait_follows_stages_and_exits_zero_when_every_run_completes(
     assert "progress 0% (0/10 steps)" in waiting.output
 
 
+def test_wait_percent_is_weighted_by_pages(
+        city: CitySite, pdf_factory: PdfFactory, cli: Cli, clerk_env: dict[str, str],
+        running: list[Running], http_server, pipeline: Pipeline, db_url: str) -> None:
+    publish(city, pdf_factory, pages=6)
+    small = CitySite(http_server, "smallville")
+    publish(small, pdf_factory, pages=1, day=2)
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("site", "add", "smallville", "--url", small.url)
+    waiting = Running(clerk_env, "enqueue", "springfield", "smallville", "--wait")
+    running.append(waiting)
+    waiting.wait_for_line("smallville: fetch")
+    burst_worker(clerk_env, "fetch")
+    # Springfield's six pages are held back (due in an hour, beyond a burst worker's
+    # horizon); smallville's one page and its follow-ups run to the end.
+    with connect(db_url) as conn:
+        held = conn.execute("UPDATE pgqueue.jobs SET run_at = now() + interval '1 hour'"
+                            " WHERE tag = 'springfield' AND queue = 'ocr'").rowcount
+    assert held == 6
+    drain(pipeline)
+    assert waiting.wait_for_line("→ complete").startswith("smallville: ")
+
+    # smallville: 6 of 6 steps (fetch, 1 page, 4 follow-ups); springfield: 1 of 11 (its
+    # fetch). Weighted: 7/17 = 41%; an average per site would say (100% + 9%) / 2 = 55%.
+    line = waiting.wait_for_line("progress 41%")
+    assert line.startswith("progress 41% (7/17 steps): springfield ocr 0/6 pages; "
+                           "smallville complete"), line
+    assert waiting.process.poll() is None
+
+
 def test_wait_exits_non_zero_when_a_fetch_fails(
         city: CitySite, cli: Cli, clerk_env: dict[str, str], running: list[Running]) -> None:
     city.server.status(city.index_path, 404)
