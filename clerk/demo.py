@@ -31,6 +31,7 @@ from clerk.compile import DATABASE_FILE
 from clerk.config import QUEUES, Settings
 from clerk.pipeline import Pipeline, build_pipeline
 from clerk.sites import site_dir
+from clerk.status import site_status
 from pgqueue.embedded import embedded_url
 from pgqueue.errors import PgQueueError
 
@@ -137,6 +138,8 @@ def _run(pipeline: Pipeline, workers: int, echo: Echo) -> int:
         first_job = 0 if result["joined"] else int(result["job_id"])
         echo("joined the run in progress" if result["joined"] else "enqueued a run")
         pipeline.queue.work(list(QUEUES), concurrency=workers, burst=True, poll_interval=0.5)
+    for stage in site_status(pipeline, DEMO_SITE)["stages"]:
+        echo(f"  {stage['stage']:<17} {stage['state']}")
     failures = [job for job in pipeline.queue.failed_jobs(tag=DEMO_SITE, limit=FAILURES_SHOWN)
                 if job["final"] and job["id"] >= first_job]
     database = site_dir(settings.storage_dir, DEMO_SITE) / DATABASE_FILE
