@@ -104,7 +104,7 @@ def run_demo(settings: Settings, *, workers: int | None = None, echo: Echo = pri
     check_writable(settings.storage_dir, "STORAGE_DIR")
     check_writable(settings.deploy_dir, "DEPLOY_DIR")
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        for name in ("pgqueue.worker", "clerk"):
+        for name in ("pgqueue", "clerk"):
             logging.getLogger(name).setLevel(logging.WARNING)  # one line a job drowns the story
     try:
         dsn = embedded_url(settings.embedded_dir, database=DEMO_DATABASE)
@@ -165,7 +165,9 @@ def _run(pipeline: Pipeline, workers: int, echo: Echo) -> int:
     echo(f"\nfull-text search for {DEMO_QUERY!r}:")
     for meeting, date, page, snippet in hits:
         echo(f"  {meeting} {date} p.{page}: {' '.join(snippet.split())}")
-    echo(f"\nexplore it: .venv/bin/sqlite-utils search {database} agendas {DEMO_QUERY} -t")
+    beside = Path(sys.executable).with_name("sqlite-utils")  # installed with clerk
+    search = str(beside) if beside.is_file() else "sqlite-utils"
+    echo(f"\nexplore it: {search} search {database} agendas {DEMO_QUERY} -t")
     echo(f"        or: pip install datasette && datasette {database}")
     echo("the embedded PostgreSQL keeps running; stop it with: clerk db stop-embedded")
     return 0
