@@ -199,10 +199,12 @@ class Pipeline:
         report = RetryReport()
         by_site: dict[str, list[dict[str, Any]]] = {}
         others: list[int] = []
+        is_site: dict[str, bool] = {}
         for row in failures:
             tag = row["tag"]
-            if (row["task"] in CLERK_TASKS and tag
-                    and self.fetch_one("get_site", {"subdomain": tag}) is not None):
+            if tag and tag not in is_site:
+                is_site[tag] = self.fetch_one("get_site", {"subdomain": tag}) is not None
+            if row["task"] in CLERK_TASKS and tag and is_site[tag]:
                 by_site.setdefault(tag, []).append(row)
             else:
                 others.append(row["id"])
