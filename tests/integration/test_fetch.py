@@ -211,3 +211,48 @@ def test_allow_list_entries() -> None:
     for bad in ("intranet", "10.0.0.0/33", "127.0.0.1:0", "127.0.0.1:http"):
         with pytest.raises(ValueError, match="ALLOW_PRIVATE_HOSTS"):
             AddressPolicy.parse(bad)
+
+
+def test_https_through_the_guard_still_verifies_the_host_name(tmp_path: Path) -> None:
+    """The guard connects to the address it checked; TLS must still check the certificate
+    against the URL's host name (SNI and verification use the name, not the address)."""
+    import ssl
+    import subprocess
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from clerk.network import guarded_session
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "a.pdf").write_bytes(PDF)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(tmp_path / "www"), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with guarded_session(AddressPolicy.parse("127.0.0.1")) as session:
+            session.verify = str(cert)
+            url = f"https://localhost:{port}/a.pdf"
+            assert download(url, tmp_path / "a.pdf", session=session, **FAST).changed
+            with pytest.raises(FetchError, match=r"certificate|hostname|match"):
+                download(f"https://127.0.0.1:{port}/a.pdf", tmp_path / "b.pdf", session=session,
+                         attempts=1, **FAST)
+        with pytest.raises(RefusedAddress, match="loopback"):
+            download(url, tmp_path / "c.pdf", **FAST)
+    finally:
+        server.shutdown()
+        server.server_close()
