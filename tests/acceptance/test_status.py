@@ -9,10 +9,14 @@ the line it expects (with a generous bound), or runs a burst worker to its end.
 from __future__ import annotations
 
 import json
+import os
+import pty
 import queue
 import re
+import select
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
@@ -78,9 +82,10 @@ class Running:
         for line in self.lines:
             if text in line:
                 return line
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                line = self._new.get(timeout=timeout)
+                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise AssertionError(f"no line with {text!r} within {timeout} s; output so far:\n"
                                      + "\n".join(self.lines)) from None
@@ -140,6 +145,36 @@ def test_wait_without_a_worker_says_so_and_keeps_reporting(
     assert waiting.wait_for_line("springfield: fetch → ") == "springfield: fetch → ocr 3 pages"
     waiting.wait_for_line(NO_OCR_WORKER)
     assert waiting.process.poll() is None  # still waiting, as it should
+
+
+def test_wait_draws_a_bar_only_on_a_terminal(city: CitySite, pdf_factory: PdfFactory, cli: Cli,
+                                             clerk_env: dict[str, str]) -> None:
+    publish(city, pdf_factory)
+    cli("site", "add", "springfield", "--url", city.url)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([str(CLERK_BIN), "enqueue", "springfield", "--wait"],
+                               env=subprocess_env(clerk_env), stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 90
+        while NO_FETCH_WORKER.encode() not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 1)
+            if ready:
+                try:
+                    seen += os.read(controller, 4096)
+                except OSError:  # the command ended: the terminal is gone
+                    break
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        os.close(controller)
+    text = seen.decode(errors="replace")
+    assert NO_FETCH_WORKER in text, text
+    # The bar is redrawn in place (a carriage return and an erase), and the lines that stay
+    # are printed over it; no plain periodic lines on a terminal.
+    assert "\r\x1b[K[" in text and "  0%  springfield fetch" in text, text
+    assert "progress " not in text
 
 
 def test_wait_follows_stages_and_exits_zero_when_every_run_completes(
