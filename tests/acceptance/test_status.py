@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -350,6 +351,40 @@ def test_status_counts_cancelled_pages_and_names_the_missing_worker(
     text = cli("status", "--subdomain", "springfield").output
     assert "2/6 pages read, 4 cancelled" in text
     assert "6/6" not in text and "100%" not in text
+
+
+def test_status_overview_while_a_worker_holds_a_fetch(
+        city: CitySite, cli: Cli, clerk_env: dict[str, str], tmp_path: Path) -> None:
+    # A PDF that drips one byte at a time keeps the fetch job running in its worker.
+    city.server.slow_drip(city.path("slow.pdf"), interval=0.05, total=1_000_000)
+    city.link("slow.pdf", "City Council Agenda 2024-06-01")
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("enqueue", "springfield")
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = subprocess.Popen([str(CLERK_BIN), "worker", "fetch"],
+                                  env={**subprocess_env(clerk_env), "CLERK_SHUTDOWN_GRACE": "1"},
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        data = json.loads(cli("status", "--json").output)
+        while not any(w["current_jobs"] for w in data["workers"]):
+            assert time.monotonic() < deadline, data
+            time.sleep(0.2)  # polling a row, bounded by the deadline
+            data = json.loads(cli("status", "--json").output)
+        text = cli("status").output
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=30)
+    [job] = data["workers"][0]["current_jobs"]
+    [worker_line] = [line for line in text.splitlines() if " fetch " in line and "beat" in line]
+    assert f"jobs {job}  beat" in worker_line and "[" not in worker_line, worker_line
+    [site_line] = [line for line in text.splitlines() if line.strip().startswith("springfield")]
+    assert site_line.split()[1] == "fetch" and "pages not listed yet" in site_line, site_line
+    assert "None" not in site_line and re.search(r"updated \d{4}-", site_line), site_line
 
 
 def test_priority_high_raises_the_run_it_joins(
