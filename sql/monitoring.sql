@@ -40,3 +40,11 @@ GROUP BY 1, 2, 3 ORDER BY 1 DESC, 2;
 SELECT relname, pg_size_pretty(pg_total_relation_size(oid)) AS total
 FROM pg_class WHERE relnamespace = 'pgqueue'::regnamespace AND relkind = 'r'
 ORDER BY pg_total_relation_size(oid) DESC;
+
+-- Queues with runnable jobs that no live worker takes from (`clerk enqueue --wait` and
+-- `clerk status` say "no worker is running for queue ..." for these).
+SELECT j.queue, count(*) AS runnable, now() - min(j.run_at) AS oldest_wait
+FROM pgqueue.jobs AS j
+WHERE j.state = 'queued' AND j.run_at <= now()
+  AND NOT EXISTS (SELECT 1 FROM pgqueue.active_workers AS w WHERE j.queue = ANY (w.queues))
+GROUP BY j.queue ORDER BY j.queue;
