@@ -275,7 +275,7 @@ def _fetch_failure(pipeline: Pipeline, site: dict[str, Any]) -> dict[str, str] |
     lines = (failure["last_error"] or "").strip().splitlines()
     error = re.sub(r"^[\w.]+(Error|Failure|Exception): ", "", lines[-1] if lines else "unknown")
     error = error.removeprefix(f"site {site['subdomain']}: ")
-    return {"at": _when(failure["failed_at"]), "error": mask_url(error)}
+    return {"at": _when(failure["failed_at"]), "error": printable(mask_url(error))}
 
 
 @site_group.command("remove")

@@ -448,6 +448,7 @@ def test_escape_codes_from_a_city_site_do_not_reach_the_terminal(
         "status --subdomain shelbyville": clerk(clerk_env, "status", "--subdomain", "shelbyville"),
         "failed": clerk(clerk_env, "failed"),
         "status": clerk(clerk_env, "status"),
+        "site list": clerk(clerk_env, "site", "list"),
     }
     for command, result in shown.items():
         found = CONTROL.findall(result.stdout + result.stderr)
