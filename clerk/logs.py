@@ -3,7 +3,9 @@
 A message that spans lines (psycopg's "server closed the connection unexpectedly\n\tThis
 probably means...") is folded onto one line in the text format, so journald and grep see
 one event per line; JSON escapes newlines anyway. A traceback (log.exception) stays below
-its line, as Python prints it."""
+its line, as Python prints it. Escape sequences and control characters that a city web site
+put in a link text or a reason phrase are dropped from text lines (`clerk.output.printable`),
+so a log read in a terminal cannot be recoloured or cleared by a scraped string."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from clerk.output import printable
 from pgqueue.db import mask_url
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -19,7 +22,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 class MaskingFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
-        text = super().formatMessage(record)
+        text = printable(super().formatMessage(record), multiline=True)
         if "\n" in text:
             text = " ".join(part.strip() for part in text.splitlines() if part.strip())
         return text

@@ -42,3 +42,15 @@ def test_a_message_on_several_lines_is_one_text_line(capsys: pytest.CaptureFixtu
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.endswith("database unreachable: server closed the connection unexpectedly "
                          "This probably means the server terminated abnormally")
+
+
+def test_escape_codes_from_a_site_do_not_reach_a_text_log(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("text", "INFO")
+    try:
+        logging.getLogger("clerk.fetch").warning(
+            "link %s refused", "ftp://example.org/x.pdf\x1b[2J\x1b]0;owned\x07\x9b31m")
+    finally:
+        logging.getLogger().handlers.clear()
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "\x1b" not in line and "\x9b" not in line and "\x07" not in line
+    assert line.endswith("link ftp://example.org/x.pdf refused")
