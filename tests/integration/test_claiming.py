@@ -203,3 +203,52 @@ def test_a_sigkilled_process_worker_takes_its_job_children_with_it(app: Queue, d
             worker.kill()
             worker.wait(30)
         log.close()
+
+
+def test_one_maintenance_leader_at_a_time_and_a_successor_when_it_stops(app: Queue) -> None:
+    workers = [app.worker(["work"], lease_seconds=2.0, poll_interval=0.2) for _ in range(2)]
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: any(w.maintenance.leader.is_set() for w in workers), "a leader", 60)
+        time.sleep(2.5)  # two more election rounds (lease/2 = 1 s): the other must not join
+        leaders = [w for w in workers if w.maintenance.leader.is_set()]
+        assert len(leaders) == 1
+        (leader,) = leaders
+        (other,) = [w for w in workers if w is not leader]
+        leader.stop()
+        threads[workers.index(leader)].join(60)
+        wait_until(lambda: other.maintenance.leader.is_set(), "the successor", 60)
+    finally:
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_the_rescuer_decides_through_the_retry_policy(app: Queue, db_url: str) -> None:
+    """A job whose worker died MAX_RESCUES times fails (a poison job); before that it is
+    requeued after its task's backoff, like any failed attempt."""
+    from pgqueue.retry import MAX_RESCUES
+
+    job_id = worker_app.record.enqueue(item=1)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE pgqueue.jobs SET max_attempts = 100 WHERE id = %s", (job_id,))
+        for rescue in range(1, MAX_RESCUES + 1):
+            with app.store.connect(autocommit=True) as lost:  # a worker claims, then dies
+                (claimed,) = app.store.claim(lost, worker_id=None, queues=["work"], limit=1,
+                                             lease_seconds=30)
+            conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'")
+            outcome = app.rescue_expired()
+            if rescue < MAX_RESCUES:
+                assert outcome == {"requeued": 1, "failed": 0}
+                job = app.get_job(job_id)
+                assert (job.state, job.rescues) == (JobState.QUEUED, rescue)
+                conn.execute("UPDATE pgqueue.jobs SET run_at = now()")
+            else:
+                assert outcome == {"requeued": 0, "failed": 1}
+    job = app.get_job(job_id)
+    assert job.state is JobState.FAILED and claimed.attempt == MAX_RESCUES
+    assert f"rescued {MAX_RESCUES} times" in (job.last_error or "")
