@@ -1,32 +1,50 @@
-"""Turn one PDF page into text: its text layer when it has one, otherwise OCR.
+"""Turn one PDF page into text: its text layer when the triage trusts it, otherwise OCR.
 
-A page with a usable text layer is never OCR'd (15 ms against about 2 s a page at
-150 dpi). OCR engines sit behind a small protocol and a registry keyed by name, so a
-second engine is one class and one registry entry; `DEFAULT_OCR_BACKEND` picks one.
+A page whose text layer is its text is never OCR'd (a few ms against about a second a
+page). `clerk.triage` decides per page (use the layer, OCR, or OCR and keep the better)
+and says why; `read_page` carries the decision and reason out with the text, and the OCR
+task records them (`clerk status --subdomain` shows them).
+
+OCR engines sit behind a small protocol and a registry keyed by name:
+
+    tesseract    the default: `tesserocr` when installed, else `pytesseract`
+    tesserocr    Tesseract's C++ API in this process, one API object per process and
+                 thread, reused across pages (no child process, no image file per page)
+    pytesseract  the `tesseract` command per page (portable; needs only the binary)
+
+Pages are read and rendered by pdfium in the process when pypdfium2 is installed, else by
+Poppler's tools (`clerk.pdf.default_reader`). Under clerkd the OCR task runs in a job
+child process, so an engine that crashes kills that child, not the worker; Tesseract's
+own time limit (tesserocr) or the command's (pytesseract) bounds a hanging page.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
+import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from clerk.config import Settings
-from clerk.pdf import render_page, text_layer
+from clerk.pdf import PageReader, default_reader
+from clerk.triage import MIN_TEXT_LAYER_CHARS, Triage, keep_better, triage
 
 if TYPE_CHECKING:  # pytesseract and PIL load only in the OCR task, not in every `clerk` command
     from PIL import Image
 
 log = logging.getLogger(__name__)
 
-# A page whose text layer has fewer letters and digits than this is treated as scanned:
-# scanned agendas often carry only a stamped page number or a few stray glyphs.
-MIN_TEXT_LAYER_CHARS = 16
 DEFAULT_OCR_TIMEOUT = 120
+TESSDATA_DIRS = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata",
+                 "/usr/local/share/tessdata", "/opt/homebrew/share/tessdata",
+                 "/usr/local/share/tesseract-ocr/*/tessdata")
 
 
 class OcrError(Exception):
@@ -49,7 +67,7 @@ class TesseractBackend:
     this process on to tesseract, so it is set here, in the worker process).
     """
 
-    name = "tesseract"
+    name = "pytesseract"
 
     def __init__(
         self, *, lang: str = "eng", timeout: int = DEFAULT_OCR_TIMEOUT, extra_config: str = ""
@@ -76,7 +94,96 @@ class TesseractBackend:
         return str(text)
 
 
-BACKENDS: dict[str, Callable[[], OcrBackend]] = {"tesseract": TesseractBackend}
+def tessdata_dir(lang: str = "eng") -> str:
+    """The folder holding `<lang>.traineddata`: TESSDATA_PREFIX, the usual system
+    folders, or the one the `tesseract` command names. The tesserocr wheel carries its
+    own Tesseract but no language data, so it is told where the system's is."""
+    candidates = [os.environ["TESSDATA_PREFIX"]] if os.environ.get("TESSDATA_PREFIX") else []
+    for pattern in TESSDATA_DIRS:
+        candidates.extend(sorted(glob.glob(pattern), reverse=True))
+    for folder in candidates:
+        if (Path(folder) / f"{lang}.traineddata").is_file():
+            return folder.rstrip("/") + "/"
+    command = shutil.which("tesseract")
+    if command:
+        listed = subprocess.run([command, "--list-langs"], capture_output=True, text=True,
+                                timeout=30, check=False)
+        first = (listed.stdout or listed.stderr).splitlines()[:1]
+        if first and '"' in first[0]:
+            folder = first[0].split('"')[1]
+            if (Path(folder) / f"{lang}.traineddata").is_file():
+                return folder.rstrip("/") + "/"
+    raise OcrError(f"no Tesseract language data for {lang!r} ({lang}.traineddata): install "
+                   "tesseract-ocr-eng, or set TESSDATA_PREFIX to its folder")
+
+
+_APIS: dict[tuple[int, int, str], Any] = {}  # (pid, thread, lang): tesserocr.PyTessBaseAPI
+
+
+class TesserocrBackend:
+    """Tesseract in this process through tesserocr: one API object per process and thread,
+    made on the first page and reused (the language model loads once, not per page).
+
+    A page over `timeout` seconds is cancelled by Tesseract itself (Recognize's limit)
+    and raises OcrError; a crash takes the job's child process down (process isolation).
+    """
+
+    name = "tesserocr"
+
+    def __init__(self, *, lang: str = "eng", timeout: int = DEFAULT_OCR_TIMEOUT) -> None:
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # before libtesseract loads
+        try:
+            import tesserocr  # noqa: F401
+        except ImportError as error:
+            raise OcrError("tesserocr is not installed (pip install 'clerk[fast]', or use "
+                           "DEFAULT_OCR_BACKEND=pytesseract)") from error
+        self.lang = lang
+        self.timeout = timeout
+
+    def api(self) -> Any:
+        import tesserocr
+
+        key = (os.getpid(), threading.get_ident(), self.lang)
+        api = _APIS.get(key)
+        if api is None:
+            for stale in [k for k in _APIS if k[0] != key[0]]:
+                del _APIS[stale]  # a forked child's copy of its parent's objects
+            try:
+                api = tesserocr.PyTessBaseAPI(path=tessdata_dir(self.lang), lang=self.lang)
+            except RuntimeError as error:
+                raise OcrError(f"tesserocr could not start Tesseract: {error}") from error
+            _APIS[key] = api
+        return api
+
+    def image_to_text(self, image: Image.Image, *, dpi: int) -> str:
+        api = self.api()
+        api.SetImage(image)
+        api.SetSourceResolution(int(dpi))
+        try:
+            if not api.Recognize(timeout=int(self.timeout * 1000)):
+                raise OcrError(f"tesseract (in-process) gave up on the page after its limit "
+                               f"of {self.timeout} s or failed to read it")
+            return str(api.GetUTF8Text())
+        finally:
+            api.Clear()
+
+
+def tesserocr_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tesserocr") is not None
+
+
+def default_tesseract() -> OcrBackend:
+    """In-process Tesseract when tesserocr is installed, else the `tesseract` command."""
+    return TesserocrBackend() if tesserocr_available() else TesseractBackend()
+
+
+BACKENDS: dict[str, Callable[[], OcrBackend]] = {
+    "tesseract": default_tesseract,
+    "tesserocr": TesserocrBackend,
+    "pytesseract": TesseractBackend,
+}
 
 
 def get_backend(name: str) -> OcrBackend:
@@ -89,13 +196,23 @@ def get_backend(name: str) -> OcrBackend:
     return factory()
 
 
+Method = Literal["text-layer", "ocr", "blank"]
+
+
 @dataclass(frozen=True)
 class PageText:
-    """The text of one page, how it was obtained, and what went wrong on the way."""
+    """The text of one page, how it was obtained and why, and what went wrong on the way.
+
+    `method` is where the text came from; `decision` is the triage's (text-layer, ocr or
+    compare) and `reason` says why, with the comparison's outcome for `compare`.
+    """
 
     text: str
-    method: Literal["text-layer", "ocr", "blank"]
+    method: Method
     warnings: list[str] = field(default_factory=list)
+    decision: str = ""
+    reason: str = ""
+    engine: str = ""  # reader and OCR backend, e.g. "pdfium+tesserocr"
 
 
 def has_usable_text(text: str, minimum: int = MIN_TEXT_LAYER_CHARS) -> bool:
@@ -125,27 +242,39 @@ def read_page(
     settings: Settings,
     *,
     backend: OcrBackend | None = None,
+    reader: PageReader | None = None,
 ) -> PageText:
-    """Read one page: the text layer if it has usable text, else render and OCR it (a
-    blank rendering is recorded as empty without OCR)."""
+    """Read one page as the triage decides: its text layer, or render and OCR it (a
+    blank rendering is recorded as empty without OCR), or both and keep the better."""
     warnings: list[str] = []
-    layer = text_layer(pdf_path, page, warnings=warnings)
-    if has_usable_text(layer):
-        return PageText(layer, "text-layer", warnings)
-    engine = backend or get_backend(settings.default_ocr_backend)
-    image = render_page(
-        pdf_path, page, settings.ocr_dpi, settings.max_page_pixels, warnings=warnings
-    )
+    reader = reader or default_reader()
+    with reader.open(pdf_path, page) as opened:
+        facts = opened.facts(warnings=warnings)
+        verdict: Triage = triage(facts)
+        if verdict.decision == "text-layer":
+            return PageText(facts.text, "text-layer", warnings, verdict.decision, verdict.reason,
+                            reader.name)
+        engine = backend or get_backend(settings.default_ocr_backend)
+        image = opened.render(settings.ocr_dpi, settings.max_page_pixels, warnings=warnings)
+    used = f"{reader.name}+{engine.name}"
     try:
         if is_blank(image):  # nothing to read: no Tesseract second spent on it
-            return PageText("", "blank", warnings)
+            if verdict.decision == "compare":  # text that is not drawn, on an empty page
+                return PageText(facts.text, "text-layer", warnings, verdict.decision,
+                                f"{verdict.reason}; the page is blank: kept the layer", used)
+            return PageText("", "blank", warnings, verdict.decision,
+                            f"{verdict.reason}; the page renders blank", used)
         dpi = int(image.info.get("dpi", (settings.ocr_dpi,))[0])
         text = engine.image_to_text(image, dpi=dpi)
     finally:
         image.close()
+    if verdict.decision == "compare":
+        method, why = keep_better(facts.text, text)
+        return PageText(facts.text if method == "text-layer" else text, method, warnings,
+                        verdict.decision, f"{verdict.reason}; {why}", used)
     if not has_usable_text(text, 1):
         warnings.append(f"OCR found no text on page {page}")
-    return PageText(text, "ocr", warnings)
+    return PageText(text, "ocr", warnings, verdict.decision, verdict.reason, used)
 
 
 def write_page_text(path: Path, text: str) -> None:

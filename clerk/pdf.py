@@ -1,9 +1,16 @@
-"""Read PDFs through Poppler's command-line tools, each call a child process with limits.
+"""Read PDFs: Poppler's command-line tools (each call a child process with limits), or
+pdfium in the process (pypdfium2) for the per-page work of the OCR task.
 
 PDF libraries crash and run away on bad files; the seeds' pipeline lost workers to them.
 Here every call (`pdfinfo`, `pdftotext`, `pdftoppm`) is a separate process with a time
 limit, and the ones we spawn ourselves also get an address-space and CPU limit, so a
 bad page fails alone with a `PdfError` and the worker lives on.
+
+Reading a page for the OCR task goes through a `PageReader`: `PdfiumReader` (no child
+process and no image file per page; used when pypdfium2 is installed) or `PopplerReader`
+(the portable one). Both give a page's `PageFacts` (text layer, image coverage, and with
+pdfium the render mode of its text) and render it to a grayscale image within a pixel
+budget.
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ import math
 import re
 import resource
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pdf2image and PIL load only when a page is rendered
     from PIL import Image
@@ -251,3 +260,231 @@ def render_page(
     image = images[0]
     image.info["dpi"] = (used, used)
     return image
+
+
+# ---------------------------------------------------------------- what a page is made of
+
+COVERAGE_GRID_PTS = 6.0  # image coverage is measured on a grid of 6-point cells
+
+
+@dataclass(frozen=True)
+class PageFacts:
+    """What the triage needs to know of one page: its text layer and what is drawn.
+
+    Fields a reader cannot see are None (Poppler's command-line tools do not tell the
+    render mode of text nor where an image sits, pdfium does).
+    """
+
+    text: str
+    width_pts: float
+    height_pts: float
+    image_coverage: float  # fraction of the page's area under images, 0..1
+    invisible_chars: int | None = None  # letters/digits drawn in render mode 3 (invisible)
+    chars_over_images: int | None = None  # visible letters/digits lying on an image
+    vector_paths: int | None = None  # path objects drawn (lines, boxes, text as outlines)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def area_sq_in(self) -> float:
+        return (self.width_pts / POINTS_PER_INCH) * (self.height_pts / POINTS_PER_INCH)
+
+
+def _coverage(boxes: list[tuple[float, float, float, float]], width: float, height: float) -> float:
+    """The fraction of a width x height page under the union of boxes (left, bottom,
+    right, top in points), measured on a grid so overlapping images count once."""
+    if not boxes or width <= 0 or height <= 0:
+        return 0.0
+    columns = max(1, math.ceil(width / COVERAGE_GRID_PTS))
+    rows = max(1, math.ceil(height / COVERAGE_GRID_PTS))
+    covered: set[tuple[int, int]] = set()
+    for left, bottom, right, top in boxes:
+        x0 = max(0, math.floor(max(left, 0.0) / COVERAGE_GRID_PTS))
+        x1 = min(columns, math.ceil(min(right, width) / COVERAGE_GRID_PTS))
+        y0 = max(0, math.floor(max(bottom, 0.0) / COVERAGE_GRID_PTS))
+        y1 = min(rows, math.ceil(min(top, height) / COVERAGE_GRID_PTS))
+        covered.update((x, y) for x in range(x0, x1) for y in range(y0, y1))
+    return len(covered) / (columns * rows)
+
+
+class PageReader(Protocol):
+    """Reads one page's facts and renders it; `open` is a context manager per page."""
+
+    name: str
+
+    def open(self, path: Path, page: int) -> AbstractContextManager[OpenPage]: ...
+
+
+class OpenPage(Protocol):
+    def facts(self, *, warnings: list[str]) -> PageFacts: ...
+
+    def render(self, dpi: int, max_pixels: int, *, warnings: list[str]) -> Image.Image: ...
+
+
+_PDFIMAGES_ROW = re.compile(r"^\s*\d+\s+\d+\s+\w+\s+(\d+)\s+(\d+)\s+.*?\s(\d+)\s+(\d+)\s+\S+\s+\S+\s*$")
+
+
+class _PopplerPage:
+    def __init__(self, path: Path, page: int) -> None:
+        self.path = Path(path)
+        self.page = page
+
+    def facts(self, *, warnings: list[str]) -> PageFacts:
+        text = text_layer(self.path, self.page, warnings=warnings)
+        width, height = page_size(self.path, self.page)
+        return PageFacts(text, width, height, self._image_coverage(width, height), warnings=warnings)
+
+    def _image_coverage(self, width: float, height: float) -> float:
+        """From `pdfimages -list`: each image's size in pixels and its resolution give its
+        area on the page (not its place, so overlapping images are summed, capped at 1)."""
+        result = run_limited(["pdfimages", "-list", "-f", str(self.page), "-l", str(self.page),
+                              str(self.path)], timeout=DEFAULT_TIMEOUT)
+        if result.returncode != 0:
+            return 0.0
+        area = 0.0
+        for line in result.stdout.decode("utf-8", "replace").splitlines()[2:]:
+            match = _PDFIMAGES_ROW.match(line)
+            if not match:
+                continue
+            pixels_x, pixels_y, ppi_x, ppi_y = (int(group) for group in match.groups())
+            if ppi_x > 0 and ppi_y > 0:
+                area += (pixels_x / ppi_x * POINTS_PER_INCH) * (pixels_y / ppi_y * POINTS_PER_INCH)
+        return min(1.0, area / (width * height)) if width * height > 0 else 0.0
+
+    def render(self, dpi: int, max_pixels: int, *, warnings: list[str]) -> Image.Image:
+        return render_page(self.path, self.page, dpi, max_pixels, warnings=warnings)
+
+
+class PopplerReader:
+    """Poppler's command-line tools, one child process per call (the portable reader)."""
+
+    name = "poppler"
+
+    @contextmanager
+    def open(self, path: Path, page: int) -> Iterator[_PopplerPage]:
+        _check_page(page)
+        yield _PopplerPage(path, page)
+
+
+class _PdfiumPage:
+    def __init__(self, path: Path, page: int, document: Any, handle: Any) -> None:
+        self.path = path
+        self.page = page
+        self.document = document
+        self.handle = handle
+
+    def facts(self, *, warnings: list[str]) -> PageFacts:
+        import pypdfium2.raw as raw
+
+        width, height = self.handle.get_size()
+        images: list[tuple[float, float, float, float]] = []
+        paths = 0
+        for item in self.handle.get_objects(max_depth=4):
+            if item.type == raw.FPDF_PAGEOBJ_IMAGE:
+                images.append(item.get_bounds())
+            elif item.type == raw.FPDF_PAGEOBJ_PATH:
+                paths += 1
+        textpage = self.handle.get_textpage()
+        try:
+            text = textpage.get_text_range().replace("\r\n", "\n").replace("\r", "\n")
+            invisible = over_images = 0
+            for index in range(textpage.count_chars()):
+                if not text_char_is_alnum(textpage, index):
+                    continue
+                obj = raw.FPDFText_GetTextObject(textpage.raw, index)
+                if obj and raw.FPDFTextObj_GetTextRenderMode(obj) == raw.FPDF_TEXTRENDERMODE_INVISIBLE:
+                    invisible += 1
+                    continue
+                left, bottom, right, top = textpage.get_charbox(index)
+                x, y = (left + right) / 2, (bottom + top) / 2
+                if any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in images):
+                    over_images += 1
+        finally:
+            textpage.close()
+        return PageFacts(text, width, height, _coverage(images, width, height), invisible,
+                         over_images, paths, warnings)
+
+    def render(self, dpi: int, max_pixels: int, *, warnings: list[str]) -> Image.Image:
+        width, height = self.handle.get_size()
+        rotation = self.handle.get_rotation()
+        if rotation % 180 == 90:
+            width, height = height, width
+        used = fit_dpi(width, height, dpi, max_pixels)
+        if used != dpi:
+            message = f"page {self.page} rendered at {used} dpi instead of {dpi} to fit {max_pixels} px"
+            log.warning("%s: %s", self.path, message, extra={"action": "pdf.lower_dpi"})
+            warnings.append(message)
+        bitmap = self.handle.render(scale=used / POINTS_PER_INCH, grayscale=True)
+        try:
+            image: Image.Image = bitmap.to_pil()
+            image = image.convert("L") if image.mode != "L" else image.copy()
+        finally:
+            bitmap.close()
+        image.info["dpi"] = (used, used)
+        return image
+
+
+def text_char_is_alnum(textpage: Any, index: int) -> bool:
+    import pypdfium2.raw as raw
+
+    code = raw.FPDFText_GetUnicode(textpage.raw, index)
+    return 0 < code < 0x110000 and chr(code).isalnum()
+
+
+class PdfiumReader:
+    """pdfium in this process (pypdfium2): no child process, no temporary image file.
+
+    Under clerkd the OCR task runs in a job child process (pgqueue's process isolation),
+    so a crash inside pdfium kills that child and is recorded as the job's error; the
+    worker lives on. pdfium is not thread-safe, so one page at a time per process holds
+    `_PDFIUM_LOCK` (facts and rendering only; OCR runs outside it).
+    """
+
+    name = "pdfium"
+
+    @contextmanager
+    def open(self, path: Path, page: int) -> Iterator[_PdfiumPage]:
+        import pypdfium2 as pdfium
+
+        _check_page(page)
+        path = Path(path)
+        if not path.is_file():
+            raise PdfError(f"no such file: {path}")
+        with _PDFIUM_LOCK, self._document(pdfium, path) as document:
+            if page > len(document):
+                raise PdfError(f"page {page} does not exist ({len(document)} pages): {path}")
+            handle = document[page - 1]
+            try:
+                yield _PdfiumPage(path, page, document, handle)
+            finally:
+                handle.close()
+
+    @staticmethod
+    @contextmanager
+    def _document(pdfium: Any, path: Path) -> Iterator[Any]:
+        try:
+            document = pdfium.PdfDocument(str(path))
+        except pdfium.PdfiumError as error:
+            if "password" in str(error).lower():
+                raise PdfError(f"encrypted PDF (needs a password): {path}") from error
+            raise PdfError(f"not a readable PDF ({error}): {path}") from error
+        try:
+            yield document
+        finally:
+            document.close()
+
+
+_PDFIUM_LOCK = threading.Lock()
+
+
+def pdfium_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pypdfium2") is not None
+
+
+READERS: dict[str, Callable[[], PageReader]] = {"pdfium": PdfiumReader, "poppler": PopplerReader}
+
+
+def default_reader() -> PageReader:
+    """pdfium in-process when pypdfium2 is installed, else Poppler's tools."""
+    return PdfiumReader() if pdfium_available() else PopplerReader()

@@ -22,7 +22,8 @@ def test_usable_text_layer(text: str, usable: bool) -> None:
 
 
 def test_backend_registry() -> None:
-    assert isinstance(get_backend("tesseract"), TesseractBackend)
+    assert isinstance(get_backend("pytesseract"), TesseractBackend)
+    assert get_backend("tesseract").name in {"tesserocr", "pytesseract"}  # in-process if installed
     with pytest.raises(OcrError, match="unknown OCR backend 'nope'"):
         get_backend("nope")
 
