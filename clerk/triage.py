@@ -38,6 +38,7 @@ SCAN_COVERAGE = 0.5  # images over at least half the page: a scan
 MIXED_COVERAGE = 0.3  # an image over 30% of the page with no text on it: a scanned body
 TEXT_ON_IMAGE_PER_SQ_IN = 5.0  # visible characters per square inch of image that make it
 #                                a background under text rather than a scanned body
+WHOLE_PAGE = 0.95  # an image this large leaves no room for text beside it
 INVISIBLE_SHARE = 0.5  # most of the layer is invisible: an OCR layer over a scan
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
@@ -120,6 +121,10 @@ def triage(facts: PageFacts) -> Triage:
     if invisible >= INVISIBLE_SHARE * chars:
         where = f"over a scan ({covered})" if coverage >= SCAN_COVERAGE else "with no scan under it"
         return _by_score(score, f"invisible text layer {where}")
+    if facts.chars_over_images is None and coverage >= WHOLE_PAGE:
+        # Poppler cannot tell where the text lies nor whether it is drawn: over a scan
+        # of the whole page it is the scan's layer, invisible or not.
+        return _by_score(score, f"text layer over a scan ({covered})")
     if coverage >= MIXED_COVERAGE:
         # The text that lies on the images, or (Poppler cannot say where) all of it.
         on_images = facts.chars_over_images if facts.chars_over_images is not None else chars
