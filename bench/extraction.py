@@ -147,8 +147,11 @@ class _People:
         words = key.split()
         if not words or len(words) > 2 or (len(words) == 2 and len(words[0]) > 1):
             return None
-        owners = {number for number, person in enumerate(self.people)
-                  if norm(person["name"]).split()[-1] == words[-1]}
+        owners = {
+            number
+            for number, person in enumerate(self.people)
+            if norm(person["name"]).split()[-1] == words[-1]
+        }
         return owners.pop() if len(owners) == 1 else None
 
     def same(self, found: str | None, labelled: str | None) -> bool:
@@ -161,8 +164,9 @@ class _People:
         return {self.find(name) if self.find(name) is not None else norm(name) for name in names}
 
 
-def _align(labelled: Sequence[Any], found: Sequence[Any], similarity: Callable[[Any, Any], float]
-           ) -> list[tuple[int, int]]:
+def _align(
+    labelled: Sequence[Any], found: Sequence[Any], similarity: Callable[[Any, Any], float]
+) -> list[tuple[int, int]]:
     """Order-preserving pairs (labelled index, found index) with the most total similarity."""
     rows, cols = len(labelled), len(found)
     best = [[0.0] * (cols + 1) for _ in range(rows + 1)]
@@ -240,15 +244,16 @@ def score(case: Case, entities: Any) -> Score:
             if not ok:
                 attribute = {"outcome": "result"}.get(name, name)
                 found = getattr(motion, attribute, None)
-                result.misses.append(f"{where}: motion {label['text']!r} {name} {found!r}, labelled "
-                                     f"{label[name]!r}")
+                result.misses.append(
+                    f"{where}: motion {label['text']!r} {name} {found!r}, labelled {label[name]!r}"
+                )
 
     # roll calls: the votes with member lists (a bare tally is not a roll call)
     rolls = [vote for vote in entities.votes if any(getattr(vote, key) for key in ROLL_FIELDS)]
 
     def members(roll: Any, keys: Iterable[str] = ROLL_FIELDS) -> set[Any]:
-        get = roll.get if isinstance(roll, dict) else lambda key: getattr(roll, key)
-        return people.members(name for key in keys for name in get(key))
+        lists = roll if isinstance(roll, dict) else {key: getattr(roll, key) for key in ROLL_FIELDS}
+        return people.members(name for key in keys for name in lists[key])
 
     def roll_similarity(label: dict[str, Any], roll: Any) -> float:
         both, either = members(label) & members(roll), members(label) | members(roll)
@@ -263,8 +268,9 @@ def score(case: Case, entities: Any) -> Score:
         for key, ok in exact.items():
             result.share(f"roll_calls.{key}").record(ok)
             if not ok:
-                result.misses.append(f"{where}: roll call {i + 1} {key} {getattr(roll, key)!r}, labelled "
-                                     f"{label[key]!r}")
+                result.misses.append(
+                    f"{where}: roll call {i + 1} {key} {getattr(roll, key)!r}, labelled {label[key]!r}"
+                )
         result.share("roll_calls.members").record(exact["ayes"] and exact["noes"] and exact["absent"])
     result.share("roll_calls.members").total += len(labels["roll_calls"]) - len(pairs)  # missed: wrong
     if len(labels["roll_calls"]) > len(pairs):
@@ -321,11 +327,21 @@ def table(reports: Sequence[Report]) -> str:
     head = ["", *(f"{r.version} ({r.pages} pages)" for r in reports)]
     lines = [_row(head), _row(["---"] * len(head))]
     for kind in KINDS:
-        lines.append(_row([f"{kind} precision / recall",
-                           *(f"{r.score.counts[kind].precision:.2f} / {r.score.counts[kind].recall:.2f}"
-                             for r in reports)]))
-    names = sorted({name for r in reports for name in r.score.fields},
-                   key=lambda name: (KINDS.index(name.split(".")[0]), name))
+        lines.append(
+            _row(
+                [
+                    f"{kind} precision / recall",
+                    *(
+                        f"{r.score.counts[kind].precision:.2f} / {r.score.counts[kind].recall:.2f}"
+                        for r in reports
+                    ),
+                ]
+            )
+        )
+    names = sorted(
+        {name for r in reports for name in r.score.fields},
+        key=lambda name: (KINDS.index(name.split(".")[0]), name),
+    )
     for name in names:
         cells = []
         for r in reports:

@@ -1,16 +1,37 @@
-"""People, motions, votes and resolution/ordinance numbers from the text of one page.
+"""People, motions, roll calls and resolution/ordinance numbers from the text of one page.
 
-Offline and model-free by default: `spacy.blank("en")` tokenizes, an EntityRuler marks
-titled people ("Vice Mayor Jones") and references ("Resolution No. 2024-15"), and a
-Matcher finds vote tallies ("passed 4-1", "carried unanimously"). Motions, attendance and
-roll-call lists are clause grammars over names, commas and "and" that span layout lines,
-so they are regular expressions over the page's lines. When `settings.spacy_model` names
-an installed pipeline, its PERSON and ORG entities are added.
+Rules by default, no model: minutes say who moved, who seconded, how each member voted
+and what happened in a few dozen fixed phrasings, so the extractor is a set of clause
+grammars over the page's lines (regular expressions), measured against labelled minutes
+by `python -m bench.extraction`:
+
+- people: titled names ("Mayor Pro Tem Ana Ruiz"), attendance lists ("Councilmembers
+  Present: Davis, Mayor Ramirez", "ROLL CALL  Chair Ungoco, Commissioners Dillavou, Sistos",
+  lists wrapped across lines), initials ("M. Prest"), movers, seconders and voters. A
+  name stops at a title or heading word, so "Simone Martin-Newberry Commissioners Absent"
+  is "Simone Martin-Newberry". On a page, "Alvarez" and "Mayor Alvarez" fold into
+  "Patricia Alvarez" when she is the only Alvarez (`merge_names`; compile does the same
+  across a site).
+- motions: "Moved by X, seconded by Y", "Motion by X, second by Y", "MOTION: X SECOND: Y",
+  "X moved …; Y seconded", "X (motion), Y (second)", "It was moved and seconded", and a
+  motion with no second. The text runs to the end of the motion's sentence, across
+  wrapped lines. The outcome and tally come from the lines that follow, through the roll
+  call, up to the next motion or heading ("Motion carried 5-0", "passed unanimously",
+  "failed for lack of a second"), or from the motion's own line ("Minutes approved - X
+  (motion)").
+- roll calls: "Ayes:/Noes:/Abstain:/Absent:" on one line or many; each list ends at a
+  sentence end ("Absent: O'Brien. Motion carried 5-0.") and continues on following lines
+  of names (OCR puts blank lines between them). A roll call belongs to the motion before it.
+
+When `settings.spacy_model` names an installed spaCy pipeline (`pip install` the model
+package, then `CLERK_SPACY_MODEL=en_core_web_sm`), its PERSON entities are added (names
+cleaned the same way) and its ORG entities listed; `python -m bench.extraction --model
+en_core_web_sm` measures it. Without a model spaCy is not even imported.
 
 The seeds' extraction held whole sites in memory (about 5 GB a process). Here
 `extract_site` streams one page at a time and caches results by a hash of the page text
 in `<site>/entities.sqlite`, so a re-run only extracts pages whose text changed, and
-`clerk.compile` reads the cache without running spaCy.
+`clerk.compile` reads the cache without extracting.
 """
 
 from __future__ import annotations
@@ -21,6 +42,7 @@ import logging
 import re
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,17 +50,18 @@ from typing import TYPE_CHECKING, Any
 from clerk.config import Settings
 from clerk.storage import iter_site_pages
 
-if TYPE_CHECKING:  # spaCy takes most of a second to import: only the extract task pays it
+if TYPE_CHECKING:  # spaCy takes most of a second to import: only a configured model pays it
     from spacy.language import Language
 
 log = logging.getLogger(__name__)
 
-# Bump when patterns change so cached pages are extracted again.
-EXTRACTOR_VERSION = "2"  # bump when the rules change: cached pages are re-extracted
+# Part of the cache key (`Extractor.signature`): bump it whenever the output can change,
+# so every cached page is extracted again by the new rules.
+EXTRACTOR_VERSION = "3"
 CACHE_FILE = "entities.sqlite"
 COMMIT_EVERY = 200  # pages per transaction: durable progress without a commit per page
-MAX_TEXT_TEXT_CHARS = 500
-DASHES = ("-", "\u2013")
+MAX_TEXT_CHARS = 500  # of a motion's text
+MAX_PAGE_CHARS = 1_000_000
 
 TITLES = (
     "Mayor Pro Tem",
@@ -69,16 +92,38 @@ TITLES = (
     "Board Member",
     "Vice President",
     "President",
+    "Assistant City Manager",
+    "Deputy City Manager",
     "City Manager",
+    "Assistant City Attorney",
+    "Deputy City Attorney",
     "City Attorney",
     "City Clerk",
+    "City Planner",
+    "Superintendent",
+    "Selectman",
+    "Selectwoman",
 )
-# Capitalised words that follow a title but are not names ("Mayor Called the meeting").
-NOT_NAMES = frozenset(
-    "the and or of to for a an at on in by with from present absent called moved seconded "
-    "second motion meeting opened closed asked stated said noted thanked reported welcomed "
-    "presented announced adjourned requested made pro tem none all".split()
+_BY_LENGTH = sorted(TITLES, key=len, reverse=True)  # "Vice Chair" before "Chair"
+_TITLE = "|".join(re.escape(title).replace(r"\ ", r"[ \t-]+") for title in _BY_LENGTH)
+_TITLE_WORDS = frozenset(word.lower() for title in TITLES for word in title.split())
+# Words that end a name: a name is never followed by these in the same phrase.
+STOP_WORDS = (
+    frozenset(
+        "the and or of to for a an at on in by with from present absent called moved seconded "
+        "second motion meeting opened closed asked stated said noted thanked reported welcomed "
+        "presented announced adjourned requested made pro tem none all roll call minutes agenda "
+        "item items consent calendar public hearing hearings report reports comments staff others "
+        "commission committee department county regular special session ayes noes nays abstain "
+        "abstained absent yes no vote votes carried passed failed approved adopted unanimously "
+        "resolution ordinance attendance also update updates business unfinished announcements "
+        "adjournment order members council board city planning".split()
+    )
+    | {word + "s" for word in _TITLE_WORDS}
+    | _TITLE_WORDS
 )
+NOT_NAMES = STOP_WORDS  # kept for callers of the v2 name
+
 _RESULTS = {
     "passed": "passed",
     "carried": "passed",
@@ -89,12 +134,16 @@ _RESULTS = {
     "defeated": "failed",
 }
 
-# A name: 1-4 words, each an initial ("M.") or a capitalised word ("O'Brien", "Jean-Luc").
-_WORD = r"(?:[A-Z]\.|[A-Z][A-Za-z'\u2019]*(?:-[A-Z][A-Za-z'\u2019]*)?)"
-_NOT_NAME_START = r"(?!(?:The|It|This|That|Motion|Meeting|And|Seconded|Second|None)\b)"
-_NAME = rf"{_NOT_NAME_START}{_WORD}(?:[ \t]+{_WORD}){{0,3}}"
-_TITLE = "|".join(re.escape(title).replace(r"\ ", r"[ \t]+") for title in TITLES)
-_TITLED = rf"(?:(?:{_TITLE})s?\.?[ \t]+)?"
+# A name word: an initial ("M.") or a capitalised word ("O'Brien", "Jean-Luc"), never a
+# stop word ("Sharma  SECOND: Mori" is two names, not one).
+_STOP = "|".join(sorted(STOP_WORDS, key=len, reverse=True))
+_WORD = (
+    rf"(?!(?i:{_STOP})\b)"
+    r"(?:[A-Z]\.|[A-Z][A-Za-z'\u2019]*(?:-[A-Z][A-Za-z'\u2019]*)?)"
+)
+_PLAIN_WORD = r"(?:[A-Z]\.|[A-Z][A-Za-z'\u2019]*(?:-[A-Z][A-Za-z'\u2019]*)?)"
+_NAME = rf"{_WORD}(?:[ \t]+{_WORD}){{0,3}}"
+_TITLED = rf"(?:(?i:{_TITLE})s?\.?[ \t]+)?"
 _MOVER = rf"{_TITLED}(?P<mover>{_NAME})"
 _SECONDER = rf"{_TITLED}(?P<seconder>{_NAME})"
 
@@ -106,36 +155,71 @@ MOTION_PATTERNS = tuple(
     re.compile(pattern)
     for pattern in (
         # "Motion by X, seconded by Y" / "Motion was made by X and seconded by Y"
-        rf"(?i:motion)(?:[ \t]+(?i:was[ \t]+made))?[ \t]+(?i:by)[ \t]+{_MOVER}"
+        rf"(?i:motion)(?:[ \t]+(?i:was))?(?:[ \t]+(?i:made))?[ \t]+(?i:by)[:.]?[ \t]*{_MOVER}"
         rf"{_GAP}(?i:seconded|second)(?:{_WS}(?i:by))?{_WS}{_SECONDER}",
         # "Moved by X, seconded by Y" / "It was moved by X and seconded by Y"
-        rf"(?i:moved)[ \t]+(?i:by)[ \t]+{_MOVER}{_GAP}(?i:seconded){_WS}(?i:by)"
+        rf"(?i:moved)[ \t]+(?i:by)[:.]?[ \t]*{_MOVER}{_GAP}(?i:seconded){_WS}(?i:by)"
         rf"{_WS}{_SECONDER}",
         # "X (motion), Y (second)"
         rf"{_MOVER}[ \t]*\((?i:motion|moved|m)\)[\s,;]+{_SECONDER}[ \t]*\((?i:second|seconded|s)\)",
-        # "Motion: X  Second: Y"
-        rf"(?i:motion|moved|mover)[ \t]*:[ \t]*{_MOVER}[\s,;]+(?i:second(?:ed|er)?)[ \t]*:"
-        rf"[ \t]*{_SECONDER}",
+        # "Motion: X  Second: Y", and "MOTION: X" alone (no second)
+        rf"(?i:motion|moved|mover)[ \t]*[:.]+[:. \t]*{_MOVER}(?:[\s,;.]+(?i:second(?:ed|er)?)"
+        rf"[ \t]*[:.]+[:. \t]*{_SECONDER})?",
         # "X moved, Y seconded" / "X moved to approve ..., seconded by Y"
         rf"{_MOVER}[ \t]+(?i:moved)\b{_GAP}(?:(?i:seconded{_WS}by){_WS}{_SECONDER}"
         rf"|[,;][ \t]*(?:(?i:and)[ \t]+)?{_SECONDER.replace('seconder', 'seconder2')}[ \t]+"
         rf"(?i:seconded))",
+        # "It was moved and seconded to ..." (nobody named)
+        r"(?i:(?:it[ \t]+was[ \t]+)?moved[ \t]+and[ \t]+seconded)\b",
     )
 )
 _RESULT = re.compile(r"\b(passed|carried|approved|adopted|failed|denied|defeated)\b", re.IGNORECASE)
+_TALLY = re.compile(
+    r"(?<![\d/])(\d{1,2})[ \t]*(?:[-\u2013\u2014]|to)[ \t]*(\d{1,2})"
+    r"(?:[ \t]*[-\u2013\u2014][ \t]*(\d{1,2}))?(?![\d/])"
+)
+_UNANIMOUS = re.compile(r"\bunanimous(?:ly)?\b", re.IGNORECASE)
+# Attendance: "Councilmembers Present:", "Trustees present:", "Others Present:", "Staff:",
+# "Commissioners Absent:" (after an optional "ROLL CALL:" lead-in).
 _ATTENDANCE = re.compile(
-    rf"\b(?P<title>{_TITLE})s?[ \t]+(?P<status>present|absent)[ \t]*:[ \t]*"
-    # a list that ends a line with a comma continues on the next line
-    r"(?P<names>(?:[^\n]*,[ \t]*\n)*[^\n]*)",
+    r"^(?:[^:\n]{0,20}:[ \t]+)?(?P<group>(?:[A-Za-z'\u2019-]+[ \t]+){0,3}?)"
+    r"(?P<status>present|absent|staff|in[ \t]+attendance)[ \t]*:[ \t]*(?P<names>.*)$",
     re.IGNORECASE,
+)
+# "ROLL CALL      Chair Ungoco, Vice-Chair Tokashiki, Commissioners Dillavou, Sistos"
+_ROLL_LINE = re.compile(
+    rf"^(?:[A-Z0-9]{{1,3}}\.[ \t]+)?(?i:roll[ \t]+call)[ \t]*:?[ \t]+(?P<names>(?i:{_TITLE})s?[ \t][^:]*)$"
 )
 _VOTE_LABEL = re.compile(
-    r"\b(?P<label>ayes|yes|yeas|noes|nays|no|abstain(?:ed|ing|s|ions?)?|absent)[ \t]*:",
+    r"\b(?P<label>ayes|yes|yeas|noes|nays|no|abstain(?:ed|ing|s|ions?)?|absent)[ \t]*[:;]",
     re.IGNORECASE,
 )
+_VOTE_PREFIX = re.compile(r"(?i:(?:roll[ \t]+call[ \t]*)?(?:vote)?)[ \t:.-]*")
+# A full stop that ends a sentence: not an initial ("M."), not "No.", and followed by a
+# capital or the end of the line (OCR scatters dots: "seconded to. approve").
+_SENTENCE_END = re.compile(r"(?<![\s.][A-Z])(?<!\bNo)(?<!\bno)\.(?=[ \t]+[A-Z\"\u201c(]|[ \t]*$)")
+# OCR glues names at a dot: "Trustee Carl.Weiss"
+_GLUED = re.compile(r"(?<=[a-z])['\u2019`]?\.(?=[A-Z][a-z])")
 _LIST_SPLIT = re.compile(r"\s*(?:,|;|\band\b|&)\s*")
 _TITLE_PREFIX = re.compile(rf"^(?:(?:{_TITLE})s?\.?[ \t]+)+", re.IGNORECASE)
-_BULLET = re.compile(r"^[\s\u2022\u25cf\u25aa\u2023\u2043\uf0b7\uf0a7*\-o]*\s(?=\S)|^\s+")
+_TITLED_PERSON = re.compile(rf"\b(?P<title>{_TITLE})\.?[ \t]+(?P<name>{_NAME})")
+# "M. Prest", "S. Martin Newberry" in prose, but not "W. Lawrence Avenue"
+_INITIALED = re.compile(
+    r"(?<![\w.])(?P<name>[A-Z]\.[ \t]?[A-Z][a-z'\u2019]+(?:[- ][A-Z][a-z'\u2019]+)?)"
+    r"(?![ \t]+(?:Ave|Avenue|St|Street|Rd|Road|Blvd|Boulevard|Dr|Drive|Ln|Lane|Way|Pl|Place|Ct)\b)"
+)
+_STREET = r"\b(?:Ave|Avenue|St|Street|Rd|Road|Blvd|Boulevard|Dr|Drive|Ln|Lane|Way|Pl|Place|Ct)\b"
+_REFERENCE = re.compile(
+    r"\b(?P<kind>resolution|ordinance|res|ord)s?\b\.?[ \t]*\n?[ \t]*(?:(?:no|number)\b\.*|#)?"
+    r"[ \t]*(?P<number>\d+[A-Za-z]?(?:[ \t]*[-\u2013][ \t]*\d+[A-Za-z]?){0,2})\b",
+    re.IGNORECASE,
+)
+# Bullets and the marks OCR makes of them ("o", "e", "©", "¢", "»") at the start of a line.
+_BULLET = re.compile(
+    r"^(?:[\s\u2022\u25cf\u25aa\u2023\u2043\uf0b7\uf0a7*\-\u00a9\u00a2\u00bb\u00ab\u00b7]"
+    r"|(?:o|oO|e|co|ce|eo)(?=\s))+\s*"
+)
+_HEADING = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z]\.|(?i:item)[ \t]+\d+\.?)[ \t]+\S|^[^a-z]*[A-Z]{4}[^a-z]*$")
 
 
 @dataclass(frozen=True)
@@ -149,16 +233,20 @@ class Motion:
     text: str
     mover: str | None
     seconder: str | None
-    result: str | None = None
+    result: str | None = None  # "passed", "failed" or None when the page does not say
+    tally: str | None = None  # "5-0", "4-0-1", "unanimous"
 
 
 @dataclass(frozen=True)
 class Vote:
+    """A roll call: who voted which way (lists of names as written)."""
+
     ayes: list[str] = field(default_factory=list)
     noes: list[str] = field(default_factory=list)
     abstain: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
     tally: str | None = None
+    motion: int | None = None  # index into the page's motions: the motion voted on
 
 
 @dataclass(frozen=True)
@@ -184,284 +272,434 @@ class PageEntities:
         )
 
 
+def _canonical_title(title: str) -> str:
+    words = " ".join(title.replace("-", " ").split()).rstrip(".")
+    lowered = words.lower()
+    for known in TITLES:
+        if known.lower() in (lowered, lowered.removesuffix("s")):
+            return known
+    return words
+
+
 def strip_title(name: str) -> tuple[str, str | None]:
     """Split 'Vice Mayor Jones' into ('Jones', 'Vice Mayor')."""
-    match = _TITLE_PREFIX.match(name)
+    match = _TITLE_PREFIX.match(name.strip())
     if not match:
         return name.strip(), None
-    title = " ".join(match.group(0).split()).rstrip(".")
-    return name[match.end() :].strip(), _canonical_title(title)
+    return name.strip()[match.end() :].strip(), _canonical_title(match.group(0))
 
 
-def _canonical_title(title: str) -> str:
-    lowered = " ".join(title.split()).lower().rstrip("s.") or title
-    for known in TITLES:
-        if known.lower() == lowered or known.lower() == title.lower().rstrip("."):
-            return known
-    return title
+def clean_name(raw: str) -> str | None:
+    """The name in a phrase: titles dropped, cut at the first word that is not part of a
+    name ("Pat Bader Meeting" -> "Pat Bader"); None when no name is left."""
+    text, _title = strip_title(raw.replace("\u2019", "'"))
+    words: list[str] = []
+    for token in text.split():
+        word = token.strip(",;:\"'`()[]")
+        if word.endswith(".") and not re.fullmatch(r"[A-Z]\.", word):
+            word = word.rstrip(".")
+        initial = re.fullmatch(r"[A-Z]\.", word) is not None  # "A. Qaiyum" is no article
+        if not word or (not initial and word.lower() in STOP_WORDS) or not re.fullmatch(_PLAIN_WORD, word):
+            break
+        words.append(word)
+        if len(words) == 4:
+            break
+    if not words or all(re.fullmatch(r"[A-Z]\.?", word) for word in words):
+        return None
+    return " ".join(words)
 
 
 def split_names(text: str) -> list[str]:
     """'Councilmembers Smith, Jones and Lee' -> ['Smith', 'Jones', 'Lee']; 'None' -> []."""
     names: list[str] = []
-    for part in _LIST_SPLIT.split(text.strip().rstrip(".")):
-        name, _title = strip_title(part.strip(" .:"))
-        name = re.sub(r"\s*\(.*?\)\s*$", "", name).strip()
-        if not name or name.lower() in {"none", "n/a", "nobody", "all"}:
-            continue
-        if not re.fullmatch(rf"{_WORD}(?:[ \t]+{_WORD}){{0,4}}", name):
-            continue
-        names.append(name)
+    for part in _LIST_SPLIT.split(re.sub(r"\([^()]*\)?", " ", text).strip().rstrip(".")):
+        name = clean_name(part)
+        if name and name.lower() not in {"none", "n/a", "nobody", "all"}:
+            names.append(name)
     return names
 
 
+def _is_name_list(line: str) -> bool:
+    """A line that is only names and commas (the wrapped tail of a vote list)."""
+    parts = [part for part in _LIST_SPLIT.split(line.strip().rstrip(".,")) if part.strip()]
+    return bool(parts) and all(clean_name(part) == part.strip(" .").replace("\u2019", "'") for part in parts)
+
+
+def merge_names(names: Iterable[str]) -> dict[str, str]:
+    """Map each name to the fullest form of the same person among `names`.
+
+    "Alvarez", "Mayor Alvarez" (already stripped) and "P. Alvarez" fold into "Patricia
+    Alvarez" when exactly one fuller name ends in "Alvarez" (and agrees on the initial);
+    two Alvarezes leave "Alvarez" alone. Comparison ignores case and punctuation."""
+    unique = sorted(set(names), key=lambda name: (-len(name.split()), name))
+    keys = {name: re.findall(r"[a-z0-9]+", name.lower().replace("'", "")) for name in unique}
+    merged: dict[str, str] = {}
+    for name in unique:
+        words = keys[name]
+        if not words:
+            merged[name] = name
+            continue
+        full = [other for other in unique if len(keys[other]) >= 2 and len(keys[other][0]) > 1]
+        if len(words) == 1:  # "Alvarez" -> the one "<Given> Alvarez"
+            candidates = {other for other in full if keys[other][-1] == words[0]}
+        elif len(words[0]) == 1:  # "P. Alvarez" -> the one "P... Alvarez"
+            candidates = {
+                other for other in full if keys[other][1:] == words[1:] and keys[other][0][0] == words[0]
+            }
+        else:
+            candidates = set()
+        same = {other for other in unique if keys[other] == words and other != name}
+        if len(candidates) == 1:
+            merged[name] = candidates.pop()
+        elif same:
+            merged[name] = min({name, *same})
+        else:
+            merged[name] = name
+    return {name: merged.get(merged[name], merged[name]) for name in merged}
+
+
 def _clean_lines(text: str) -> list[str]:
-    return [_BULLET.sub("", line).rstrip() for line in text.replace("\f", "\n").splitlines()]
+    lines = text.replace("\f", "\n").splitlines()
+    return [_GLUED.sub(" ", _BULLET.sub("", line)).rstrip() for line in lines]
 
 
-def _line_span(text: str, start: int, end: int) -> str:
-    line_start = text.rfind("\n", 0, start) + 1
-    line_end = text.find("\n", end)
-    snippet = text[line_start : line_end if line_end != -1 else len(text)]
-    return " ".join(snippet.split())[:MAX_TEXT_TEXT_CHARS]
+def _result(text: str) -> tuple[str | None, str | None]:
+    """The outcome and tally a sentence states: ("passed", "5-0") for "Motion carried 5-0"."""
+    match = _RESULT.search(text)
+    if not match:
+        return None, None
+    outcome = _RESULTS[match.group(1).lower()]
+    tally_match = _TALLY.search(text, match.end(), match.end() + 40)
+    if tally_match:
+        tally = "-".join(group for group in tally_match.groups() if group)
+    elif _UNANIMOUS.search(text):
+        tally = "unanimous"
+    else:
+        tally = None
+    return outcome, tally
 
 
-def _result_near(text: str, start: int, end: int) -> str | None:
-    """The outcome named on the motion's own lines, or on the next line unless that
-    line starts another motion."""
-    line_start = text.rfind("\n", 0, start) + 1
-    line_end = text.find("\n", end)
-    window = text[line_start : line_end if line_end != -1 else len(text)]
-    if line_end != -1:
-        next_end = text.find("\n", line_end + 1)
-        following = text[line_end + 1 : next_end if next_end != -1 else len(text)]
-        if not any(pattern.search(following) for pattern in MOTION_PATTERNS):
-            window += "\n" + following
-    match = _RESULT.search(window)
-    return _RESULTS[match.group(1).lower()] if match else None
+@dataclass
+class _Found:
+    """A motion as found: where it sits in the page's lines, before outcomes are read."""
+
+    start: int  # character offset in the joined lines
+    line: int  # line index of its first line
+    end_line: int  # line index where its sentence ends
+    end: int  # character offset where its sentence ends
+    mover: str | None
+    seconder: str | None
 
 
 class Extractor:
-    """Build the spaCy pipeline once per process, then call `extract` per page."""
+    """Rules are compiled at import; an optional spaCy model loads once per process."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.warnings: list[str] = []
-        self.model_name = "blank"
-        from spacy.matcher import Matcher
-
-        self.nlp = self._load(self.settings.spacy_model)
-        self._add_rules()
-        self.matcher = Matcher(self.nlp.vocab)
-        self._add_tally_patterns()
+        self.model_name = "rules"
+        self.nlp: Language | None = self._load(self.settings.spacy_model)
 
     @property
     def signature(self) -> str:
         """Identifies the extractor in the cache, so a new version or model re-extracts."""
         return f"v{EXTRACTOR_VERSION}:{self.model_name}"
 
-    def _load(self, model: str | None) -> Language:
+    def _load(self, model: str | None) -> Language | None:
+        if not model:
+            return None
         import spacy
 
-        if model:
-            try:
-                nlp = spacy.load(model, exclude=["lemmatizer", "textcat", "parser"])
-            except (ImportError, OSError) as error:
-                message = (
-                    f"spaCy model {model!r} is not installed ({error}); "
-                    f"using rules only (python -m spacy download {model} to add NER)"
-                )
-                log.warning(message, extra={"action": "extract.no_model"})
-                self.warnings.append(message)
-            else:
-                self.model_name = model
-                return nlp
-        return spacy.blank("en")
-
-    def _add_rules(self) -> None:
-        name_token = {
-            "TEXT": {"REGEX": r"^(?:[A-Z]\.|[A-Z][A-Za-z'\u2019]+)$"},
-            "LOWER": {"NOT_IN": sorted(NOT_NAMES)},
-        }
-        patterns: list[dict[str, Any]] = []
-        for title in TITLES:
-            title_tokens = [{"LOWER": token.text.lower()} for token in self.nlp.make_doc(title)]
-            patterns.append(
-                {
-                    "label": "PERSON",
-                    "id": title,
-                    "pattern": [*title_tokens, {**name_token, "OP": "{1,3}"}],
-                }
+        try:
+            nlp = spacy.load(model, exclude=["lemmatizer", "textcat", "parser"])
+        except (ImportError, OSError) as error:
+            message = (
+                f"spaCy model {model!r} is not installed ({error}); "
+                f"using rules only (python -m spacy download {model} to add NER)"
             )
-        number = {"TEXT": {"REGEX": r"^\d+[A-Za-z]?$"}}
-        dash = {"TEXT": {"IN": ["-", "\u2013"]}}
-        for kind in ("resolution", "ordinance", "res", "ord"):
-            for prefix in ([], [{"LOWER": {"IN": ["no", "no.", "number", "#"]}}]):
-                for tail in ([], [dash, number], [dash, number, dash, number]):
-                    patterns.append(
-                        {
-                            "label": "REFERENCE",
-                            "id": "ordinance" if kind.startswith("ord") else "resolution",
-                            "pattern": [
-                                {"LOWER": kind},
-                                {"TEXT": ".", "OP": "?"},
-                                *prefix,
-                                {"TEXT": ".", "OP": "?"},
-                                number,
-                                *tail,
-                            ],
-                        }
-                    )
-        before = {"before": "ner"} if "ner" in self.nlp.pipe_names else {}
-        ruler = self.nlp.add_pipe(
-            "entity_ruler", config={"overwrite_ents": True, "phrase_matcher_attr": None}, **before
-        )
-        ruler.add_patterns(patterns)  # type: ignore[attr-defined]
-
-    def _add_tally_patterns(self) -> None:
-        result = {"LOWER": {"IN": [*_RESULTS, "vote", "voted", "votes"]}}
-        fillers = [
-            {"LOWER": {"IN": ["by", "with", "on", "a", "vote", "of", "roll", "call", ":"]}, "OP": "*"},
-            {"TEXT": "(", "OP": "?"},
-        ]
-        digit = {"TEXT": {"REGEX": r"^\d{1,2}$"}}
-        dash = {"TEXT": {"IN": ["-", "\u2013", "to"]}}
-        self.matcher.add(
-            "TALLY",
-            [
-                [result, *fillers, digit, dash, digit, dash, digit],
-                [result, *fillers, digit, dash, digit],
-                [result, *fillers, {"TEXT": {"REGEX": r"^\d{1,2}[\u2013-]\d{1,2}$"}}],
-            ],
-        )
-        self.matcher.add(
-            "UNANIMOUS",
-            [
-                [result, {"LOWER": "unanimously"}],
-                [{"LOWER": "unanimous"}, {"LOWER": {"IN": ["vote", "consent", "approval"]}}],
-                [{"LOWER": "unanimously"}, result],
-            ],
-        )
+            log.warning(message, extra={"action": "extract.no_model"})
+            self.warnings.append(message)
+            return None
+        self.model_name = model
+        return nlp
 
     def extract(self, text: str) -> PageEntities:
         """Everything this extractor finds on one page of text."""
-        text = text[: self.nlp.max_length]
-        lines = "\n".join(_clean_lines(text))
-        doc = self.nlp(lines)
-        people: dict[str, Person] = {}
-        references: list[tuple[str, str]] = []
-        organizations: list[str] = []
-        for ent in doc.ents:
-            if ent.label_ == "PERSON" and ent.ent_id_:
-                title_length = len(self.nlp.make_doc(ent.ent_id_))
-                name = " ".join(token.text for token in ent[title_length:])
-                people.setdefault(name, Person(name, ent.ent_id_))
-            elif ent.label_ == "PERSON":
-                people.setdefault(ent.text, Person(" ".join(ent.text.split()), None))
-            elif ent.label_ == "ORG" and ent.text not in organizations:
-                organizations.append(" ".join(ent.text.split()))
-            elif ent.label_ == "REFERENCE":
-                number = "".join(
-                    token.text for token in ent if token.text[:1].isdigit() or token.text in DASHES
-                )
-                reference = (ent.ent_id_, number.replace("\u2013", "-"))
-                if reference not in references:
-                    references.append(reference)
-        for match in _ATTENDANCE.finditer(lines):
-            title = _canonical_title(match.group("title"))
-            for name in split_names(match.group("names")):
-                people.setdefault(name, Person(name, title))
-        motions = self._motions(lines)
+        lines = _clean_lines(text[:MAX_PAGE_CHARS])
+        joined = "\n".join(lines)
+        people = _People()
+        for line in lines:
+            self._line_people(line, people)
+        self._attendance(lines, people)
+        votes, motions = _attach(_roll_calls_in(lines), _find_motions(joined, lines), lines)
         for motion in motions:
-            for name in (motion.mover, motion.seconder):
-                if name:
-                    people.setdefault(name, Person(name, None))
-        votes = self._votes(lines, doc)
+            people.add(motion.mover)
+            people.add(motion.seconder)
         for vote in votes:
             for name in (*vote.ayes, *vote.noes, *vote.abstain, *vote.absent):
-                people.setdefault(name, Person(name, None))
+                people.add(name)
+        people.confirm(lines)
+        organizations: list[str] = []
+        if self.nlp is not None:
+            for ent in self.nlp(joined).ents:
+                if ent.label_ == "PERSON":
+                    people.add(clean_name(ent.text), rank=0)
+                elif ent.label_ == "ORG":
+                    org = " ".join(ent.text.split())
+                    if org not in organizations:
+                        organizations.append(org)
         return PageEntities(
-            people=list(people.values()),
+            people=people.merged(),
             motions=motions,
             votes=votes,
-            references=references,
+            references=_references(joined),
             organizations=organizations,
         )
 
-    def _motions(self, lines: str) -> list[Motion]:
-        found: list[tuple[int, Motion]] = []
-        taken: list[tuple[int, int]] = []
-        for pattern in MOTION_PATTERNS:
-            for match in pattern.finditer(lines):
-                start, end = match.span()
-                if any(start < other_end and other_start < end for other_start, other_end in taken):
-                    continue
-                groups = match.groupdict()
-                mover = strip_title(groups["mover"])[0] if groups.get("mover") else None
-                second_raw = groups.get("seconder") or groups.get("seconder2")
-                seconder = strip_title(second_raw)[0] if second_raw else None
-                taken.append((start, end))
-                found.append(
-                    (
-                        start,
-                        Motion(
-                            text=_line_span(lines, start, end),
-                            mover=mover,
-                            seconder=seconder,
-                            result=_result_near(lines, start, end),
-                        ),
-                    )
-                )
-        return [motion for _start, motion in sorted(found, key=lambda item: item[0])]
+    @staticmethod
+    def _line_people(line: str, people: _People) -> None:
+        for match in _TITLED_PERSON.finditer(line):
+            people.add(clean_name(match.group("name")), _canonical_title(match.group("title")), rank=2)
+        for match in _INITIALED.finditer(line):
+            if re.search(_STREET, match.group("name")):
+                continue
+            if match.start() == 0:  # "B. Revised field trip policy" may be item B
+                people.pending.append(match.group("name"))
+            else:
+                people.add(clean_name(match.group("name")))
 
-    def _votes(self, lines: str, doc: Any) -> list[Vote]:
-        votes: list[Vote] = []
-        current: dict[str, list[str]] | None = None
-        for line in lines.splitlines():
-            labels = list(_VOTE_LABEL.finditer(line))
-            if not labels:
-                if current is not None and line.strip():
-                    votes.append(Vote(**current))
-                    current = None
+    @staticmethod
+    def _attendance(lines: list[str], people: _People) -> None:
+        index = 0
+        while index < len(lines):
+            line = lines[index].strip()
+            index += 1
+            match = _ATTENDANCE.match(line)
+            roll = None if match else _ROLL_LINE.match(line)
+            if match is None and roll is None:
                 continue
-            if _ATTENDANCE.search(line):
-                continue
-            for index, label in enumerate(labels):
-                end = labels[index + 1].start() if index + 1 < len(labels) else len(line)
-                key = _vote_key(label.group("label"))
-                if key == "ayes" or current is None:
-                    if key != "ayes" and current is None:
-                        continue  # "Absent:" outside a roll call is attendance, not a vote
-                    if current is not None and current["ayes"]:
-                        votes.append(Vote(**current))
-                    current = {"ayes": [], "noes": [], "abstain": [], "absent": []}
-                current[key].extend(split_names(line[label.end() : end]))
-        if current is not None:
-            votes.append(Vote(**current))
-        # A roll call's tally is counted from its lists; tallies written out in the text
-        # ("carried 5-0") stand alone, since nothing reliable ties them to a roll call.
-        votes = [Vote(**{**asdict(vote), "tally": f"{len(vote.ayes)}-{len(vote.noes)}"}) for vote in votes]
-        votes.extend(Vote(tally=tally) for tally in self._tallies(doc))
-        return votes
+            if match is not None:
+                group = match.group("group").strip()
+                if _VOTE_LABEL.match(line) and not group:
+                    continue  # "Absent:" of a roll call: the vote parser reads it
+                names = match.group("names")
+                group_title = _canonical_title(group) if group.lower() in _GROUPS else None
+            else:
+                assert roll is not None
+                names, group_title = roll.group("names"), None
+            # a list that ends in a comma, "and", a title or an open parenthesis goes on
+            while index < len(lines) and _continues(names) and lines[index].strip():
+                if _ATTENDANCE.match(lines[index].strip()) or _VOTE_LABEL.search(lines[index]):
+                    break
+                names += " " + lines[index].strip()
+                index += 1
+            carried: str | None = None
+            for part in _LIST_SPLIT.split(re.sub(r"\([^()]*\)?", " ", names)):
+                name, title = strip_title(part.strip(" .:"))
+                if title is not None and _TITLE_PREFIX.match(part.strip()) and _plural(part):
+                    carried = title
+                people.add(clean_name(name), title or carried or group_title, rank=2 if title else 1)
 
-    def _tallies(self, doc: Any) -> list[str]:
-        spans = sorted(
-            ((start, end, self.nlp.vocab.strings[key]) for key, start, end in self.matcher(doc)),
-            key=lambda item: (item[0], -(item[1] - item[0])),
-        )
-        tallies: list[str] = []
-        last_end = -1
-        for start, end, label in spans:
-            if start < last_end:
+
+_GROUPS = frozenset(
+    {title.lower() + "s" for title in TITLES}
+    | {title.lower() for title in TITLES}
+    | {"council members", "board members", "members"}
+)
+
+
+def _plural(part: str) -> bool:
+    match = _TITLE_PREFIX.match(part.strip())
+    return match is not None and match.group(0).rstrip(" .\t").lower().endswith("s")
+
+
+def _continues(names: str) -> bool:
+    tail = names.rstrip()
+    if not tail:
+        return False
+    last = tail.split()[-1].lower().rstrip(".")
+    return (
+        tail.endswith(",")
+        or last == "and"
+        or last in _TITLE_WORDS
+        or last.removesuffix("s") in _TITLE_WORDS
+        or tail.count("(") > tail.count(")")
+    )
+
+
+class _People:
+    """The people of a page: each name once, with the most specific title seen."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[str | None, int]] = {}
+        self.pending: list[str] = []  # "K. Bares" opening a line: a person, or item K?
+
+    def add(self, name: str | None, title: str | None = None, *, rank: int = 0) -> None:
+        """rank: 2 a title written before the name, 1 a list's group title, 0 none."""
+        if not name:
+            return
+        name = clean_name(name)
+        if not name:
+            return
+        current = self.found.get(name)
+        rank = rank if title else 0
+        if current is None or rank > current[1]:
+            self.found[name] = (title, rank)
+
+    def confirm(self, lines: list[str]) -> None:
+        """Keep a line-opening "K. Bares" when the page names Bares elsewhere, or when no
+        line opens with the letter before or after K (then it is no lettered item)."""
+        starts = {line[0] for line in lines if re.match(r"[A-Z]\.[ \t]", line)}
+        for name in self.pending:
+            surname = name.split()[-1]
+            elsewhere = sum(1 for line in lines if surname in line) > 1 or any(
+                surname in other.split() for other in self.found
+            )
+            letter = name[0]
+            neighbours = {chr(ord(letter) - 1), chr(ord(letter) + 1)} & starts
+            if elsewhere or not neighbours:
+                self.add(clean_name(name))
+
+    def merged(self) -> list[Person]:
+        canonical = merge_names(self.found)
+        people: dict[str, tuple[str | None, int]] = {}
+        for name, (title, rank) in self.found.items():
+            target = canonical[name]
+            current = people.get(target)
+            if current is None or rank > current[1]:
+                people[target] = (title, rank)
+        return [Person(name, title) for name, (title, _rank) in people.items()]
+
+
+def _references(text: str) -> list[tuple[str, str]]:
+    references: list[tuple[str, str]] = []
+    for match in _REFERENCE.finditer(text):
+        kind = "ordinance" if match.group("kind").lower().startswith("ord") else "resolution"
+        number = re.sub(r"[ \t]", "", match.group("number")).replace("\u2013", "-")
+        if (kind, number) not in references:
+            references.append((kind, number))
+    return references
+
+
+def _line_of(offsets: list[int], position: int) -> int:
+    low, high = 0, len(offsets) - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if offsets[middle] <= position:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _motion_end(lines: list[str], line: int, column: int) -> tuple[int, int]:
+    """(line, column) where the motion's sentence ends: its first sentence end after
+    `column`, following wrapped lines (a line ending in a word or comma, followed by a
+    line that is not a heading, a vote or another motion), at most three more lines."""
+    for index in range(line, min(line + 4, len(lines))):
+        text = lines[index]
+        end = _SENTENCE_END.search(text, column if index == line else 0)
+        if end is not None:
+            return index, end.end()
+        stripped = text.rstrip()
+        following = lines[index + 1].strip() if index + 1 < len(lines) else ""
+        if (
+            not stripped
+            or not (stripped[-1].isalnum() or stripped[-1] == ",")
+            or not following
+            or _HEADING.match(following)
+            or _VOTE_LABEL.match(following)
+            or re.match(r"(?i:(?:the[ \t]+)?motion)\b", following)
+            or any(pattern.match(following) for pattern in MOTION_PATTERNS)
+        ):
+            return index, len(text)
+    last = min(line + 3, len(lines) - 1)
+    return last, len(lines[last])
+
+
+def _find_motions(joined: str, lines: list[str]) -> list[tuple[_Found, str]]:
+    """Every motion on the page, in page order, with its text (its whole sentence)."""
+    offsets = [0]
+    for text_line in lines[:-1]:
+        offsets.append(offsets[-1] + len(text_line) + 1)
+    found: list[tuple[_Found, str]] = []
+    taken: list[tuple[int, int]] = []
+    for pattern in MOTION_PATTERNS:
+        for match in pattern.finditer(joined):
+            start, end = match.span()
+            if any(start < other_end and other_start < end for other_start, other_end in taken):
                 continue
-            last_end = end
-            if label == "UNANIMOUS":
-                tallies.append("unanimous")
-                continue
-            digits = re.findall(r"\d{1,2}", doc[start:end].text)
-            if digits:
-                tallies.append("-".join(digits[-3:] if len(digits) >= 3 else digits[-2:]))
-        return tallies
+            taken.append((start, end))
+            groups = match.groupdict()
+            second = groups.get("seconder") or groups.get("seconder2")
+            line = _line_of(offsets, start)
+            last = _line_of(offsets, max(start, end - 1))
+            end_line, end_column = _motion_end(lines, last, end - offsets[last])
+            text = joined[offsets[line] : offsets[end_line] + end_column]
+            item = _Found(
+                start=start,
+                line=line,
+                end_line=end_line,
+                end=end_column,
+                mover=clean_name(groups["mover"]) if groups.get("mover") else None,
+                seconder=clean_name(second) if second else None,
+            )
+            found.append((item, " ".join(text.split())[:MAX_TEXT_CHARS]))
+    return sorted(found, key=lambda pair: pair[0].start)
+
+
+def _attach(
+    rolls: list[tuple[int, Vote]], found: list[tuple[_Found, str]], lines: list[str]
+) -> tuple[list[Vote], list[Motion]]:
+    """Give each roll call to the motion before it, and each motion its outcome and tally."""
+    motions: list[Motion] = []
+    votes: list[Vote] = [vote for _line, vote in rolls]
+    starts = [item.line for item, _text in found]
+    for number, (item, text) in enumerate(found):
+        next_start = starts[number + 1] if number + 1 < len(starts) else len(lines)
+        mine = [index for index, (line, _vote) in enumerate(rolls) if item.line <= line < next_start]
+        for index in mine:
+            votes[index] = Vote(**{**asdict(votes[index]), "motion": number})
+        outcome, tally = _outcome_after(lines, item, next_start)
+        if outcome is None:  # "Minutes approved - Z. Maiorca (motion), T. Feinberg (second)"
+            outcome, tally = _result(text)
+        if tally is None and mine:
+            tally = votes[mine[0]].tally
+        motions.append(Motion(text, item.mover, item.seconder, outcome, tally))
+    return votes, motions
+
+
+def _outcome_after(lines: list[str], item: _Found, stop: int) -> tuple[str | None, str | None]:
+    """The outcome stated after the motion: the rest of its last line, then the lines that
+    follow through its roll call, up to the next motion or heading or two lines of prose."""
+    segments = [lines[item.end_line][item.end :]]
+    segments += lines[item.end_line + 1 : min(stop, item.end_line + 16)]
+    prose = 0
+    for number, segment in enumerate(segments):
+        text = segment.strip()
+        if not text:
+            continue
+        labels = list(_VOTE_LABEL.finditer(text))
+        if labels:  # "Absent: O'Brien. Motion carried 5-0." states it after the last list
+            outcome, tally = _result(text[labels[-1].end() :])
+            if outcome is not None:
+                return outcome, tally
+            continue
+        if _is_name_list(text):
+            continue
+        if number > 0 and _HEADING.match(text):
+            break
+        outcome, tally = _result(text)
+        if outcome is not None:
+            return outcome, tally
+        prose += 1
+        if prose == 2:
+            break
+    return None, None
+
+
+def _roll_call_prefix(prefix: str) -> bool:
+    return not prefix.strip() or _VOTE_PREFIX.fullmatch(prefix.strip()) is not None
 
 
 def _vote_key(label: str) -> str:
@@ -473,6 +711,69 @@ def _vote_key(label: str) -> str:
     if lowered.startswith("abstain"):
         return "abstain"
     return "absent"
+
+
+def _tally_of(lists: dict[str, list[str]]) -> str:
+    tally = f"{len(lists['ayes'])}-{len(lists['noes'])}"
+    return f"{tally}-{len(lists['abstain'])}" if lists["abstain"] else tally
+
+
+def _roll_calls_in(lines: list[str]) -> list[tuple[int, Vote]]:
+    """Roll calls with the line each starts on. A list runs to a sentence end or the next
+    label, and on to following lines of names; blank lines (OCR) do not end a roll call,
+    any other line does. An "Absent:" before any "Ayes:" is attendance, not a vote."""
+    rolls: list[tuple[int, Vote]] = []
+    current: dict[str, list[str]] | None = None
+    start = 0
+    key = "ayes"
+    open_list = False
+
+    def close() -> None:
+        nonlocal current
+        if current is not None and any(current.values()):
+            lists = current
+            rolls.append(
+                (
+                    start,
+                    Vote(lists["ayes"], lists["noes"], lists["abstain"], lists["absent"], _tally_of(lists)),
+                )
+            )
+        current = None
+
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        labels = list(_VOTE_LABEL.finditer(line))
+        if labels and not _roll_call_prefix(line[: labels[0].start()]):
+            labels = []  # "Commissioners Absent: ..." is attendance
+        if not labels:
+            if current is not None and open_list and _is_name_list(line):
+                end = _SENTENCE_END.search(line)
+                current[key].extend(split_names(line[: end.start()] if end else line))
+                open_list = end is None
+                continue
+            close()
+            continue
+        for index, label in enumerate(labels):
+            key = _vote_key(label.group("label"))
+            content_end = labels[index + 1].start() if index + 1 < len(labels) else len(line)
+            content = line[label.end() : content_end]
+            end = _SENTENCE_END.search(content)
+            if key == "ayes" and current is not None and current["ayes"]:
+                close()
+            if current is None:
+                if key != "ayes":
+                    open_list = False
+                    continue  # "Absent:" outside a roll call is attendance, not a vote
+                current = {"ayes": [], "noes": [], "abstain": [], "absent": []}
+                start = number
+            current[key].extend(split_names(content[: end.start()] if end else content))
+            open_list = end is None
+            if end is not None and content[end.end() :].strip() and index + 1 == len(labels):
+                close()  # "Absent: O'Brien. Motion carried 5-0." ends the roll call
+                open_list = False
+    close()
+    return rolls
 
 
 def text_sha256(text: str) -> str:

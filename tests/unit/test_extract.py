@@ -3,7 +3,16 @@
 import pytest
 
 from clerk.config import Settings
-from clerk.extract import Extractor, Motion, PageEntities, Person, Vote, split_names, strip_title
+from clerk.extract import (
+    Extractor,
+    Motion,
+    PageEntities,
+    Person,
+    Vote,
+    merge_names,
+    split_names,
+    strip_title,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +39,11 @@ def extractor() -> Extractor:
         ("Budget approved - B. Munro (motion), Z. Maiorca (second)", "B. Munro", "Z. Maiorca"),
         ("Motion: Alderman Novak  Second: Alderwoman Reyes", "Novak", "Reyes"),
         # minutes wrap lines: the seconder's name on the next line
-        ("Councilmember Diaz moved to approve the budget amendment, seconded by\n"
-         "Councilmember Lee.", "Diaz", "Lee"),
+        (
+            "Councilmember Diaz moved to approve the budget amendment, seconded by\nCouncilmember Lee.",
+            "Diaz",
+            "Lee",
+        ),
         ("It was moved by Trustee Brown and seconded\nby Trustee Green.", "Brown", "Green"),
     ],
 )
@@ -75,9 +87,102 @@ def test_roll_call_votes_and_tallies(extractor: Extractor) -> None:
         "Ayes: Kim, Ode; Nays: Ross\n"
     )
     votes = extractor.extract(text).votes
-    assert votes[0] == Vote(["Smith", "Jones", "Lee"], ["Park"], [], ["Brown"], "3-1")
-    assert votes[1] == Vote(["Kim", "Ode"], ["Ross"], [], [], "2-1")
-    assert [v.tally for v in votes[2:]] == ["4-1", "unanimous"]
+    assert votes == [
+        Vote(["Smith", "Jones", "Lee"], ["Park"], [], ["Brown"], "3-1"),
+        Vote(["Kim", "Ode"], ["Ross"], [], [], "2-1"),
+    ]
+
+
+def test_tally_and_outcome_belong_to_the_motion(extractor: Extractor) -> None:
+    text = (
+        "Moved by Councilmember Lindqvist, seconded by Councilmember Tran, to approve the consent\n"
+        "calendar as presented.\n"
+        "AYES: Alvarez, Okafor, Lindqvist\n"
+        "NOES: O'Brien, Tran\n"
+        "Motion carried 3-2.\n"
+    )
+    entities = extractor.extract(text)
+    [motion] = entities.motions
+    assert (motion.result, motion.tally) == ("passed", "3-2")
+    assert motion.text.endswith("to approve the consent calendar as presented.")
+    assert entities.votes == [Vote(["Alvarez", "Okafor", "Lindqvist"], ["O'Brien", "Tran"], [], [], "3-2", 0)]
+
+
+def test_outcome_on_a_one_line_roll_call_after_a_sentence_end(extractor: Extractor) -> None:
+    text = (
+        "Moved by Trustee Natarajan, seconded by Trustee Weiss, to adopt Resolution No. 2024-25-07.\n"
+        "Ayes: Gonzalez, Brooks, Holt, Natarajan, Weiss. Noes: None. Absent: O'Brien. Motion carried 5-0.\n"
+    )
+    entities = extractor.extract(text)
+    assert [(m.result, m.tally) for m in entities.motions] == [("passed", "5-0")]
+    assert entities.votes[0].absent == ["O'Brien"]
+    assert entities.votes[0].ayes == ["Gonzalez", "Brooks", "Holt", "Natarajan", "Weiss"]
+
+
+def test_vote_lists_continue_on_wrapped_lines_until_prose(extractor: Extractor) -> None:
+    text = (
+        "AYES: Davis, Hernandez, Perez,\n"
+        "      Valencia, Ramirez\n"
+        "NOES: None\n"
+        "\n"  # OCR leaves blank lines inside a roll call
+        "ABSENT:\n"
+        "\n"
+        "Ayala, Rios\n"
+        "Motion carried 5-0.\n"
+        "Smith, Jones\n"
+    )
+    votes = extractor.extract(text).votes
+    ayes = ["Davis", "Hernandez", "Perez", "Valencia", "Ramirez"]
+    assert votes == [Vote(ayes, [], [], ["Ayala", "Rios"], "5-0")]
+
+
+def test_motion_styles_without_a_named_pair(extractor: Extractor) -> None:
+    text = (
+        "It was moved and seconded to approve the consent agenda. The motion passed unanimously.\n"
+        "\n"
+        "MOTION: Vice Chair Whitfield\n"
+        "The motion failed for lack of a second.\n"
+    )
+    motions = extractor.extract(text).motions
+    assert [(m.mover, m.seconder, m.result, m.tally) for m in motions] == [
+        (None, None, "passed", "unanimous"),
+        ("Whitfield", None, "failed", None),
+    ]
+    assert "approve the consent agenda" in motions[0].text
+
+
+def test_names_stop_at_titles_and_headings(extractor: Extractor) -> None:
+    text = (
+        "Others Present: Ryan Warsing (LSRCC), Kimberly Bares (PLACE\n"
+        "Consulting), Simone Martin-Newberry\n"
+        "Commissioners Absent: Shelley Young, Pat Bader\n"
+        "Meeting called to order by Commissioner Simone Martin-Newberry Commissioners Absent\n"
+        "Chair Pat Bader Meeting adjourned.\n"
+    )
+    names = {p.name for p in extractor.extract(text).people}
+    assert names == {"Ryan Warsing", "Kimberly Bares", "Simone Martin-Newberry", "Shelley Young", "Pat Bader"}
+
+
+def test_people_on_a_page_fold_into_one_name(extractor: Extractor) -> None:
+    text = (
+        "Present: Mayor Patricia Alvarez, Councilmembers Grace Lindqvist,\n"
+        "Marcus O'Brien and Helen Tran\n"
+        "Mayor Alvarez adjourned the meeting. P. Alvarez thanked staff.\n"
+    )
+    people = extractor.extract(text).people
+    assert sorted(people, key=lambda p: p.name) == [
+        Person("Grace Lindqvist", "Councilmember"),
+        Person("Helen Tran", "Councilmember"),
+        Person("Marcus O'Brien", "Councilmember"),
+        Person("Patricia Alvarez", "Mayor"),
+    ]
+
+
+def test_merge_names() -> None:
+    merged = merge_names(["Alvarez", "Patricia Alvarez", "P. Alvarez", "Lee", "Ana Lee", "Bo Lee", "Kim"])
+    assert merged["Alvarez"] == merged["P. Alvarez"] == "Patricia Alvarez"
+    assert merged["Lee"] == "Lee"  # two Lees: ambiguous, left alone
+    assert merged["Kim"] == "Kim"
 
 
 def test_attendance_absent_is_not_a_vote(extractor: Extractor) -> None:
@@ -108,8 +213,8 @@ def test_helpers() -> None:
 def test_entities_round_trip_through_json() -> None:
     entities = PageEntities(
         people=[Person("Jones", "Mayor")],
-        motions=[Motion("text", "A", "B", "passed")],
-        votes=[Vote(["A"], [], [], [], "1-0")],
+        motions=[Motion("text", "A", "B", "passed", "1-0")],
+        votes=[Vote(["A"], [], [], [], "1-0", 0)],
         references=[("resolution", "1")],
     )
     assert PageEntities.from_json(entities.to_json()) == entities
@@ -117,7 +222,7 @@ def test_entities_round_trip_through_json() -> None:
 
 def test_missing_model_falls_back_to_rules_with_a_warning() -> None:
     extractor = Extractor(Settings(spacy_model="en_core_web_sm_not_installed"))
-    assert extractor.model_name == "blank"
+    assert extractor.model_name == "rules"
     assert "not installed" in extractor.warnings[0]
     assert "python -m spacy download en_core_web_sm_not_installed " in extractor.warnings[0]
     assert extractor.extract("Mayor Diaz spoke.").people == [Person("Diaz", "Mayor")]
