@@ -30,6 +30,7 @@ from clerk.status import (
     site_status,
     with_failures,
 )
+from clerk.triage import page_read_lines
 from pgqueue.db import mask_url
 from pgqueue.errors import ConfigurationError, DatabaseUnavailable
 
@@ -455,6 +456,8 @@ def _print_site(data: dict[str, Any]) -> None:
     for link in data["refused_links"]:
         click.echo(f"  refused link: {printable(link['url'])}: "
                    f"{about_url(link['error'], link['url'])}")
+    for line in page_read_lines(data.get("page_reads") or {"counts": []}):  # issue 17
+        click.echo(f"  {printable(line)}")
 
 
 @main.command("purge")

@@ -41,6 +41,7 @@ from clerk.storage import (
     meeting_slug,
     safe_meeting_name,
 )
+from clerk.triage import record_page_read
 from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
 from pgqueue.db import remember_secrets
 from pgqueue.errors import ConfigurationError
@@ -420,6 +421,8 @@ class Pipeline:
             raise PermanentFailure(f"site {site}, {kind} {meeting} {date}, page {page}: "
                                    f"{error}") from error
         write_page_text(document.page_text_path(settings.storage_dir, page), text.text)
+        with self.queue.session() as conn:  # how the page was read, for status (issue 17)
+            record_page_read(conn, document, page, text)
 
     def extract(self, site: str) -> None:
         stats = extract_site(site_dir(self.settings.storage_dir, site), self.settings)

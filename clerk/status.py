@@ -19,6 +19,7 @@ from clerk.config import QUEUES
 from clerk.db import CLERK_SCHEMA
 from clerk.output import error_line, printable
 from clerk.pipeline import Pipeline
+from clerk.triage import site_page_reads
 from pgqueue.db import mask_url, query
 from pgqueue.embedded import describe_embedded
 from pgqueue.sql import parse_named, sql_root, validate_schema
@@ -288,6 +289,7 @@ def with_failures(pipeline: Pipeline, run: dict[str, Any]) -> dict[str, Any]:
         "failed_jobs": failed_jobs,
         "document_errors": [{**d, "date": str(d["date"])} for d in documents],
         "refused_links": [{"url": r["url"], "error": r["reason"]} for r in refused],
+        "page_reads": site_page_reads(pipeline, site),  # how each page was read (issue 17)
     }
 
 

@@ -24,7 +24,7 @@ import functools
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 from clerk.pdf import PageFacts
 
@@ -152,3 +152,54 @@ def keep_better(layer: str, ocr: str) -> tuple[Literal["text-layer", "ocr"], str
     if ocr_score.known > layer_score.known:
         return "ocr", f"kept OCR ({ocr_score}) over the layer ({layer_score})"
     return "text-layer", f"kept the layer ({layer_score}) over OCR ({ocr_score})"
+
+
+# ---------------------------------------------------------------- the record of each page
+
+@functools.cache
+def _statements() -> Any:
+    """sql/clerk/pages.sql for clerk's schema (loaded on first use)."""
+    from clerk.db import CLERK_SCHEMA
+    from pgqueue.sql import Statements, sql_root
+
+    return Statements(CLERK_SCHEMA, sql_root() / "clerk" / "pages.sql")
+
+
+def record_page_read(conn: Any, document: Any, page: int, result: Any) -> None:
+    """Store how a page was read (a clerk.ocr.PageText) beside its document's row."""
+    conn.execute(_statements().save_page_read, {
+        "site": document.site, "kind": document.kind, "meeting": document.meeting,
+        "date": document.date, "page": page, "method": result.method,
+        "decision": result.decision or "text-layer", "reason": result.reason,
+        "engine": result.engine, "chars": alnum_count(result.text)})
+
+
+def page_reads(conn: Any, site: str, *, limit: int = 20) -> dict[str, Any]:
+    """How a site's pages were read: counts by method and decision, and the first `limit`
+    pages not taken from their layer as it was, with the reason (for status)."""
+    statements = _statements()
+    summary = conn.execute(statements.page_reads_summary, {"site": site}).fetchall()
+    pages = conn.execute(statements.page_reads_not_layer, {"site": site, "limit": limit}).fetchall()
+    return {"counts": [dict(row) for row in summary], "pages": [dict(row) for row in pages]}
+
+
+def page_read_lines(report: dict[str, Any]) -> list[str]:
+    """`status --subdomain`'s lines for `page_reads`: one line of counts, then a page a line."""
+    if not report["counts"]:
+        return []
+    how = {("text-layer", "text-layer"): "text layer", ("ocr", "ocr"): "OCR",
+           ("blank", "ocr"): "blank", ("ocr", "compare"): "OCR (better than the layer)",
+           ("text-layer", "compare"): "text layer (better than OCR)"}
+    parts = [f"{row['pages']} {how.get((row['method'], row['decision']), row['method'])}"
+             for row in report["counts"]]
+    lines = [f"pages read: {', '.join(parts)}"]
+    for row in report["pages"]:
+        lines.append(f"  {row['kind']} {row['meeting']} {row['date']} p{row['page']}: "
+                     f"{row['method']} ({row['reason']})")
+    return lines
+
+
+def site_page_reads(pipeline: Any, site: str, *, limit: int = 20) -> dict[str, Any]:
+    """`page_reads` through a clerk Pipeline's pooled connections."""
+    with pipeline.queue.session(atomic=False) as conn:
+        return page_reads(conn, site, limit=limit)

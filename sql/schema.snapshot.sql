@@ -95,6 +95,22 @@ CREATE TABLE clerk.migrations (
     checksum text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
+CREATE TABLE clerk.page_reads (
+    site text NOT NULL,
+    kind text NOT NULL,
+    meeting text NOT NULL,
+    date date NOT NULL,
+    page integer NOT NULL,
+    method text NOT NULL,
+    decision text NOT NULL,
+    reason text NOT NULL,
+    engine text NOT NULL,
+    chars integer NOT NULL,
+    read_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT page_reads_decision_check CHECK ((decision = ANY (ARRAY['text-layer'::text, 'ocr'::text, 'compare'::text]))),
+    CONSTRAINT page_reads_method_check CHECK ((method = ANY (ARRAY['text-layer'::text, 'ocr'::text, 'blank'::text]))),
+    CONSTRAINT page_reads_page_check CHECK ((page >= 1))
+);
 CREATE TABLE clerk.refused_links (
     site text NOT NULL,
     url text NOT NULL,
@@ -359,6 +375,8 @@ ALTER TABLE ONLY clerk.documents
     ADD CONSTRAINT documents_pkey PRIMARY KEY (site, kind, meeting, date);
 ALTER TABLE ONLY clerk.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (component, version);
+ALTER TABLE ONLY clerk.page_reads
+    ADD CONSTRAINT page_reads_pkey PRIMARY KEY (site, kind, meeting, date, page);
 ALTER TABLE ONLY clerk.refused_links
     ADD CONSTRAINT refused_links_pkey PRIMARY KEY (site, url);
 ALTER TABLE ONLY clerk.sites
@@ -405,6 +423,8 @@ CREATE TRIGGER groups_fire AFTER UPDATE OF completed_at ON pgqueue.groups FOR EA
 CREATE TRIGGER job_history_chain AFTER INSERT ON pgqueue.job_history FOR EACH ROW WHEN (((new.state = 'succeeded'::pgqueue.job_state) AND (new.on_success IS NOT NULL))) EXECUTE FUNCTION pgqueue.fire_chain();
 ALTER TABLE ONLY clerk.documents
     ADD CONSTRAINT documents_site_fkey FOREIGN KEY (site) REFERENCES clerk.sites(subdomain) ON DELETE CASCADE;
+ALTER TABLE ONLY clerk.page_reads
+    ADD CONSTRAINT page_reads_site_kind_meeting_date_fkey FOREIGN KEY (site, kind, meeting, date) REFERENCES clerk.documents(site, kind, meeting, date) ON DELETE CASCADE;
 ALTER TABLE ONLY clerk.refused_links
     ADD CONSTRAINT refused_links_site_fkey FOREIGN KEY (site) REFERENCES clerk.sites(subdomain) ON DELETE CASCADE;
 ALTER TABLE ONLY pgqueue.jobs
