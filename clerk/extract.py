@@ -296,13 +296,13 @@ def clean_name(raw: str) -> str | None:
     words: list[str] = []
     for token in text.split():
         word = token.strip(",;:\"'`()[]")
-        if word.endswith(".") and not re.fullmatch(r"[A-Z]\.", word):
-            word = word.rstrip(".")
+        sentence_end = word.endswith(".") and not re.fullmatch(r"[A-Z]\.", word)
+        word = word.rstrip(".") if sentence_end else word
         initial = re.fullmatch(r"[A-Z]\.", word) is not None  # "A. Qaiyum" is no article
         if not word or (not initial and word.lower() in STOP_WORDS) or not re.fullmatch(_PLAIN_WORD, word):
             break
         words.append(word)
-        if len(words) == 4:
+        if len(words) == 4 or sentence_end:  # "O'Brien. Smith thanked staff": one name
             break
     if not words or all(re.fullmatch(r"[A-Z]\.?", word) for word in words):
         return None
