@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from clerk.pdf import PdfError, page_count, page_size, pdf_info, render_page, text_layer
+from clerk.pdf import (
+    PdfError,
+    PdfiumReader,
+    PopplerReader,
+    page_count,
+    page_size,
+    pdf_info,
+    render_page,
+    text_layer,
+)
 from tests.support.pipeline import CIVIC, PdfFactory
 
 AGENDAS = {
@@ -87,3 +96,56 @@ def test_render_page_within_pixel_budget(pdf_factory: PdfFactory) -> None:
     assert "instead of 150" in warnings[0]
     with pytest.raises(PdfError, match="below the minimum"):
         render_page(plan, 1, 150, 1_000_000)
+
+
+# ---------------------------------------------------------------- pdfium in the process
+
+
+def test_pdfium_renders_within_the_pixel_budget(pdf_factory: PdfFactory) -> None:
+    with PdfiumReader().open(SCANNED, 1) as page:
+        image = page.render(100, 60_000_000, warnings=[])
+    assert image.size == (850, 1100) and image.mode == "L" and image.info["dpi"] == (100, 100)
+    plan = pdf_factory.huge_page_pdf("plan.pdf", 36 * 72, 48 * 72)
+    warnings: list[str] = []
+    with PdfiumReader().open(plan, 1) as page:
+        big = page.render(150, 10_000_000, warnings=warnings)
+        assert big.size[0] * big.size[1] <= 10_000_000
+        assert "instead of 150" in warnings[0]
+        with pytest.raises(PdfError, match="below the minimum"):
+            page.render(150, 1_000_000, warnings=[])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda f: f.encrypted_pdf("locked.pdf"), "encrypted"),
+        (lambda f: f.truncated_pdf("cut.pdf"), "not a readable PDF"),
+        (lambda f: f.garbage("noise.pdf"), "not a readable PDF"),
+        (lambda f: f.empty("empty.pdf"), "not a readable PDF"),
+        (lambda f: f.html("page.pdf"), "not a readable PDF"),
+    ],
+)
+def test_pdfium_refuses_broken_pdfs_with_one_line(pdf_factory: PdfFactory, make, message: str) -> None:
+    path = make(pdf_factory)
+    with pytest.raises(PdfError, match=message) as caught, PdfiumReader().open(path, 1):
+        pass
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_pdfium_page_out_of_range_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PdfError, match="page 3 does not exist"), PdfiumReader().open(MINUTES, 3):
+        pass
+    with pytest.raises(PdfError, match="no such file"), PdfiumReader().open(tmp_path / "x.pdf", 1):
+        pass
+
+
+def test_both_readers_see_the_same_page() -> None:
+    """The minutes' second page: its text, and three photos over about a sixth of it
+    (pdfium from where they are drawn, Poppler from their pixels and resolution)."""
+    coverage = []
+    for reader in (PdfiumReader(), PopplerReader()):
+        with reader.open(MINUTES, 2) as page:
+            facts = page.facts(warnings=[])
+        assert "Meeting adjourned" in facts.text
+        coverage.append(facts.image_coverage)
+    assert 0.12 < min(coverage) <= max(coverage) < 0.22
