@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clerk.extract import ExtractionCache, text_sha256
+from clerk.extract import ExtractionCache, merge_names, text_sha256
 from clerk.storage import Kind, PageRecord, iter_site_pages
 
 if TYPE_CHECKING:  # sqlite-utils pulls in numpy: a quarter second on every `clerk` command
@@ -49,15 +51,28 @@ PAGE_COLUMNS = {
 }
 
 
+# Entity tables (a full compile). `people` holds one row per person of the site (names
+# folded by clerk.extract.merge_names: "Mayor Alvarez", "Alvarez" and "Patricia Alvarez"
+# are one person when the site has one Alvarez); `person_names` maps every written name to
+# its person; `mentions` is each page's people as written; `votes` is one row per person
+# and roll call, joinable to `people` (person_id), `motions` (motion_id) and `roll_calls`.
+# Every entity row carries the meeting, date, page, page id and `page_url` (the PDF at
+# that page). The view `person_votes` answers "how did each member vote".
+ENTITY_TABLES = ("mentions", "motions", "roll_calls", "votes", "references")
+VOTE_KINDS = (("ayes", "aye"), ("noes", "no"), ("abstain", "abstain"), ("absent", "absent"))
+
+
 @dataclass(frozen=True)
 class CompileResult:
     path: Path
     agendas: int
     minutes: int
-    people: int = 0
+    people: int = 0  # people of the site, after folding names
     motions: int = 0
-    votes: int = 0
+    votes: int = 0  # one per person and roll call
     references: int = 0
+    roll_calls: int = 0
+    mentions: int = 0
     missing_entities: int = 0
     tables: list[str] = field(default_factory=list)
     skipped: bool = False  # a fast compile kept out: this run's full database is in place
@@ -71,7 +86,9 @@ def _document_key(record: PageRecord) -> str:
 class _Counts:
     pages: dict[str, int] = field(default_factory=lambda: {"minutes": 0, "agenda": 0})
     people: int = 0
+    mentions: int = 0
     motions: int = 0
+    roll_calls: int = 0
     votes: int = 0
     references: int = 0
     missing_entities: int = 0
@@ -92,12 +109,13 @@ class _Builder:
         self.document_urls = document_urls or {}
         self.cache = cache
         self.counts = _Counts()
-        self.entity_rows: dict[str, list[dict[str, Any]]] = {
-            "people": [],
-            "motions": [],
-            "votes": [],
-            "references": [],
-        }
+        self.entity_rows: dict[str, list[dict[str, Any]]] = {table: [] for table in ENTITY_TABLES}
+        self.next_id = {"motions": 1, "roll_calls": 1, "votes": 1}
+
+    def _id(self, table: str) -> int:
+        number = self.next_id[table]
+        self.next_id[table] += 1
+        return number
 
     def document_url(self, record: PageRecord) -> str | None:
         urls = self.document_urls
@@ -125,29 +143,40 @@ class _Builder:
             self.counts.missing_entities += 1
             return
         table = PAGE_TABLES[record.kind]
+        url = self.document_url(record)
         base = {
             "page_id": record.id,
             "page_table": table,
             "meeting": record.meeting,
             "date": record.date,
             "page": record.page,
+            "page_url": f"{url}#page={record.page}" if url else None,
         }
         rows = self.entity_rows
         for person in entities.people:
-            rows["people"].append({**base, "name": person.name, "title": person.title})
+            rows["mentions"].append({**base, "name": person.name, "title": person.title})
+        motion_ids: list[int] = []
         for motion in entities.motions:
+            motion_ids.append(self._id("motions"))
             rows["motions"].append(
                 {
+                    "id": motion_ids[-1],
                     **base,
                     "text": motion.text,
                     "mover": motion.mover,
                     "seconder": motion.seconder,
                     "result": motion.result,
+                    "tally": motion.tally,
                 }
             )
         for vote in entities.votes:
-            rows["votes"].append(
+            roll_call_id = self._id("roll_calls")
+            in_range = vote.motion is not None and 0 <= vote.motion < len(motion_ids)
+            motion_id = motion_ids[vote.motion] if in_range and vote.motion is not None else None
+            rows["roll_calls"].append(
                 {
+                    "id": roll_call_id,
+                    "motion_id": motion_id,
                     **base,
                     "ayes": json.dumps(vote.ayes),
                     "noes": json.dumps(vote.noes),
@@ -156,6 +185,18 @@ class _Builder:
                     "tally": vote.tally,
                 }
             )
+            for field_name, label in VOTE_KINDS:
+                for name in getattr(vote, field_name):
+                    rows["votes"].append(
+                        {
+                            "id": self._id("votes"),
+                            "roll_call_id": roll_call_id,
+                            "motion_id": motion_id,
+                            "name": name,
+                            "vote": label,
+                            **base,
+                        }
+                    )
         for kind, number in entities.references:
             rows["references"].append({**base, "kind": kind, "number": number})
         if sum(len(batch) for batch in rows.values()) >= BATCH_SIZE:
@@ -174,15 +215,122 @@ def _create_tables(db: sqlite_utils.Database, entities: bool) -> None:
         db[table].create(PAGE_COLUMNS, pk="id")  # type: ignore[union-attr]
     if not entities:
         return
-    base = {"page_id": str, "page_table": str, "meeting": str, "date": str, "page": int}
-    db["people"].create({**base, "name": str, "title": str})  # type: ignore[union-attr]
-    db["motions"].create(  # type: ignore[union-attr]
-        {**base, "text": str, "mover": str, "seconder": str, "result": str}
+    base = {
+        "page_id": str,
+        "page_table": str,
+        "meeting": str,
+        "date": str,
+        "page": int,
+        "page_url": str,
+    }
+    tables: dict[str, tuple[dict[str, Any], str | None]] = {
+        "people": (
+            {
+                "id": int,
+                "name": str,
+                "title": str,
+                "aliases": str,
+                "pages": int,
+                "first_date": str,
+                "last_date": str,
+            },
+            "id",
+        ),
+        "person_names": ({"name": str, "person_id": int}, "name"),
+        "mentions": ({**base, "name": str, "title": str, "person_id": int}, None),
+        "motions": (
+            {
+                "id": int,
+                **base,
+                "text": str,
+                "mover": str,
+                "seconder": str,
+                "result": str,
+                "tally": str,
+                "mover_id": int,
+                "seconder_id": int,
+            },
+            "id",
+        ),
+        "roll_calls": (
+            {
+                "id": int,
+                "motion_id": int,
+                **base,
+                "ayes": str,
+                "noes": str,
+                "abstain": str,
+                "absent": str,
+                "tally": str,
+            },
+            "id",
+        ),
+        "votes": (
+            {
+                "id": int,
+                "roll_call_id": int,
+                "motion_id": int,
+                "person_id": int,
+                "name": str,
+                "vote": str,
+                **base,
+            },
+            "id",
+        ),
+        "references": ({**base, "kind": str, "number": str}, None),
+    }
+    for name, (columns, pk) in tables.items():
+        db[name].create(columns, pk=pk)  # type: ignore[union-attr]
+
+
+@functools.cache
+def _statements() -> dict[str, str]:
+    """The named statements of sql/clerk/meetings.sql (SQLite; our file, never input)."""
+    from pgqueue.sql import parse_named, sql_root
+
+    return parse_named((sql_root() / "clerk" / "meetings.sql").read_text())
+
+
+def _build_people(db: sqlite_utils.Database) -> int:
+    """One person per folded name: `people`, `person_names`, and the person ids on
+    mentions, votes and motions. Returns the number of people."""
+    sql = _statements()
+    names = [row[0] for row in db.execute(sql["entity_names"]).fetchall() if row[0]]
+    canonical = merge_names(names)
+    titles: dict[str, Counter[str]] = {}
+    for name, title, uses in db.execute(sql["name_titles"]).fetchall():
+        titles.setdefault(canonical.get(name, name), Counter())[title] += uses
+    ids = {person: number for number, person in enumerate(sorted(set(canonical.values())), start=1)}
+    aliases: dict[str, list[str]] = {}
+    for name, person in canonical.items():
+        if name != person:
+            aliases.setdefault(person, []).append(name)
+    db["people"].insert_all(  # type: ignore[union-attr]
+        (
+            {
+                "id": number,
+                "name": person,
+                "title": titles[person].most_common(1)[0][0] if person in titles else None,
+                "aliases": json.dumps(sorted(aliases.get(person, []))),
+                "pages": 0,
+            }
+            for person, number in ids.items()
+        ),
+        batch_size=BATCH_SIZE,
     )
-    db["votes"].create(  # type: ignore[union-attr]
-        {**base, "ayes": str, "noes": str, "abstain": str, "absent": str, "tally": str}
+    db["person_names"].insert_all(  # type: ignore[union-attr]
+        ({"name": name, "person_id": ids[person]} for name, person in canonical.items()),
+        batch_size=BATCH_SIZE,
     )
-    db["references"].create({**base, "kind": str, "number": str})  # type: ignore[union-attr]
+    for statement in ("link_mentions", "link_votes", "link_motions"):
+        db.execute(sql[statement])
+    spans = db.execute(sql["person_spans"]).fetchall()
+    db.conn.executemany(
+        sql["set_person_span"],
+        [{"id": row[0], "first_date": row[1], "last_date": row[2], "pages": row[3]} for row in spans],
+    )
+    db.execute(sql["person_votes_view"])
+    return len(ids)
 
 
 def _finish(db: sqlite_utils.Database, entities: bool) -> None:
@@ -191,9 +339,14 @@ def _finish(db: sqlite_utils.Database, entities: bool) -> None:
         db[table].create_index(["meeting", "date"])  # type: ignore[union-attr]
         db[table].create_index(["date"])  # type: ignore[union-attr]
     if entities:
-        for table in ("people", "motions", "votes", "references"):
+        for table in ENTITY_TABLES:
             db[table].create_index(["page_id"])  # type: ignore[union-attr]
         db["people"].create_index(["name"])  # type: ignore[union-attr]
+        db["mentions"].create_index(["person_id"])  # type: ignore[union-attr]
+        db["votes"].create_index(["person_id", "date"])  # type: ignore[union-attr]
+        db["votes"].create_index(["motion_id"])  # type: ignore[union-attr]
+        db["votes"].create_index(["roll_call_id"])  # type: ignore[union-attr]
+        db["roll_calls"].create_index(["motion_id"])  # type: ignore[union-attr]
         db["references"].create_index(["kind", "number"])  # type: ignore[union-attr]
 
 
@@ -282,6 +435,8 @@ def compile_site(
             # the same date name the same page: the later one replaces the earlier.
             db[table].insert_all(builder.rows(kind), batch_size=BATCH_SIZE, replace=True)  # type: ignore[union-attr]
         builder.flush_entities()
+        if entities:
+            builder.counts.people = _build_people(db)
         _finish(db, entities)
         db.execute("PRAGMA journal_mode = DELETE")
         db.conn.commit()
@@ -312,6 +467,8 @@ def compile_site(
         motions=counts.motions,
         votes=counts.votes,
         references=counts.references,
+        roll_calls=counts.roll_calls,
+        mentions=counts.mentions,
         missing_entities=counts.missing_entities,
         tables=_table_names(target),
     )

@@ -92,7 +92,7 @@ def test_end_to_end(city: CitySite, pdf_factory: PdfFactory, cli: Cli, clerk_env
 
     with sqlite3.connect(database) as conn:
         motions = conn.execute("SELECT mover, seconder, result FROM motions").fetchall()
-        votes = conn.execute("SELECT ayes, noes, tally FROM votes WHERE ayes <> '[]'").fetchall()
+        votes = conn.execute("SELECT ayes, noes, tally FROM roll_calls WHERE ayes <> '[]'").fetchall()
     assert ("Smith", "Jones", "passed") in motions
     assert (json.dumps(["Smith", "Jones", "Lopez", "Kim"]), json.dumps(["Patel"]), "4-1") in votes
 
