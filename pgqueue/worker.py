@@ -7,7 +7,8 @@ loudly rather than run without leases):
                trip (`JobStore.finish_and_claim`), as many as `ClaimSizer` says; hand them
                to the slots; wait for a NOTIFY, a finished job, a deadline, the
                safety-net poll or the stop event
-  slot-N       runs one job at a time (in-thread, or through its `SlotHost`'s child)
+  slot-N       `pgqueue.slots`: runs one job at a time (in-thread, or through its
+               `SlotHost`'s child)
   leases       `pgqueue.leases`: heartbeats, cancellations, lost leases
   listener     `pgqueue.notify`: LISTEN, wakes the main loop
   maintenance  `pgqueue.maintenance`: rescue, prune, stale workers, on the elected leader
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue as stdlib_queue
 import socket
 import threading
 import time
@@ -33,16 +33,16 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgqueue.claiming import ClaimSizer
-from pgqueue.context import JobContext
 from pgqueue.db import Outage
 from pgqueue.errors import DatabaseUnavailable
-from pgqueue.execution import Outcome, ProcessRunner, SlotHost, ThreadRunner, timed_out
+from pgqueue.execution import Outcome, SlotHost
 from pgqueue.jobs import ClaimedJob
 from pgqueue.leases import Leases
 from pgqueue.maintenance import Maintenance
 from pgqueue.notify import Listener
 from pgqueue.retry import Backoff, decide
 from pgqueue.signals import StopLevel, install_stop_handlers
+from pgqueue.slots import Held, Slots
 from pgqueue.store import Final, JobStore, Retry
 
 if TYPE_CHECKING:
@@ -58,17 +58,6 @@ BURST_RECHECK_SECONDS = 0.25
 # Finished jobs wait at most this long to be recorded, so one round trip records a batch.
 COALESCE_SECONDS = 0.02
 RECONNECT_BACKOFF_MAX = 5.0
-
-
-@dataclass(slots=True, eq=False)
-class Held:
-    """One claimed job, from its claim until its outcome is recorded."""
-
-    job: ClaimedJob
-    context: JobContext
-    started: float = 0.0  # when a slot started it (time.monotonic)
-    outcome: Outcome | None = None  # set once, by its slot or by the deadline
-    seconds: float = 0.0
 
 
 @dataclass
@@ -128,25 +117,19 @@ class Worker:
         self._cold = threading.Event()
         self._exiting = threading.Event()
         self._fatal: str | None = None
-        self._lock = threading.Lock()
-        self._held: dict[int, Held] = {}  # claimed, outcome not yet recorded
-        self._finished: list[Held] = []  # outcome known, not yet recorded
-        self._timed: dict[int, Held] = {}  # started with a deadline (thread isolation)
-        self._outstanding = 0  # claimed and not finished: running, or waiting in the inbox
-        self._done_since_beat = 0
-        self._inbox: stdlib_queue.SimpleQueue[Held | None] = stdlib_queue.SimpleQueue()
         self._conn: psycopg.Connection[Any] | None = None
         self._conn_opened: float | None = None
         self._hosts: list[SlotHost] = []
-        self._slot_threads: list[threading.Thread] = []
         self._threads: list[threading.Thread] = []
         self._started_jobs = 0
         self._last_trip = 0.0
         self._seen_empty = False  # the last claim got fewer jobs than it asked for
         self._nudged = True  # a NOTIFY (or the poll) since: worth asking again
-        self._slot_names = 0
+        self.slots = Slots(self.concurrency, tasks, hosts=self._hosts,
+                           max_jobs_per_child=max_jobs_per_child, wake=self._wake,
+                           stopping=self._stopping, supervise=self._supervised)
         self.leases = Leases(store, lease_seconds=lease_seconds, worker_id=lambda: self.worker_id,
-                             held=self._held_contexts, take_done=self._take_done,
+                             held=self.slots.contexts, take_done=self.slots.take_done,
                              exiting=self._exiting, outage=self.outage)
         self.listener = Listener(store, self.queues, on_job=self._nudge,
                                  on_cancel=self.leases.beat_now.set, stop=self._stopping,
@@ -189,18 +172,6 @@ class Worker:
         task = self.tasks.get(task_name)
         return task.retry_backoff if task is not None else Backoff()
 
-    # -- what the helpers read ------------------------------------------------------------
-
-    def _held_contexts(self) -> dict[int, JobContext]:
-        with self._lock:
-            return {job_id: held.context for job_id, held in self._held.items()
-                    if held.outcome is None}
-
-    def _take_done(self) -> int:
-        with self._lock:
-            done, self._done_since_beat = self._done_since_beat, 0
-        return done
-
     # -- the database ---------------------------------------------------------------------
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -225,8 +196,7 @@ class Worker:
 
     def _flush_and_claim(self, limit: int) -> list[ClaimedJob]:
         """Record finished jobs (final states and retries) and claim up to `limit`."""
-        with self._lock:
-            batch, self._finished = self._finished, []
+        batch = self.slots.take_finished()
         finals: list[Final] = []
         retries: list[Retry] = []
         for item in batch:
@@ -248,8 +218,7 @@ class Worker:
                 self._connection(), finals, retries, worker_id=self.worker_id,
                 queues=self.queues, limit=limit, lease_seconds=self.lease_seconds)
         except DatabaseUnavailable:
-            with self._lock:  # keep them; the next round trip after reconnecting records them
-                self._finished[:0] = batch
+            self.slots.put_back(batch)
             raise
         self._last_trip = time.monotonic()
         if limit > 0:
@@ -261,14 +230,13 @@ class Worker:
 
     def _recorded(self, batch: list[Held], retries: list[Retry]) -> None:
         retried = {r[0]: r[2] for r in retries}
-        with self._lock:
-            for item in batch:
-                self._held.pop(item.job.id, None)
-            self._done_since_beat += len(batch)
+        self.slots.forget(batch)
         for item in batch:
             outcome = item.outcome
             assert outcome is not None
             self.sizer.observe_job(item.job.queue, item.seconds)
+            if outcome.error is not None and outcome.error.startswith("timed out"):
+                self.stats.timed_out += 1
             if outcome.state == "lost":
                 self.stats.lost += 1
                 self._log_finish(item, outcome, "lost")
@@ -296,100 +264,13 @@ class Worker:
                        "task": job.task, "tag": job.tag, "result": outcome.state,
                        "duration": item.seconds})
 
-    # -- slots ----------------------------------------------------------------------------
-
-    def _start_slot(self, index: int) -> None:
-        host = self._hosts[index] if self._hosts else None
-        self._slot_names += 1
-        thread = self._supervised(f"slot-{index}" if self._slot_names <= self.concurrency
-                                  else f"slot-{index}-{self._slot_names}",
-                                  lambda: self._slot_loop(host))
-        self._slot_threads.append(thread)
-
-    def _slot_loop(self, host: SlotHost | None) -> None:
-        """Take the next job from the shared inbox, run it, report it; until told to stop
-        (or until the deadline gave this thread's job up: a new thread took the slot)."""
-        runner: ThreadRunner | ProcessRunner = (
-            ProcessRunner(host, self.max_jobs_per_child) if host is not None
-            else ThreadRunner(self.tasks))
-        try:
-            while True:
-                item = self._inbox.get()
-                if item is None:
-                    return
-                if self._stopping.is_set():
-                    with self._lock:  # not started: given back to the queue at shutdown
-                        self._outstanding -= 1
-                    self._wake.set()
-                    continue
-                timeout = item.job.timeout_seconds
-                item.started = time.monotonic()
-                if timeout:
-                    item.context.deadline = item.started + timeout
-                    if host is None:
-                        with self._lock:
-                            self._timed[item.job.id] = item
-                        self._wake.set()  # the main loop now waits no longer than the deadline
-                outcome = runner.run(item.job, item.context)
-                with self._lock:
-                    abandoned = item.outcome is not None
-                    if not abandoned:
-                        item.outcome = outcome
-                        item.seconds = time.monotonic() - item.started
-                        self._finished.append(item)
-                        self._outstanding -= 1
-                        self._timed.pop(item.job.id, None)
-                if abandoned:
-                    log.warning("job %s returned %.0f s after its timeout; its result (%s) "
-                                "is ignored", item.job.id, time.monotonic() - item.started
-                                - (timeout or 0), outcome.state,
-                                extra={"action": "late_return", "job_id": item.job.id})
-                    return
-                self._wake.set()
-        finally:
-            runner.close()
-
-    def _enforce_deadlines(self) -> float | None:
-        """Thread isolation: a job past its deadline is recorded failed ("timed out") and
-        its thread abandoned (a thread cannot be killed); a new thread takes the slot.
-        Returns the next deadline, if any."""
-        if not self._timed:
-            return None
-        now = time.monotonic()
-        expired: list[Held] = []
-        upcoming: float | None = None
-        with self._lock:
-            for item in list(self._timed.values()):
-                deadline = item.context.deadline
-                assert deadline is not None
-                if deadline <= now:
-                    item.outcome = timed_out(item.job, " (the job's thread was abandoned)")
-                    item.seconds = now - item.started
-                    self._finished.append(item)
-                    self._outstanding -= 1
-                    del self._timed[item.job.id]
-                    expired.append(item)
-                elif upcoming is None or deadline < upcoming:
-                    upcoming = deadline
-        for item in expired:
-            self.stats.timed_out += 1
-            log.warning("job %s is over its timeout of %s s: recorded failed, its thread "
-                        "abandoned", item.job.id, item.job.timeout_seconds,
-                        extra={"action": "timed_out", "job_id": item.job.id})
-            self._start_slot(len(self._slot_threads) % self.concurrency)
-        return upcoming
-
     def _dispatch(self, jobs: list[ClaimedJob]) -> None:
+        if not jobs:
+            return
         info = log.isEnabledFor(logging.INFO)
-        items = [Held(job, JobContext.for_job(job)) for job in jobs]
-        with self._lock:
-            for item in items:
-                self._held[item.job.id] = item
-            self._outstanding += len(items)
-        self._started_jobs += len(items)
-        self.stats.claimed += len(items)
-        for item in items:
-            job = item.job
+        self._started_jobs += len(jobs)
+        self.stats.claimed += len(jobs)
+        for job in jobs:
             if info:
                 log.info("job %s started queue=%s task=%s tag=%s attempt=%s", job.id, job.queue,
                          job.task, job.tag, job.attempt,
@@ -397,7 +278,7 @@ class Worker:
                                 "task": job.task, "tag": job.tag})
             if self.on_event is not None:
                 self._emit("job_started", job=job)
-            self._inbox.put(item)
+        self.slots.hand_out(jobs)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -428,8 +309,7 @@ class Worker:
 
     def _claim_limit(self) -> int:
         """How many jobs to claim now (0: not worth a round trip yet)."""
-        with self._lock:
-            outstanding = self._outstanding
+        outstanding = self.slots.outstanding()
         want = self.sizer.target() - outstanding
         if self.max_jobs is not None:
             want = min(want, self.max_jobs - self._started_jobs)
@@ -448,29 +328,23 @@ class Worker:
         return want if want >= max(1, self.sizer.buffer() // 2) else 0
 
     def _flush_due(self) -> bool:
-        with self._lock:
-            if not self._finished:
-                return False
-            pending, outstanding = len(self._finished), self._outstanding
-        return (outstanding == 0 or pending >= max(1, self.concurrency // 2)
+        pending = self.slots.finished_count()
+        if not pending:
+            return False
+        return (self.slots.outstanding() == 0 or pending >= max(1, self.concurrency // 2)
                 or time.monotonic() - self._last_trip >= COALESCE_SECONDS)
-
-    def _busy(self) -> bool:
-        with self._lock:
-            return self._outstanding > 0 or bool(self._finished)
 
     def _run(self) -> int:
         if self.isolation == "process":
             # Before any thread of ours exists: see pgqueue.execution.
-            self._hosts = [SlotHost(self.tasks, self.max_jobs_per_child)
-                           for _ in range(self.concurrency)]
+            self._hosts.extend(SlotHost(self.tasks, self.max_jobs_per_child)
+                               for _ in range(self.concurrency))
         try:
             self._register()
             log.info("worker %s started: queues=%s concurrency=%s isolation=%s",
                      self.worker_id, ",".join(self.queues), self.concurrency, self.isolation,
                      extra={"action": "worker_started"})
-            for index in range(self.concurrency):
-                self._start_slot(index)
+            self.slots.start()
             self._threads = [self._supervised("leases", self.leases.run),
                              self._supervised("listener", self.listener.run),
                              self._supervised("maintenance", self.maintenance.run)]
@@ -493,11 +367,11 @@ class Worker:
                     self._flush_and_claim(0)
                     if stop_deadline is None:
                         stop_deadline = time.monotonic() + self.shutdown_grace
-                    if not self._busy() or self._cold.is_set() or time.monotonic() > stop_deadline:
+                    if not self.slots.busy() or self._cold.is_set() or time.monotonic() > stop_deadline:
                         return
                     self._wake.wait(0.1)
                     continue
-                next_deadline = self._enforce_deadlines()
+                next_deadline = self.slots.enforce_deadlines()
                 limit = self._claim_limit()
                 if limit > 0 or self._flush_due():
                     self._nudged = False
@@ -521,7 +395,7 @@ class Worker:
 
     def _finished_everything(self) -> bool:
         """After a claim that found nothing: recycled (max_jobs), or burst mode and idle."""
-        if self._busy():
+        if self.slots.busy():
             return False
         if self.max_jobs is not None and self._started_jobs >= self.max_jobs:
             log.info("worker %s recycled after %s jobs", self.worker_id, self._started_jobs,
@@ -532,21 +406,17 @@ class Worker:
 
     def _wait_seconds(self, next_deadline: float | None) -> float:
         wait = min(self.poll_interval, BURST_RECHECK_SECONDS) if self.burst else self.poll_interval
-        with self._lock:
-            if self._finished:
-                wait = min(wait, COALESCE_SECONDS)
+        if self.slots.finished_count():
+            wait = min(wait, COALESCE_SECONDS)
         if next_deadline is not None:
             wait = min(wait, max(0.0, next_deadline - time.monotonic()) + 0.001)
         return wait
 
     def _shutdown(self) -> None:
         self._stopping.set()
-        with self._lock:
-            unfinished = [held for held in self._held.values() if held.outcome is None]
+        unfinished = self.slots.unfinished()
         for held in unfinished:
             held.context.interrupt("worker shutting down")
-        for _ in self._slot_threads:
-            self._inbox.put(None)
         try:
             self._flush_and_claim(0)
             if unfinished:
@@ -558,8 +428,7 @@ class Worker:
         except DatabaseUnavailable as error:
             log.warning("worker %s: could not record shutdown (%s); leases will expire",
                         self.worker_id, error, extra={"action": "shutdown_unrecorded"})
-        for thread in self._slot_threads:
-            thread.join(2)
+        self.slots.close()
         self._exiting.set()
         self.leases.beat_now.set()
         for thread in self._threads:

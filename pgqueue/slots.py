@@ -1,0 +1,211 @@
+"""The slots: the jobs one worker holds, and the threads that run them.
+
+A claimed job is `Held` from its claim until its outcome is recorded. It waits in the
+shared inbox (leased, so never lost) until a slot thread takes it, runs it (in-thread, or
+in a child of the slot's `SlotHost`), and files its outcome under `finished`, where the
+worker's loop picks it up to record in its next round trip.
+
+Thread isolation cannot kill a job: one past its deadline is filed as failed ("timed
+out") by `enforce_deadlines`, its thread abandoned (when the task returns, its result is
+ignored and the thread ends), and a new thread takes the slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as stdlib_queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pgqueue.context import JobContext
+from pgqueue.execution import Outcome, ProcessRunner, SlotHost, ThreadRunner, timed_out
+from pgqueue.jobs import ClaimedJob
+
+if TYPE_CHECKING:
+    from pgqueue.tasks import Task
+
+log = logging.getLogger("pgqueue.worker")
+
+Supervise = Callable[[str, Callable[[], None]], threading.Thread]
+
+
+@dataclass(slots=True, eq=False)
+class Held:
+    """One claimed job, from its claim until its outcome is recorded."""
+
+    job: ClaimedJob
+    context: JobContext
+    started: float = 0.0  # when a slot started it (time.monotonic)
+    outcome: Outcome | None = None  # set once, by its slot or by the deadline
+    seconds: float = 0.0
+
+
+class Slots:
+    def __init__(self, concurrency: int, tasks: Mapping[str, Task], *,
+                 hosts: list[SlotHost], max_jobs_per_child: int, wake: threading.Event,
+                 stopping: threading.Event, supervise: Supervise) -> None:
+        self.concurrency = concurrency
+        self.tasks = tasks
+        self.hosts = hosts
+        self.max_jobs_per_child = max_jobs_per_child
+        self.wake = wake  # set when a job finishes: the loop records it and claims more
+        self.stopping = stopping
+        self.supervise = supervise
+        self._lock = threading.Lock()
+        self._held: dict[int, Held] = {}  # claimed, outcome not yet recorded
+        self._finished: list[Held] = []  # outcome known, not yet recorded
+        self._timed: dict[int, Held] = {}  # started with a deadline (thread isolation)
+        self._outstanding = 0  # claimed and not finished: running, or waiting in the inbox
+        self._done_since_beat = 0
+        self._inbox: stdlib_queue.SimpleQueue[Held | None] = stdlib_queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    # -- the loop's side ------------------------------------------------------------------
+
+    def start(self) -> None:
+        for index in range(self.concurrency):
+            self._start(index)
+
+    def hand_out(self, jobs: list[ClaimedJob]) -> None:
+        items = [Held(job, JobContext.for_job(job)) for job in jobs]
+        with self._lock:
+            for item in items:
+                self._held[item.job.id] = item
+            self._outstanding += len(items)
+        for item in items:
+            self._inbox.put(item)
+
+    def outstanding(self) -> int:
+        with self._lock:
+            return self._outstanding
+
+    def finished_count(self) -> int:
+        with self._lock:
+            return len(self._finished)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._outstanding > 0 or bool(self._finished)
+
+    def take_finished(self) -> list[Held]:
+        with self._lock:
+            batch, self._finished = self._finished, []
+        return batch
+
+    def put_back(self, batch: list[Held]) -> None:
+        """Not recorded (the database was away): recorded by the next round trip."""
+        with self._lock:
+            self._finished[:0] = batch
+
+    def forget(self, batch: list[Held]) -> None:
+        """Recorded: no longer held."""
+        with self._lock:
+            for item in batch:
+                self._held.pop(item.job.id, None)
+            self._done_since_beat += len(batch)
+
+    def unfinished(self) -> list[Held]:
+        with self._lock:
+            return [held for held in self._held.values() if held.outcome is None]
+
+    # -- the lease keeper's side ----------------------------------------------------------
+
+    def contexts(self) -> dict[int, JobContext]:
+        """The jobs whose leases to extend: held, outcome not yet known."""
+        with self._lock:
+            return {job_id: held.context for job_id, held in self._held.items()
+                    if held.outcome is None}
+
+    def take_done(self) -> int:
+        with self._lock:
+            done, self._done_since_beat = self._done_since_beat, 0
+        return done
+
+    # -- the threads ----------------------------------------------------------------------
+
+    def _start(self, index: int) -> None:
+        host = self.hosts[index] if self.hosts else None
+        name = f"slot-{index}" if len(self._threads) < self.concurrency else \
+            f"slot-{index}-{len(self._threads)}"
+        self._threads.append(self.supervise(name, lambda: self._run(host)))
+
+    def _run(self, host: SlotHost | None) -> None:
+        """Take the next job from the shared inbox, run it, file it; until told to stop
+        (or until the deadline gave this thread's job up: a new thread took the slot)."""
+        runner: ThreadRunner | ProcessRunner = (
+            ProcessRunner(host, self.max_jobs_per_child) if host is not None
+            else ThreadRunner(self.tasks))
+        try:
+            while True:
+                item = self._inbox.get()
+                if item is None:
+                    return
+                if self.stopping.is_set():
+                    with self._lock:  # not started: given back to the queue at shutdown
+                        self._outstanding -= 1
+                    self.wake.set()
+                    continue
+                timeout = item.job.timeout_seconds
+                item.started = time.monotonic()
+                if timeout:
+                    item.context.deadline = item.started + timeout
+                    if host is None:
+                        with self._lock:
+                            self._timed[item.job.id] = item
+                        self.wake.set()  # the loop now waits no longer than the deadline
+                outcome = runner.run(item.job, item.context)
+                with self._lock:
+                    abandoned = item.outcome is not None
+                    if not abandoned:
+                        item.outcome = outcome
+                        item.seconds = time.monotonic() - item.started
+                        self._finished.append(item)
+                        self._outstanding -= 1
+                        self._timed.pop(item.job.id, None)
+                if abandoned:
+                    log.warning("job %s returned %.0f s after its timeout; its result (%s) "
+                                "is ignored", item.job.id, time.monotonic() - item.started
+                                - (timeout or 0), outcome.state,
+                                extra={"action": "late_return", "job_id": item.job.id})
+                    return
+                self.wake.set()
+        finally:
+            runner.close()
+
+    def enforce_deadlines(self) -> float | None:
+        """Thread isolation: file jobs past their deadline as timed out, give their slots
+        new threads. Returns the next deadline, if any."""
+        if not self._timed:
+            return None
+        now = time.monotonic()
+        expired: list[Held] = []
+        upcoming: float | None = None
+        with self._lock:
+            for item in list(self._timed.values()):
+                deadline = item.context.deadline
+                assert deadline is not None
+                if deadline <= now:
+                    item.outcome = timed_out(item.job, " (the job's thread was abandoned)")
+                    item.seconds = now - item.started
+                    self._finished.append(item)
+                    self._outstanding -= 1
+                    del self._timed[item.job.id]
+                    expired.append(item)
+                elif upcoming is None or deadline < upcoming:
+                    upcoming = deadline
+        for item in expired:
+            log.warning("job %s is over its timeout of %s s: recorded failed, its thread "
+                        "abandoned", item.job.id, item.job.timeout_seconds,
+                        extra={"action": "timed_out", "job_id": item.job.id})
+            self._start(len(self._threads) % self.concurrency)
+        return upcoming
+
+    def close(self) -> None:
+        """Tell every thread to end once its job is done; wait a little for them."""
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join(2)
