@@ -100,12 +100,26 @@ TITLES = (
     "City Attorney",
     "City Clerk",
     "City Planner",
+    "City Administrator",
+    "Village Administrator",
+    "Village Manager",
+    "Village Attorney",
+    "Village Clerk",
+    "Town Administrator",
+    "Town Manager",
+    "Town Clerk",
+    "County Administrator",
+    "County Counsel",
+    "Finance Director",
+    "Police Chief",
+    "Fire Chief",
     "Superintendent",
     "Selectman",
     "Selectwoman",
 )
 _BY_LENGTH = sorted(TITLES, key=len, reverse=True)  # "Vice Chair" before "Chair"
-_TITLE = "|".join(re.escape(title).replace(r"\ ", r"[ \t-]+") for title in _BY_LENGTH)
+# between a title's words: a space, a hyphen ("Vice-Chair") or OCR's stray dot ("Deputy. Mayor")
+_TITLE = "|".join(re.escape(title).replace(r"\ ", r"\.?[ \t-]+") for title in _BY_LENGTH)
 _TITLE_WORDS = frozenset(word.lower() for title in TITLES for word in title.split())
 # Words that end a name: a name is never followed by these in the same phrase.
 STOP_WORDS = (
@@ -156,23 +170,30 @@ MOTION_PATTERNS = tuple(
     for pattern in (
         # "Motion by X, seconded by Y" / "Motion was made by X and seconded by Y"
         rf"(?i:motion)(?:[ \t]+(?i:was))?(?:[ \t]+(?i:made))?[ \t]+(?i:by)[:.]?[ \t]*{_MOVER}"
-        rf"{_GAP}(?i:seconded|second)(?:{_WS}(?i:by))?{_WS}{_SECONDER}",
+        rf"{_GAP}(?i:seconded|second)\.?(?:{_WS}(?i:by))?{_WS}{_SECONDER}",
         # "Moved by X, seconded by Y" / "It was moved by X and seconded by Y"
-        rf"(?i:moved)[ \t]+(?i:by)[:.]?[ \t]*{_MOVER}{_GAP}(?i:seconded){_WS}(?i:by)"
+        rf"(?i:moved)[ \t]+(?i:by)[:.]?[ \t]*{_MOVER}{_GAP}(?i:seconded)\.?{_WS}(?i:by)"
         rf"{_WS}{_SECONDER}",
         # "X (motion), Y (second)"
         rf"{_MOVER}[ \t]*\((?i:motion|moved|m)\)[\s,;]+{_SECONDER}[ \t]*\((?i:second|seconded|s)\)",
         # "Motion: X  Second: Y", and "MOTION: X" alone (no second)
         rf"(?i:motion|moved|mover)[ \t]*[:.]+[:. \t]*{_MOVER}(?:[\s,;.]+(?i:second(?:ed|er)?)"
         rf"[ \t]*[:.]+[:. \t]*{_SECONDER})?",
-        # "X moved, Y seconded" / "X moved to approve ..., seconded by Y"
-        rf"{_MOVER}[ \t]+(?i:moved)\b{_GAP}(?:(?i:seconded{_WS}by){_WS}{_SECONDER}"
-        rf"|[,;][ \t]*(?:(?i:and)[ \t]+)?{_SECONDER.replace('seconder', 'seconder2')}[ \t]+"
+        # "X moved, Y seconded" / "X moved to approve ..., seconded by Y" / "X made a motion
+        # to approve .... Y seconded the motion."
+        rf"{_MOVER}[ \t]+(?i:moved|made[ \t]+a[ \t]+motion)\b{_GAP}(?:(?i:seconded\.?{_WS}by){_WS}{_SECONDER}"
+        rf"|[.,;][ \t]*(?:(?i:and)[ \t]+)?{_SECONDER.replace('seconder', 'seconder2')}[ \t]+"
         rf"(?i:seconded))",
         # "It was moved and seconded to ..." (nobody named)
         r"(?i:(?:it[ \t]+was[ \t]+)?moved[ \t]+and[ \t]+seconded)\b",
     )
 )
+# The patterns that open with a name would try a name at every capital of the page; they
+# run only from the start of lines holding their keyword (a third of the CPU otherwise).
+_NAME_FIRST = {
+    2: re.compile(r"\((?i:motion|moved|m)\)"),
+    4: re.compile(r"(?i:\bmoved\b|\bmade[ \t]+a[ \t]+motion\b)"),
+}
 _RESULT = re.compile(r"\b(passed|carried|approved|adopted|failed|denied|defeated)\b", re.IGNORECASE)
 _TALLY = re.compile(
     r"(?<![\d/])(\d{1,2})[ \t]*(?:[-\u2013\u2014]|to)[ \t]*(\d{1,2})"
@@ -191,7 +212,10 @@ _ROLL_LINE = re.compile(
     rf"^(?:[A-Z0-9]{{1,3}}\.[ \t]+)?(?i:roll[ \t]+call)[ \t]*:?[ \t]+(?P<names>(?i:{_TITLE})s?[ \t][^:]*)$"
 )
 _VOTE_LABEL = re.compile(
-    r"\b(?P<label>ayes|yes|yeas|noes|nays|no|abstain(?:ed|ing|s|ions?)?|absent)[ \t]*[:;]",
+    r"\b(?:(?P<label>ayes|yes|yeas|noes|nays|no|abstain(?:ed|ing|s|ions?)?|absent)[ \t]*[:;]"
+    # "Ayes - Nguyen, Salas; Noes - None": a dash, for the unambiguous labels only
+    r"|(?P<dashed>ayes|yeas|noes|nays|abstain(?:ed|ing|s|ions?)?|absent)[ \t.]*[-\u2013\u2014]{1,2}"
+    r"(?=[ \t]*[A-Z]))",
     re.IGNORECASE,
 )
 _VOTE_PREFIX = re.compile(r"(?i:(?:roll[ \t]+call[ \t]*)?(?:vote)?)[ \t:.-]*")
@@ -295,7 +319,7 @@ def clean_name(raw: str) -> str | None:
     text, _title = strip_title(raw.replace("\u2019", "'"))
     words: list[str] = []
     for token in text.split():
-        word = token.strip(",;:\"'`()[]")
+        word = token.strip(",;:\"'`()[]").lstrip(".")  # OCR: "Vogel, .Adeyemi ."
         sentence_end = word.endswith(".") and not re.fullmatch(r"[A-Z]\.", word)
         word = word.rstrip(".") if sentence_end else word
         initial = re.fullmatch(r"[A-Z]\.", word) is not None  # "A. Qaiyum" is no article
@@ -617,6 +641,20 @@ def _motion_end(lines: list[str], line: int, column: int) -> tuple[int, int]:
     return last, len(lines[last])
 
 
+def _matches(number: int, pattern: re.Pattern[str], joined: str, offsets: list[int]) -> list[re.Match[str]]:
+    keyword = _NAME_FIRST.get(number)
+    if keyword is None:
+        return list(pattern.finditer(joined))
+    found: dict[tuple[int, int], re.Match[str]] = {}
+    for hit in keyword.finditer(joined):
+        line = _line_of(offsets, hit.start())
+        window_end = offsets[line + 4] if line + 4 < len(offsets) else len(joined)
+        for match in pattern.finditer(joined, offsets[line], window_end):
+            if match.start() <= hit.start():  # the name is on the keyword's line, before it
+                found.setdefault(match.span(), match)
+    return [found[span] for span in sorted(found)]
+
+
 def _find_motions(joined: str, lines: list[str]) -> list[tuple[_Found, str]]:
     """Every motion on the page, in page order, with its text (its whole sentence)."""
     offsets = [0]
@@ -624,8 +662,8 @@ def _find_motions(joined: str, lines: list[str]) -> list[tuple[_Found, str]]:
         offsets.append(offsets[-1] + len(text_line) + 1)
     found: list[tuple[_Found, str]] = []
     taken: list[tuple[int, int]] = []
-    for pattern in MOTION_PATTERNS:
-        for match in pattern.finditer(joined):
+    for number, pattern in enumerate(MOTION_PATTERNS):
+        for match in _matches(number, pattern, joined, offsets):
             start, end = match.span()
             if any(start < other_end and other_start < end for other_start, other_end in taken):
                 continue
@@ -755,7 +793,7 @@ def _roll_calls_in(lines: list[str]) -> list[tuple[int, Vote]]:
             close()
             continue
         for index, label in enumerate(labels):
-            key = _vote_key(label.group("label"))
+            key = _vote_key(label.group("label") or label.group("dashed"))
             content_end = labels[index + 1].start() if index + 1 < len(labels) else len(line)
             content = line[label.end() : content_end]
             end = _SENTENCE_END.search(content)
