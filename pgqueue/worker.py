@@ -122,6 +122,7 @@ class Worker:
         self._hosts: list[SlotHost] = []
         self._threads: list[threading.Thread] = []
         self._started_jobs = 0
+        self.threads_at_fork = 0  # process isolation: threads alive when the hosts forked
         self._last_trip = 0.0
         self._seen_empty = False  # the last claim got fewer jobs than it asked for
         self._nudged = True  # a NOTIFY (or the poll) since: worth asking again
@@ -336,9 +337,18 @@ class Worker:
 
     def _run(self) -> int:
         if self.isolation == "process":
-            # Before any thread of ours exists: see pgqueue.execution.
+            # Before any thread of ours exists (see pgqueue.execution); the enqueue pool's
+            # threads are ours too, so it is closed first (it reopens when next used).
+            self.store.close()
+            others = threading.active_count() - 1
+            if others:
+                log.warning("forking the job processes' hosts while %s other threads run "
+                            "(not pgqueue's); start the worker before any thread to avoid "
+                            "the fork-with-threads hazard", others,
+                            extra={"action": "fork_with_threads"})
             self._hosts.extend(SlotHost(self.tasks, self.max_jobs_per_child)
                                for _ in range(self.concurrency))
+            self.threads_at_fork = others + 1
         try:
             self._register()
             log.info("worker %s started: queues=%s concurrency=%s isolation=%s",

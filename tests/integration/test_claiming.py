@@ -252,3 +252,14 @@ def test_the_rescuer_decides_through_the_retry_policy(app: Queue, db_url: str) -
     job = app.get_job(job_id)
     assert job.state is JobState.FAILED and claimed.attempt == MAX_RESCUES
     assert f"rescued {MAX_RESCUES} times" in (job.last_error or "")
+
+
+def test_process_isolation_forks_its_hosts_from_a_single_thread(app: Queue) -> None:
+    """The enqueue pool (threads of its own) was in use; the worker closes it first, so its
+    slot hosts are forked while the process runs one thread."""
+    ids = app.enqueue_many(worker_app.noop, [{"item": i} for i in range(3)])
+    assert threading.active_count() > 1  # the pool's threads: a naive fork would copy a mess
+    worker = app.worker(["work"], concurrency=2, isolation="process", burst=True)
+    assert worker.run() == 0
+    assert worker.threads_at_fork == 1
+    assert all(app.get_job(i).state is JobState.SUCCEEDED for i in ids)
