@@ -7,7 +7,8 @@ process per page, the portable path). DPI: 150, 200, 300.
 Ground truth, so accuracy is measured rather than asserted:
 - the born-digital pages of tests/fixtures/civic/: rendered to an image and OCR'd, their
   text layer (read by pdfium) is the truth;
-- generated scans (tests/support/scans.py) whose exact text we drew.
+- generated scans (tests/support/scans.py) whose exact text we drew in 9-point type,
+  scanned at 300 dpi and degraded (skew, blur, speckles, gray paper).
 
 Per engine and DPI it prints pages per second on one core (render + OCR, one process,
 OMP_THREAD_LIMIT=1) and the character and word error rates: edit distance over the
@@ -79,7 +80,8 @@ def ground_truth(folder: Path, limit: int | None) -> list[tuple[str, Path, int, 
                 pages.append(("born-digital", path, number, page.facts(warnings=[]).text))
     pages = pages[:limit] if limit else pages
     for index, text in enumerate(SCANS):
-        pdf = make_page("image_only", folder / f"scan{index}.pdf", text, dpi=300)
+        pdf = make_page("image_only", folder / f"scan{index}.pdf", text, dpi=300, font_pts=9,
+                        degraded=True)
         pages.append(("generated scan", pdf, 1, text))
     return pages
 
@@ -124,7 +126,7 @@ def command_alone(folder: Path, dpi: int, pages: list[tuple[str, Path, int, str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=None,
-                        help="born-digital civic pages to use (default: all 15)")
+                        help="born-digital civic pages to use (default: all 18)")
     args = parser.parse_args()
     engines: list[tuple[str, PageReader, OcrBackend]] = [
         ("pdfium+tesserocr", PdfiumReader(), TesserocrBackend()),
