@@ -3,7 +3,9 @@
 `thread` isolation suits light tasks. A thread cannot be killed, so a job over its timeout
 is recorded failed ("timed out") by the worker, which abandons the slot's thread and starts
 a new one; inside the task, `current_job().check()` raises `JobTimeout` (and
-`JobCancelled` after a cancel), so a long task that calls it stops by itself.
+`JobCancelled` after a cancel), so a long task that calls it stops by itself. An abandoned
+task that ignores `check()` may still be running when the job's retry starts elsewhere:
+a task that must never overlap itself belongs in process isolation.
 
 `process` isolation is for native code that can crash, hang or bloat (Tesseract, Poppler,
 spaCy): the job runs in a child process; the parent keeps the connection and the lease,
