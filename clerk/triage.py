@@ -132,6 +132,10 @@ def triage(facts: PageFacts) -> Triage:
         if density < TEXT_ON_IMAGE_PER_SQ_IN:
             return Triage("ocr", f"mixed page: {covered} with no text on it "
                                  f"(a text layer of {chars} characters beside it)")
+    if score.words < MIN_SCORED_WORDS and coverage < MIXED_COVERAGE:
+        # A short visible layer with no scan under it (a cover page, "EXHIBIT A"): OCR
+        # could only read back what the layer draws.
+        return Triage("text-layer", f"text layer: {score}, no scan on the page")
     return _by_score(score, "text layer")
 
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fpdf import FPDF
 
 from clerk.config import Settings
 from clerk.ocr import OcrError, TesseractBackend, TesserocrBackend, get_backend, read_page
@@ -125,3 +126,17 @@ def test_one_tesserocr_api_object_serves_every_page(pages: dict[str, Path]) -> N
     for kind in ("image_only", "outlines"):
         read_page(pages[kind], 1, SETTINGS, backend=backend)
     assert backend.api() is first
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_short_born_digital_page_keeps_its_layer(tmp_path: Path, reader: str) -> None:
+    """Too few words to score, but no scan on the page: OCR would only read the layer back."""
+    pdf = FPDF(unit="pt", format="letter")
+    pdf.add_page()
+    pdf.set_font("helvetica", size=28)
+    pdf.text(72, 120, "EXHIBIT A: Budget Summary 2024")
+    pdf.output(str(tmp_path / "cover.pdf"))
+    with READERS[reader]().open(tmp_path / "cover.pdf", 1) as page:
+        verdict = triage(page.facts(warnings=[]))
+    assert (verdict.decision, verdict.reason) == (
+        "text-layer", "text layer: 100% of 3 words in the dictionary, no scan on the page")
