@@ -223,6 +223,11 @@ def score(case: Case, entities: Any) -> Score:
             continue
         titles = {norm(title) for title in hit[number]}
         result.share("people.role").record(norm(person.get("role")) in titles)
+        if norm(person.get("role")) not in titles:
+            result.misses.append(
+                f"{where}: {person['name']!r} role {sorted(hit[number], key=str)!r}, "
+                f"labelled {person.get('role')!r}"
+            )
 
     # motions
     def motion_similarity(label: dict[str, Any], motion: Any) -> float:

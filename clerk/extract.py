@@ -182,7 +182,7 @@ MOTION_PATTERNS = tuple(
         # "X (motion), Y (second)"
         rf"{_MOVER}[ \t]*\((?i:motion|moved|m)\)[\s,;]+{_SECONDER}[ \t]*\((?i:second|seconded|s)\)",
         # "Motion: X  Second: Y", and "MOTION: X" alone (no second)
-        rf"(?i:motion|moved|mover)[ \t]*[:.]+[:. \t]*{_MOVER}(?:[\s,;.]+(?i:second(?:ed|er)?)"
+        rf"(?i:motion|moved|mover)[ \t]*\.?[ \t]*:[:. \t]*{_MOVER}(?:[\s,;.]+(?i:second(?:ed|er)?)"
         rf"[ \t]*[:.]+[:. \t]*{_SECONDER})?",
         # "X moved, Y seconded" / "X moved to approve ..., seconded by Y" / "X made a motion
         # to approve .... Y seconded the motion."
@@ -231,7 +231,13 @@ _SENTENCE_END = re.compile(r"(?<![\s.][A-Z])(?<!\bNo)(?<!\bno)\.(?=[ \t]+[A-Z\"\
 _GLUED = re.compile(r"(?<=[a-z])['\u2019`]?\.(?=[A-Z][a-z])")
 _LIST_SPLIT = re.compile(r"\s*(?:,|;|\band\b|&)\s*")
 _TITLE_PREFIX = re.compile(rf"^(?:(?:{_TITLE})s?\.?[ \t]+)+", re.IGNORECASE)
-_TITLED_PERSON = re.compile(rf"\b(?P<title>{_TITLE})\.?[ \t]+(?P<name>{_NAME})")
+# In prose a title is followed by the name itself: "the City Clerk. Appeal forms" is none.
+_TITLED_PERSON = re.compile(rf"\b(?P<title>{_TITLE})[ \t]+(?P<name>{_NAME})(?P<next>[ \t]+[A-Z][a-z]+)?")
+# Capitalised words that make "Superintendent Search Updates" a heading, not a person
+_HEADING_WORDS = frozenset(
+    "update updates report reports item items comments presentation presentations recognition "
+    "search evaluation review appointment selection contract goals workshop discussion".split()
+)
 # "M. Prest", "S. Martin Newberry" in prose, but not "W. Lawrence Avenue"
 _INITIALED = re.compile(
     r"(?<![\w.])(?P<name>[A-Z]\.[ \t]?[A-Z][a-z'\u2019]+(?:[- ][A-Z][a-z'\u2019]+)?)"
@@ -491,6 +497,9 @@ class Extractor:
     @staticmethod
     def _line_people(line: str, people: _People) -> None:
         for match in _TITLED_PERSON.finditer(line):
+            following = (match.group("next") or "").strip().lower()
+            if following in _HEADING_WORDS or match.group("name").split()[-1].lower() in _HEADING_WORDS:
+                continue
             people.add(clean_name(match.group("name")), _canonical_title(match.group("title")), rank=2)
         for match in _INITIALED.finditer(line):
             if re.search(_STREET, match.group("name")):
@@ -546,7 +555,7 @@ def _plural(part: str) -> bool:
 
 
 def _continues(names: str) -> bool:
-    tail = names.rstrip()
+    tail = re.sub(r",[ \t.]*$", ",", names.rstrip())  # OCR: "Anita Sharma,."
     if not tail:
         return False
     last = tail.split()[-1].lower().rstrip(".")
