@@ -60,9 +60,6 @@ class Settings:
     allow_private_hosts: str = ""  # non-public addresses the fetcher may reach (clerk.network)
     max_pages_per_document: int = 2000  # a longer PDF is refused, not queued page by page
     max_pages_per_run: int = 20000  # pages one run of a site queues; the rest wait a run
-    allow_private_hosts: str = ""  # non-public addresses the fetcher may reach (clerk.network)
-    max_pages_per_document: int = 2000  # a longer PDF is refused, not queued page by page
-    max_pages_per_run: int = 20000  # pages one run of a site queues; the rest wait a run
     spacy_model: str | None = None
     deploy_backend: str = "directory"
     fetch_workers: int = 1
