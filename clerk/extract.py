@@ -129,9 +129,9 @@ _TITLE_WORDS = frozenset(word.lower() for title in TITLES for word in title.spli
 # Words that end a name: a name is never followed by these in the same phrase.
 STOP_WORDS = (
     frozenset(
-        "the and or of to for a an at on in by with from present absent called moved seconded "
-        "second motion meeting opened closed asked stated said noted thanked reported welcomed "
-        "presented announced adjourned requested made pro tem none all roll call minutes agenda "
+        # (no verbs such as "said": names are capitalised, and "Mona Said" is a name)
+        "the and or of to for a an at on in by with from present absent moved seconded "
+        "second motion meeting adjourned pro tem none all roll call minutes agenda "
         "item items consent calendar public hearing hearings report reports comments staff others "
         "commission committee department county regular special session ayes noes nays abstain "
         "abstained absent yes no vote votes carried passed failed approved adopted unanimously "
@@ -158,9 +158,9 @@ _RESULTS = {
 _STOP = "|".join(sorted(STOP_WORDS, key=len, reverse=True))
 _WORD = (
     rf"(?!(?i:{_STOP})\b)"
-    r"(?:[A-Z]\.|[A-Z][A-Za-z'\u2019]*(?:-[A-Z][A-Za-z'\u2019]*)?)"
+    r"(?:[A-Z]\.|[A-Z][A-Za-z'\u2019]+(?:-[A-Z][A-Za-z'\u2019]*)?)"
 )
-_PLAIN_WORD = r"(?:[A-Z]\.|[A-Z][A-Za-z'\u2019]*(?:-[A-Z][A-Za-z'\u2019]*)?)"
+_PLAIN_WORD = r"(?:[A-Z]\.|[A-Z][A-Za-z'\u2019]+(?:-[A-Z][A-Za-z'\u2019]*)?)"  # "X" is a mark
 _NAME = rf"{_WORD}(?:[ \t]+{_WORD}){{0,3}}"
 _TITLED = rf"(?:(?i:{_TITLE})s?\.?[ \t]+)?"
 _MOVER = rf"{_TITLED}(?P<mover>{_NAME})"
@@ -355,9 +355,12 @@ def split_names(text: str) -> list[str]:
 
 
 def _is_name_list(line: str) -> bool:
-    """A line that is only names and commas (the wrapped tail of a vote list)."""
+    """A line that is only names and commas, titles allowed (the wrapped tail of a vote
+    list, or the rows of a vote table that OCR has flattened)."""
     parts = [part for part in _LIST_SPLIT.split(line.strip().rstrip(".,")) if part.strip()]
-    return bool(parts) and all(clean_name(part) == part.strip(" .").replace("\u2019", "'") for part in parts)
+    return bool(parts) and all(
+        clean_name(part) == strip_title(part.strip(" .").replace("\u2019", "'"))[0] for part in parts
+    )
 
 
 def merge_names(names: Iterable[str]) -> dict[str, str]:
@@ -463,13 +466,15 @@ class Extractor:
 
     def extract(self, text: str) -> PageEntities:
         """Everything this extractor finds on one page of text."""
+        raw_lines = text[:MAX_PAGE_CHARS].replace("\f", "\n").splitlines()
         lines = _clean_lines(text[:MAX_PAGE_CHARS])
         joined = "\n".join(lines)
         people = _People()
         for line in lines:
             self._line_people(line, people)
         self._attendance(lines, people)
-        votes, motions = _attach(_roll_calls_in(lines), _find_motions(joined, lines), lines)
+        rolls = sorted(_roll_calls_in(lines) + _vote_tables(raw_lines), key=lambda roll: roll[0])
+        votes, motions = _attach(rolls, _find_motions(joined, lines), lines)
         for motion in motions:
             people.add(motion.mover)
             people.add(motion.seconder)
@@ -740,8 +745,8 @@ def _outcome_after(lines: list[str], item: _Found, stop: int) -> tuple[str | Non
             if outcome is not None:
                 return outcome, tally
             continue
-        if _is_name_list(text):
-            continue
+        if _is_name_list(text) or _is_table_line(text) or _TITLE_PREFIX.match(text):
+            continue  # roll-call rows, flattened or garbled by OCR ("Council Member Lindgren xX")
         if number > 0 and _HEADING.match(text):
             break
         outcome, tally = _result(text)
@@ -759,11 +764,11 @@ def _roll_call_prefix(prefix: str) -> bool:
 
 def _vote_key(label: str) -> str:
     lowered = label.lower()
-    if lowered in {"ayes", "yes", "yeas"}:
+    if lowered.startswith(("aye", "yea", "yes")):
         return "ayes"
-    if lowered in {"noes", "nays", "no"}:
+    if lowered.startswith(("no", "nay")):
         return "noes"
-    if lowered.startswith("abstain"):
+    if lowered.startswith("abstain") or lowered == "recused":
         return "abstain"
     return "absent"
 
@@ -771,6 +776,66 @@ def _vote_key(label: str) -> str:
 def _tally_of(lists: dict[str, list[str]]) -> str:
     tally = f"{len(lists['ayes'])}-{len(lists['noes'])}"
     return f"{tally}-{len(lists['abstain'])}" if lists["abstain"] else tally
+
+
+_TABLE_COLUMN = re.compile(
+    r"(?<!\S)(?P<label>ayes?|yeas?|yes|noes|nays?|no|absent|abstain(?:ed|s)?|recused)(?!\S)", re.IGNORECASE
+)
+_TABLE_MARK = re.compile(r"(?<!\S)[Xx\u2713\u2714\u2717\u2718\u25cf\u2022](?!\S)")
+
+
+def _is_table_line(line: str) -> bool:
+    """A vote table's header or one of its rows."""
+    marks = _TABLE_MARK.findall(line)
+    return len(_TABLE_COLUMN.findall(line)) >= 2 or (
+        len(marks) == 1 and clean_name(line.split(marks[0])[0]) is not None
+    )
+
+
+def _vote_tables(raw: list[str]) -> list[tuple[int, Vote]]:
+    """Votes recorded as a table, in the page's layout (`pdftotext -layout`):
+
+        ROLL CALL VOTE          AYE     NO     ABSENT
+        Mayor Alvarez            X
+        Councilmember Chen               X
+
+    A header line with two or more vote columns and nothing else but a caption; then one
+    row per member, an X (or a check) under a column: the nearest column wins. The table
+    ends at the first line that is not such a row. OCR text loses the columns, so this
+    reads text layers only."""
+    tables: list[tuple[int, Vote]] = []
+    number = 0
+    while number < len(raw):
+        header = raw[number]
+        columns = [
+            (match.start() + len(match.group(0)) / 2, match.group("label"))
+            for match in _TABLE_COLUMN.finditer(header)
+        ]
+        rest = _TABLE_COLUMN.sub(" ", header).strip(" \t:-|")
+        caption_ok = not rest or re.fullmatch(
+            r"(?i:(?:roll[ \t]+call[ \t]*)?(?:vote|votes|member|members|name)?[ \t:]*)", rest
+        )
+        number += 1
+        if len({_vote_key(label) for _position, label in columns}) < 2 or not caption_ok:
+            continue
+        lists: dict[str, list[str]] = {"ayes": [], "noes": [], "abstain": [], "absent": []}
+        start = number - 1
+        while number < len(raw):
+            row = raw[number]
+            marks = list(_TABLE_MARK.finditer(row))
+            name = clean_name(row[: marks[0].start()]) if marks else None
+            if len(marks) != 1 or name is None:
+                break
+            center = marks[0].start() + 0.5
+            _position, label = min(columns, key=lambda column: abs(column[0] - center))
+            lists[_vote_key(label)].append(name)
+            number += 1
+        if any(lists.values()):
+            tally = _tally_of(lists)
+            tables.append(
+                (start, Vote(lists["ayes"], lists["noes"], lists["abstain"], lists["absent"], tally))
+            )
+    return tables
 
 
 def _roll_calls_in(lines: list[str]) -> list[tuple[int, Vote]]:
