@@ -103,9 +103,18 @@ def run_demo(settings: Settings, *, workers: int | None = None, echo: Echo = pri
     output). Raises DemoError when it cannot start."""
     check_writable(settings.storage_dir, "STORAGE_DIR")
     check_writable(settings.deploy_dir, "DEPLOY_DIR")
+    quieted = {name: logging.getLogger(name).level for name in ("pgqueue", "clerk")}
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        for name in ("pgqueue", "clerk"):
+        for name in quieted:
             logging.getLogger(name).setLevel(logging.WARNING)  # one line a job drowns the story
+    try:
+        return _run_quietly(settings, workers, echo)
+    finally:
+        for name, level in quieted.items():  # the demo may run inside a larger program
+            logging.getLogger(name).setLevel(level)
+
+
+def _run_quietly(settings: Settings, workers: int | None, echo: Echo) -> int:
     try:
         dsn = embedded_url(settings.embedded_dir, database=DEMO_DATABASE)
         pipeline = build_pipeline(settings, dsn)

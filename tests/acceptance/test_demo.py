@@ -56,14 +56,26 @@ def test_demo_runs_on_its_own_embedded_database_and_only_its_own_jobs(
     cli("enqueue", "othercity")
     embedded = Path(demo_env["CLERK_EMBEDDED_DIR"])
 
-    result = clerk(demo_env, "demo", "--workers", "2")
+    # A password in DATABASE_URL is never printed, although the demo does not use it.
+    secret = {**demo_env, "DATABASE_URL": demo_env["DATABASE_URL"] + " password=secret-pw"}
+    result = clerk(secret, "demo", "--workers", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"embedded PostgreSQL in {embedded}" in result.stdout
     assert "full-text search for 'council':" in result.stdout
+    assert "secret-pw" not in result.stdout + result.stderr
     database = tmp_path / "storage" / DEMO_SITE / DATABASE_FILE
+    assert f"meetings database: {database}" in result.stdout
+    hits = result.stdout.split("full-text search for 'council':")[1].split("explore it")[0]
+    assert " p." in hits and "[" in hits  # "<meeting> <date> p.<page>: ...[council]..."
     with sqlite3.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM agendas_fts WHERE agendas_fts MATCH 'council'"
                             ).fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM agendas").fetchone()[0] == 8
+        assert conn.execute("SELECT count(*) FROM minutes").fetchone()[0] == 2
+    assert (tmp_path / "deploy" / f"{DEMO_SITE}.db").is_file()
+    for stage in ("fetch", "ocr", "compile", "extract", "compile+entities", "deploy"):
+        assert any(line.split() == [stage, "done"] for line in result.stdout.splitlines()), \
+            result.stdout
 
     # DATABASE_URL's database was not touched: no demo site, the other site's run untouched.
     assert pipeline.fetch_one("get_site", {"subdomain": DEMO_SITE}) is None
