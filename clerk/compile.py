@@ -405,9 +405,10 @@ def compile_site(
     """Build `<site_dir>/meetings.db` from the page texts, atomically.
 
     `document_urls` maps a document key `"<kind>/<meeting>/<date>"` (or a page id) to
-    the URL of its PDF, for the `document_url` column. With `entities=True` the people,
-    motions, votes and references tables are filled from the extraction cache; pages
-    with no cached entities are counted in `missing_entities`. `run` names the pipeline
+    the URL of its PDF, for the `document_url` column. With `entities=True` the entity
+    tables (`ENTITY_TABLES`, `people`, `person_names` and the view `person_votes`) are
+    filled from the extraction cache; pages with no cached entities are counted in
+    `missing_entities`. `run` names the pipeline
     run: a fast compile (`entities=False`) of a run whose full compile is already in place
     replaces nothing and returns a result with `skipped=True`.
     """
