@@ -66,6 +66,7 @@ RUNNERS = {  # every block of the README, and the test that runs it
     (LIBRARY, "python"): "test_readme_library_section_runs",
     (LIBRARY, "sql"): "test_readme_library_section_runs",
     ("Development", "bash"): "test_readme_development_commands_exist",
+    ("What the full path extracts", "sql"): "test_readme_person_votes_query_runs",
 }
 
 
@@ -330,3 +331,32 @@ def refresh_snapshot() -> None:  # pragma: no cover - a maintainer's helper
         pgqueue.Queue(url).migrate()
         migrate_application(url)
         (ROOT / "sql" / "schema.snapshot.sql").write_text(dump_schema(url))
+
+
+def test_readme_person_votes_query_runs(tmp_path: Path) -> None:
+    """The README's "how did my council member vote?" query, on a site compiled from minutes
+    in two styles (a roll call on lines of its own, and one on a single line)."""
+    import sqlite3
+
+    from clerk.compile import compile_site
+    from clerk.config import Settings
+    from clerk.extract import extract_site
+    from clerk.ocr import write_page_text
+    from clerk.storage import Document
+
+    minutes = [("2024-01-05", "Present: Mayor Patricia Alvarez, Councilmembers Grace Lindqvist,"
+                " Helen Tran\nMoved by Councilmember Lindqvist, seconded by Councilmember Tran,"
+                " to approve the consent\ncalendar.\nAYES: Alvarez, Lindqvist, Tran\nNOES: None\n"
+                "Motion carried 3-0.\n"),
+               ("2024-02-02", "Moved by Mayor Alvarez, seconded by Councilmember Lindqvist, to"
+                " introduce Ordinance No. 12.\nAyes: Alvarez, Lindqvist. Noes: Tran."
+                " Motion carried 2-1.\n")]
+    for date, text in minutes:
+        write_page_text(Document("town", "minutes", "City Council", date).page_text_path(tmp_path, 1),
+                        text)
+    extract_site(tmp_path / "town", Settings(storage_dir=tmp_path))
+    result = compile_site(tmp_path / "town", entities=True, document_urls={})
+    with sqlite3.connect(result.path) as db:
+        rows = db.execute(block("What the full path extracts", "sql")).fetchall()
+    assert [(row[1], row[3], row[4], row[6]) for row in rows] == [
+        ("aye", "passed", "3-0", "2024-01-05"), ("no", "passed", "2-1", "2024-02-02")]

@@ -34,6 +34,7 @@ JOBS_MIGRATION = "sql/pgqueue/migrations/0001_jobs.sql"
 GROUPS = "tests/integration/test_groups.py"
 QUEUE = "tests/integration/test_queue.py"
 MIGRATE = "tests/integration/test_migrate.py"
+ATTACKS = "tests/acceptance/test_attacks.py"
 
 RERUN_RUNNING = f"{GROUPS}::test_stale_outcomes_while_the_rerun_runs_change_nothing"
 RESCUED_WAITING = f"{GROUPS}::test_stale_outcomes_while_the_rescued_job_waits_change_nothing"
@@ -164,6 +165,51 @@ MUTATIONS: tuple[Mutation, ...] = (
         "fetch-scheme-check", "bad input fails alone, with a clear error (non-http links)",
         (Edit("clerk/fetch.py", "if parts.scheme.lower() not in ALLOWED_SCHEMES:", "if False:"),),
         ("tests/unit/test_fetch.py::test_only_http_and_https",)),
+    Mutation(
+        "ssrf-address-check", "no fetch reaches a loopback, private or link-local address by default",
+        (Edit("clerk/network.py", "reason = self.policy.refusal(address, self.port)", "reason = None"),),
+        ("tests/integration/test_fetch.py::test_download_refuses_loopback_by_default",
+         f"{ATTACKS}::test_links_and_redirects_to_private_addresses_are_never_fetched")),
+    Mutation(
+        "site-credential-origin", "a site's password goes only to its own origin",
+        (Edit("clerk/fetch.py", "if request.url and _origin(request.url) == self.origin:",
+              "if request.url:"),),
+        (f"{ATTACKS}::test_a_sites_password_is_used_but_never_shown_or_published",)),
+    Mutation(
+        "one-run-per-site-lock", "one run per site: the in-progress check and the insert are one step",
+        (Edit("sql/clerk/queries.sql",
+              "SELECT pg_advisory_xact_lock(hashtextextended('clerk.site:' || %(subdomain)s, 0));",
+              "SELECT hashtextextended('clerk.site:' || %(subdomain)s, 0);"),),
+        (f"{ATTACKS}::test_enqueue_that_stalls_between_check_and_insert_starts_no_second_run",)),
+    Mutation(
+        "escape-codes-stripped", "nothing a city site wrote can drive the terminal",
+        (Edit("clerk/output.py", 'text = _CONTROL.sub("", _ESCAPE.sub("", text))', "text = text"),),
+        ("tests/acceptance/test_status.py::test_escape_codes_from_a_city_site_do_not_reach_the_terminal",
+         "tests/unit/test_logs.py::test_escape_codes_from_a_site_do_not_reach_a_text_log")),
+    Mutation(
+        "retry-reopens-run", "a retry finishes its run (its pages compile and deploy)",
+        (Edit("clerk/pipeline.py",
+              "            report.add(site, failed, self._retry_site(site, failed))",
+              "            others.extend(row[\"id\"] for row in failed)"),),
+        (f"{ATTACKS}::test_retry_of_failed_pages_finishes_the_run",)),
+    Mutation(
+        # Three layers keep a retry from starting a second run: the retry joins a live run,
+        # enqueue_site joins one, and the fetch's dedupe key refuses a second queued fetch.
+        "retry-joins-live-run", "a retry during a run starts no second run",
+        (Edit("clerk/pipeline.py",
+              "            if live:\n                return {\"joined\": True",
+              "            if False:\n                return {\"joined\": True"),
+         Edit("clerk/pipeline.py",
+              "            if live:\n                return {\"site\": subdomain, \"joined\": True",
+              "            if False:\n                return {\"site\": subdomain, \"joined\": True"),
+         Edit("clerk/pipeline.py", "dedupe_key=f\"clerk:fetch:{subdomain}\",", "dedupe_key=None,")),
+        (f"{ATTACKS}::test_retry_during_a_new_run_starts_no_second_run",)),
+    Mutation(
+        "distinct-document-names", "two documents of one meeting and date never overwrite each other",
+        (Edit("clerk/pipeline.py",
+              "        while taken.setdefault((ref.kind, meeting_slug(name), ref.date), url) != url:",
+              "        while False:"),),
+        (f"{ATTACKS}::test_documents_with_the_same_meeting_and_date_do_not_overwrite_each_other",)),
     # -- processes, migrations, retention, compile -------------------------------------------
     Mutation(
         "pdeathsig", "a job process never outlives its worker",
