@@ -210,6 +210,12 @@ MUTATIONS: tuple[Mutation, ...] = (
               "        while taken.setdefault((ref.kind, meeting_slug(name), ref.date), url) != url:",
               "        while False:"),),
         (f"{ATTACKS}::test_documents_with_the_same_meeting_and_date_do_not_overwrite_each_other",)),
+    Mutation(
+        "pages-bounded", "work per site is bounded (pages per document and per run)",
+        (Edit("clerk/pipeline.py", "        if pages > bound:\n", "        if False:\n"),
+         Edit("clerk/pipeline.py", "                taken = numbers[:max(0, budget)]\n",
+              "                taken = numbers\n")),
+        (f"{ATTACKS}::test_pages_are_bounded_per_document_and_per_run",)),
     # -- processes, migrations, retention, compile -------------------------------------------
     Mutation(
         "pdeathsig", "a job process never outlives its worker",
