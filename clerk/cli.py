@@ -283,12 +283,23 @@ def _fetch_failure(pipeline: Pipeline, site: dict[str, Any]) -> dict[str, str] |
 @click.argument("subdomain")
 @pass_context
 def site_remove(obj: Context, subdomain: str) -> None:
-    """Remove a site from the database (its files on disk stay)."""
+    """Remove a site from the database and cancel its run (its files on disk stay)."""
     subdomain = _subdomain(subdomain)
-    removed = clerk_db.fetch_all(obj.pipeline().dsn, "remove_site", {"subdomain": subdomain})
-    if not removed:
+    pipeline = obj.pipeline()
+    if pipeline.fetch_one("get_site", {"subdomain": subdomain}) is None:
         raise click.ClickException(f"no site {subdomain!r}")
-    click.echo(f"removed site {subdomain} (files under STORAGE_DIR are kept)")
+    # The run goes first: a run left behind would keep fetching a site nobody lists, and
+    # status would show it as active while `status --subdomain` says "no site".
+    stopped = pipeline.queue.cancel(tag=subdomain)
+    clerk_db.fetch_all(pipeline.dsn, "remove_site", {"subdomain": subdomain})
+    run = (f"; {stopped.cancelled} queued {_jobs(stopped.cancelled)} cancelled, "
+           f"{stopped.signalled} running told to stop"
+           if stopped.cancelled or stopped.signalled else "")
+    click.echo(f"removed site {subdomain}{run} (files under STORAGE_DIR are kept)")
+
+
+def _jobs(count: int) -> str:
+    return "job" if count == 1 else "jobs"
 
 
 # -- runs -------------------------------------------------------------------------------

@@ -86,6 +86,17 @@ def test_site_list_and_remove(city: CitySite, cli: Cli) -> None:
     assert "no site 'springfield'" in cli("site", "remove", "springfield", ok=False).output
 
 
+def test_removing_a_site_cancels_its_run(city: CitySite, cli: Cli, pipeline: Pipeline) -> None:
+    """Audit 25: a removed site's queued run stayed, listed as active by `clerk status`."""
+    cli("site", "add", "ghost", "--url", city.url)
+    cli("enqueue", "ghost")
+    assert pipeline.live_jobs("ghost") == {"fetch:queued": 1}
+    output = cli("site", "remove", "ghost").output
+    assert "removed site ghost; 1 queued job cancelled, 0 running told to stop" in output
+    assert pipeline.live_jobs("ghost") == {}
+    assert "ghost" not in cli("status").output
+
+
 def test_failed_lists_and_retries(city: CitySite, pdf_factory: PdfFactory, cli: Cli,
                                   pipeline: Pipeline, db_url: str) -> None:
     city.server.status(city.index_path, 404)
