@@ -12,7 +12,7 @@ import psycopg
 
 from pgqueue.db import query, translate_errors
 from pgqueue.sql import Statements
-from pgqueue.tasks import JobSpec, Task, dump_args
+from pgqueue.tasks import JobSpec, Task, check_priority, dump_args
 
 DEFAULT_BATCH_SIZE = 5000  # rows per INSERT: one round trip each, bounded memory
 
@@ -56,7 +56,7 @@ class RowBatch:
 
 
 def priority_of(task: Task, priority: int | None) -> int:
-    return task.priority if priority is None else priority
+    return check_priority(task.priority if priority is None else priority)
 
 
 def chain_json(on_success: Sequence[JobSpec] | None) -> str | None:

@@ -8,6 +8,7 @@
     │                             port, never the password)
     ├── DatabaseError             a statement failed (the psycopg error is its __cause__)
     ├── SerializationError        job args that are not JSON (also a TypeError)
+    ├── InvalidJobSpec            a job option out of its column's range (also a ValueError)
     ├── DuplicateJob              dedupe key already held by a queued or running job
     ├── GroupError
     │   ├── GroupExists           a group key already used (sealed)
@@ -46,6 +47,10 @@ class DatabaseError(PgQueueError):
 
 class SerializationError(PgQueueError, TypeError):
     pass
+
+
+class InvalidJobSpec(PgQueueError, ValueError):
+    """A job's (or a follow-up's) priority, attempts, timeout or delay out of range."""
 
 
 class DuplicateJob(PgQueueError):

@@ -31,7 +31,7 @@ import psycopg
 from pgqueue.enqueue import run_at_for
 from pgqueue.errors import GroupExists, GroupSealed
 from pgqueue.store import JobStore
-from pgqueue.tasks import JobSpec, Task
+from pgqueue.tasks import JobSpec, Task, check_priority
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,11 @@ class GroupProgress:
     updated_at: datetime
     completed_at: datetime | None
     cancelled_at: datetime | None
+    error: str | None = None  # why its follow-ups could not be enqueued, if they could not
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> GroupProgress:
-        values = {key: row[key] for key in cls.__dataclass_fields__}
+        values = {key: row[key] for key in cls.__dataclass_fields__ if key in row}
         values["percent"] = float(values["percent"])
         return cls(**values)
 
@@ -102,6 +103,7 @@ class Group:
 
 def create_group(store: JobStore, conn: psycopg.Connection[Any], key: str,
                  on_complete: Sequence[JobSpec], tag: str | None, priority: int) -> Group:
+    check_priority(priority, f"group {key!r}")
     specs = json.dumps([spec.to_json() for spec in on_complete])
     row = store.run(conn, "create_group", {"key": key, "tag": tag, "priority": priority,
                                            "on_complete": specs}).fetchone()

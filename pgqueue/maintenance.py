@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from pgqueue.db import Outage, translate_errors
-from pgqueue.errors import DatabaseUnavailable
+from pgqueue.errors import DatabaseError, DatabaseUnavailable
 from pgqueue.retry import MAX_RESCUES, Backoff, decide
 from pgqueue.store import Final, JobStore, lock_key
 
@@ -159,6 +159,11 @@ class Maintenance:
                     self.outage.failed(error, opened)
                     self._close(conn)
                     conn = opened = None
+                except DatabaseError as error:
+                    # A statement refused (its transaction rolled back): logged, and tried
+                    # again next interval. The rescuer of every queue must not die with it.
+                    log.error("maintenance: %s; trying again in %.0f s", error, self.interval,
+                              extra={"action": "maintenance_error"})
                 self.stop.wait(self.interval)
         finally:
             self.leader.clear()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,6 +51,18 @@ DEFAULT_POOL_SIZE = 4  # connections for enqueueing and reads; workers hold thei
 Final = tuple[int, int, str, str | None]
 # A failed attempt to retry: (job id, attempt, delay in seconds, error).
 Retry = tuple[int, int, float, str | None]
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str | None) -> str | None:
+    """Text PostgreSQL can store: a NUL (which `text` refuses) becomes the four characters
+    \\x00, a lone surrogate (which UTF-8 cannot encode) U+FFFD. A job's error message is
+    whatever its exception said; it must never make the statement recording it fail."""
+    if text is None or not _UNSTORABLE.search(text):
+        return text
+    return _UNSTORABLE.sub(lambda m: "\\x00" if m.group() == "\x00" else "\ufffd", text)
+
 
 _stores: weakref.WeakSet[JobStore] = weakref.WeakSet()
 _inherited_pools: list[ConnectionPool] = []
@@ -270,7 +283,7 @@ class JobStore:
         if retries:
             self.run(conn, "retry_later", {
                 "ids": [r[0] for r in retries], "attempts": [r[1] for r in retries],
-                "delays": [r[2] for r in retries], "errors": [r[3] for r in retries]})
+                "delays": [r[2] for r in retries], "errors": [storable(r[3]) for r in retries]})
 
     def finish(self, conn: psycopg.Connection[Any], finals: Sequence[Final], *,
                from_state: str) -> int:
@@ -280,7 +293,7 @@ class JobStore:
             return 0
         row = self.run(conn, "finish_jobs", {
             "ids": [f[0] for f in finals], "attempts": [f[1] for f in finals],
-            "states": [f[2] for f in finals], "errors": [f[3] for f in finals],
+            "states": [f[2] for f in finals], "errors": [storable(f[3]) for f in finals],
             "from_state": from_state}).fetchone()
         return int(row["finished"]) if row else 0
 

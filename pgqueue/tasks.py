@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pgqueue.errors import SerializationError
+from pgqueue.errors import InvalidJobSpec, SerializationError
 from pgqueue.retry import Backoff
 
 if TYPE_CHECKING:
@@ -20,6 +20,21 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 DEFAULT_MAX_ATTEMPTS = 3
 # One encoder, built once: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+# The columns' ranges (sql/pgqueue/migrations/0001_jobs.sql): priority is a smallint,
+# max_attempts and timeout_seconds integers. A value outside them is refused when the job
+# (or the group or chain that will enqueue it later) is created, not when PostgreSQL
+# meets it, perhaps at a fan-in long after.
+PRIORITY_RANGE = (-32768, 32767)
+INT_MAX = 2**31 - 1
+MAX_DELAY_SECONDS = 100 * 365 * 24 * 3600.0
+
+
+def check_priority(priority: int, what: str = "job") -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) \
+            or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+        raise InvalidJobSpec(f"{what} priority {priority!r} is out of range: an integer from "
+                             f"{PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]}")
+    return priority
 
 
 def dump_args(args: dict[str, Any]) -> str:
@@ -31,6 +46,8 @@ def dump_args(args: dict[str, Any]) -> str:
         text.encode("utf-8")  # a lone surrogate cannot be stored
     except (TypeError, ValueError) as error:
         raise SerializationError(f"job args are not JSON-serialisable: {error}") from None
+    except RecursionError:
+        raise SerializationError("job args are nested too deep to store") from None
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise SerializationError("job args contain a NUL character, which PostgreSQL's jsonb "
                                  "cannot store")
@@ -56,7 +73,36 @@ class JobSpec:
         """This spec with `specs` to enqueue when it succeeds (a chain)."""
         return JobSpec(**{**self.__dict__, "on_success": self.on_success + specs})
 
+    def check(self) -> None:
+        """Refuse now what PostgreSQL would refuse when the spec is enqueued (InvalidJobSpec)."""
+        what = f"follow-up {self.task!r}"
+        for name in ("task", "queue"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InvalidJobSpec(f"{what}: {name} must be a non-empty string, not {value!r}")
+        if self.priority is not None:
+            check_priority(self.priority, what)
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
+                or not 1 <= self.max_attempts <= INT_MAX:
+            raise InvalidJobSpec(f"{what}: max_attempts {self.max_attempts!r} is out of range "
+                                 f"(1 to {INT_MAX})")
+        if self.timeout is not None and (
+                isinstance(self.timeout, bool) or not isinstance(self.timeout, int)
+                or not 1 <= self.timeout <= INT_MAX):
+            raise InvalidJobSpec(f"{what}: timeout {self.timeout!r} is out of range "
+                                 f"(1 to {INT_MAX} seconds)")
+        if self.delay is not None and (
+                isinstance(self.delay, bool) or not isinstance(self.delay, int | float)
+                or not 0 <= self.delay <= MAX_DELAY_SECONDS):
+            raise InvalidJobSpec(f"{what}: delay {self.delay!r} is out of range "
+                                 f"(0 to {MAX_DELAY_SECONDS:.0f} seconds)")
+        for name in ("tag", "dedupe_key"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or "\x00" in value):
+                raise InvalidJobSpec(f"{what}: {name} must be a string without NUL")
+
     def to_json(self) -> dict[str, Any]:
+        self.check()
         dump_args(self.args)
         data: dict[str, Any] = {"task": self.task, "queue": self.queue, "args": self.args,
                                 "max_attempts": self.max_attempts}

@@ -1,0 +1,150 @@
+"""Issue 23's pgqueue-side attacks, each reproduced against a real PostgreSQL and real
+workers: bad follow-ups, NULs in errors, undecodable args, unknown tasks, frozen workers,
+orphaned grandchildren, leases without a connection, retries that lose records."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from pgqueue import JobState, Queue
+from pgqueue.errors import InvalidJobSpec
+from pgqueue.tasks import JobSpec
+from tests.support import worker_app
+from tests.support.postgres import effects
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def scalar(db_url: str, statement: str, params: Any = None) -> Any:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(statement, params).fetchone()
+        return row[0] if row else None
+
+
+def claim_and_expire(app: Queue, db_url: str, queue: str) -> list[int]:
+    """A worker that then vanished claims every due job of `queue`; their leases run out."""
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+        worker_id = conn.execute(app.statements.register_worker, {
+            "host": "vanished", "pid": 1, "queues": [queue], "concurrency": 1,
+            "metadata": Jsonb({})}).fetchone()["id"]
+        rows = conn.execute(app.statements.claim, {
+            "queue": queue, "limit": 100, "worker_id": worker_id, "lease_seconds": 30}).fetchall()
+        conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s' "
+                     "WHERE id = ANY(%s)", ([r["id"] for r in rows],))
+    return [r["id"] for r in rows]
+
+
+def run_worker(app: Queue, queues: list[str], **options: Any) -> tuple[Any, threading.Thread]:
+    worker = app.worker(queues, install_signals=False, **options)
+    thread = threading.Thread(target=worker.run, name="test-worker")
+    thread.start()
+    return worker, thread
+
+
+def stop_worker(worker: Any, thread: threading.Thread) -> None:
+    worker.stop()
+    thread.join(60)
+    assert not thread.is_alive()
+
+
+# -- 1. one bad follow-up stopped rescue for every queue ---------------------------------
+
+def test_a_followup_out_of_range_is_refused_at_enqueue(app: Queue, db_url: str) -> None:
+    too_high = worker_app.collect.spec(priority=40000)  # priority is a smallint
+    with pytest.raises(InvalidJobSpec, match="priority 40000 is out of range"):
+        with app.group("site:bad-followup", on_complete=[too_high]) as group:
+            group.enqueue_many(worker_app.record, [{"item": 1}])
+    with pytest.raises(InvalidJobSpec, match="priority 40000 is out of range"):
+        worker_app.record.enqueue(item=1, on_success=[too_high])
+    with pytest.raises(InvalidJobSpec, match="max_attempts"):
+        worker_app.record.enqueue(item=1, on_success=[
+            JobSpec(task="collect", queue="followup", max_attempts=0)])
+    with pytest.raises(InvalidJobSpec, match="priority 40000"):
+        worker_app.record.enqueue(item=1, priority=40000)
+    assert scalar(db_url, "SELECT count(*) FROM pgqueue.groups") == 0
+    assert scalar(db_url, "SELECT count(*) FROM pgqueue.jobs") == 0
+
+
+def test_a_broken_fanin_fails_its_group_visibly_and_rescue_goes_on(app: Queue, db_url: str) -> None:
+    # Group A: its one member's worker vanished on its last attempt, so the rescuer fails it
+    # and fires the fan-in. Group B: its member runs and the worker's round trip fires it.
+    # Both groups' follow-ups were made unusable through SQL, where Python checks nothing.
+    with app.group("site:a", on_complete=[worker_app.collect.spec(label="a")]) as group_a:
+        (member_a,) = group_a.enqueue_many(worker_app.fail_if, [{"item": 1, "record": False}])
+    innocent = worker_app.record.enqueue(item=2)  # another job lost with the same worker
+    lost = claim_and_expire(app, db_url, "work")
+    assert sorted(lost) == sorted([member_a, innocent])
+    with app.group("site:b", on_complete=[worker_app.collect.spec(label="b")]) as group_b:
+        (member_b,) = group_b.enqueue_many(worker_app.fail_if, [{"item": 3, "record": False}])
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE pgqueue.jobs SET max_attempts = 1 WHERE id = %s", (member_a,))
+        conn.execute("UPDATE pgqueue.groups SET on_complete = "
+                     "jsonb_set(on_complete, '{0,priority}', '40000')")
+    worker, thread = run_worker(app, ["work", "followup"], lease_seconds=2, poll_interval=0.2)
+    try:
+        wait_for(lambda: app.get_job(innocent).state is JobState.SUCCEEDED
+                 or not thread.is_alive(), "the innocent job's rescue and run")
+        wait_for(lambda: app.get_group(group_b.id).completed_at is not None
+                 or not thread.is_alive(), "group B's fan-in")
+        assert thread.is_alive() and worker._fatal is None, worker._fatal
+        # Rescue still works after both broken fan-ins: a new lost job comes back and runs.
+        later = worker_app.record.enqueue(item=4, delay=3600)
+        with psycopg.connect(db_url, autocommit=True) as conn:  # its worker vanished too
+            conn.execute("UPDATE pgqueue.jobs SET state = 'running', attempt = 1, "
+                         "lease_until = now() - interval '1 s' WHERE id = %s", (later,))
+        wait_for(lambda: app.get_job(later).state is JobState.SUCCEEDED
+                 or not thread.is_alive(), "the later job's rescue and run")
+        assert app.get_job(later).rescues == 1
+    finally:
+        stop_worker(worker, thread)
+    assert worker._fatal is None
+    assert app.get_job(member_a).state is JobState.FAILED
+    assert app.get_job(member_b).state is JobState.SUCCEEDED
+    for group in (group_a, group_b):
+        progress = app.get_group(group.id)
+        assert progress.completed_at is not None and progress.pending == 0
+        assert progress.error is not None and "out of range for type smallint" in progress.error
+    failed = {f["id"]: f for f in app.failed_jobs(queue="followup")}
+    assert len(failed) == 2  # each group's follow-up, recorded failed with the reason
+    assert all("follow-up could not be enqueued" in f["last_error"] for f in failed.values())
+    assert [item for _, item, _ in effects(db_url)] == [2, 4]  # no follow-up ran
+
+
+# -- 6. a NUL in a job's error message crashed the worker on every attempt --------------
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_nul_or_lone_surrogate_in_an_error_is_stored_sanitized(app: Queue, isolation: str) -> None:
+    @app.task(name="nul_error", queue="nul", max_attempts=2, retry_backoff=0.01)
+    def nul_error() -> None:
+        raise RuntimeError("bad\x00byte and \udc80 here")
+
+    @app.task(name="fine", queue="nul")
+    def fine() -> None:
+        return None
+
+    bad, good = nul_error.enqueue(), fine.enqueue()
+    assert app.work(["nul"], burst=True, isolation=isolation, poll_interval=0.05) == 0
+    job = app.get_job(bad)
+    assert (job.state, job.attempt, job.rescues) == (JobState.FAILED, 2, 0)
+    assert "RuntimeError: bad\\x00byte and \ufffd here" in (job.last_error or "")
+    assert app.get_job(good).state is JobState.SUCCEEDED
