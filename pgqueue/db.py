@@ -9,6 +9,7 @@ no password), any other psycopg error `DatabaseError` with the original as its c
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import threading
@@ -20,8 +21,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from pgqueue.errors import DatabaseError, DatabaseUnavailable
+from pgqueue.jobs import UndecodableArgs
 
 CONNECT_TIMEOUT = 10  # seconds; a down server is reported quickly, not after minutes
 
@@ -92,10 +95,26 @@ def connect(conninfo: str, *, autocommit: bool = False, **kwargs: Any) -> psycop
     remember_secrets(conninfo)
     kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
     try:
-        return psycopg.connect(conninfo, autocommit=autocommit, row_factory=dict_row, **kwargs)
+        conn = psycopg.connect(conninfo, autocommit=autocommit, row_factory=dict_row, **kwargs)
     except psycopg.OperationalError as error:
         raise DatabaseUnavailable(
             f"cannot connect to PostgreSQL at {describe(conninfo)}: {first_line(error)}") from None
+    decode_json_safely(conn)
+    return conn
+
+
+def _loads_or_mark(data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except RecursionError:
+        return UndecodableArgs("nesting too deep")
+
+
+def decode_json_safely(conn: psycopg.Connection[Any]) -> None:
+    """JSON from this connection that Python cannot decode (nested thousands deep, as SQL's
+    `add_job` accepts) comes back as an `UndecodableArgs` marker instead of raising
+    RecursionError: one bad row must not fail a claim of many, nor a listing."""
+    set_json_loads(_loads_or_mark, conn)
 
 
 def is_connection_error(error: BaseException) -> bool:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from pgqueue.context import CANCELLED, JobContext, set_current
 from pgqueue.db import mask_url
 from pgqueue.errors import JobCancelled, JobInterrupted, JobTimeout, PermanentFailure, UnknownTask
-from pgqueue.jobs import ClaimedJob
+from pgqueue.jobs import ClaimedJob, UndecodableArgs
 
 if TYPE_CHECKING:
     from pgqueue.tasks import Task
@@ -72,6 +72,9 @@ def timed_out(job: ClaimedJob, how: str = "") -> Outcome:
 
 def execute(tasks: Tasks, job: ClaimedJob, context: JobContext) -> Outcome:
     """Run the job's function here and now; never raises."""
+    if isinstance(job.args, UndecodableArgs):  # fails alone, never runs (issue 23)
+        return Outcome("failed", f"args could not be decoded: {job.args.reason}",
+                       retryable=False)
     token = set_current(context)
     task = tasks.get(job.task)
     try:

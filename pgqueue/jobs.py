@@ -18,6 +18,18 @@ from datetime import datetime
 from typing import Any
 
 
+class UndecodableArgs(dict[str, Any]):
+    """Stands for JSON Python could not decode (say, nested thousands deep): empty, with
+    the reason. A job claimed with such args fails alone, saying so."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (UndecodableArgs, (self.reason,))
+
+
 class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

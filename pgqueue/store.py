@@ -27,7 +27,14 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgqueue.db import CONNECT_TIMEOUT, connect, describe, query, translate_errors
+from pgqueue.db import (
+    CONNECT_TIMEOUT,
+    connect,
+    decode_json_safely,
+    describe,
+    query,
+    translate_errors,
+)
 from pgqueue.enqueue import (
     COPY_THRESHOLD,
     DEFAULT_BATCH_SIZE,
@@ -124,7 +131,7 @@ class JobStore:
                 self._dsn, min_size=1, max_size=self.pool_size, open=True, name="pgqueue",
                 timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
                 kwargs={"autocommit": True, "row_factory": dict_row,
-                        "connect_timeout": CONNECT_TIMEOUT})
+                        "connect_timeout": CONNECT_TIMEOUT}, configure=decode_json_safely)
             self._pool_key = key
         return self._pool
 
@@ -235,9 +242,11 @@ class JobStore:
         return int(row["id"])
 
     def _claim(self, queues: Sequence[str], limit: int, worker_id: int | None,
-               lease_seconds: float) -> tuple[Any, dict[str, Any]]:
+               lease_seconds: float, free: int | None, floor: int | None
+               ) -> tuple[Any, dict[str, Any]]:
         """One queue: the simple claim. Several: the best jobs across them (priority first)."""
-        params = {"limit": limit, "worker_id": worker_id, "lease_seconds": lease_seconds}
+        params = {"limit": limit, "worker_id": worker_id, "lease_seconds": lease_seconds,
+                  "free": limit if free is None else free, "floor": floor}
         if len(queues) == 1:
             return self.statements.claim, {**params, "queue": queues[0]}
         return self.statements.claim_across_queues, {**params, "queues": list(queues)}
@@ -250,30 +259,35 @@ class JobStore:
 
     def finish_and_claim(self, conn: psycopg.Connection[Any], finals: Sequence[Final],
                          retries: Sequence[Retry], *, worker_id: int | None,
-                         queues: Sequence[str], limit: int, lease_seconds: float
+                         queues: Sequence[str], limit: int, lease_seconds: float,
+                         free: int | None = None, floor: int | None = None
                          ) -> list[ClaimedJob]:
-        """Record finished attempts and claim up to `limit` new jobs.
+        """Record finished attempts and claim up to `limit` new jobs, best first.
+
+        `free` of them (default: all) are for free slots; the rest wait in the worker's
+        memory and are claimed only at the best priority found, and at least `floor`
+        (see `claim` in queries.sql): a backlog must not overtake a higher-priority run.
 
         With both to do, they share one transaction sent as one pipeline: one round trip
-        and one commit (one WAL flush) instead of two. The claim goes first and the
-        records last: recording locks the group rows of finished members until the
-        commit, and taking them last keeps that short.
+        and one commit (one WAL flush) instead of two. The records go first: the
+        follow-ups a finish inserts (on_success chains, a completed group's) are then
+        claimable by this same claim, so a run's next step is never queued behind jobs
+        claimed a moment before it existed.
         """
         rows: list[dict[str, Any]] = []
         if limit > 0:
             self.claims += 1
+        claim = self._claim(queues, limit, worker_id, lease_seconds, free, floor)
         with translate_errors():
             if finals or retries:
                 with conn.pipeline(), conn.transaction():
-                    cursor = (conn.cursor(row_factory=dict_row).execute(
-                        *self._claim(queues, limit, worker_id, lease_seconds))
-                        if limit > 0 else None)
                     self._record(conn, finals, retries)
+                    cursor = (conn.cursor(row_factory=dict_row).execute(*claim)
+                              if limit > 0 else None)
                 if cursor is not None:
                     rows = cursor.fetchall()
             elif limit > 0:
-                rows = conn.cursor(row_factory=dict_row).execute(
-                    *self._claim(queues, limit, worker_id, lease_seconds)).fetchall()
+                rows = conn.cursor(row_factory=dict_row).execute(*claim).fetchall()
         return [ClaimedJob.from_row(row) for row in rows]
 
     def _record(self, conn: psycopg.Connection[Any], finals: Sequence[Final],

@@ -148,3 +148,23 @@ def test_a_nul_or_lone_surrogate_in_an_error_is_stored_sanitized(app: Queue, iso
     assert (job.state, job.attempt, job.rescues) == (JobState.FAILED, 2, 0)
     assert "RuntimeError: bad\\x00byte and \ufffd here" in (job.last_error or "")
     assert app.get_job(good).state is JobState.SUCCEEDED
+
+
+# -- 13. args nested 3,000 deep, enqueued from SQL, crashed the workers ------------------
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_args_nested_too_deep_fail_that_job_alone(app: Queue, db_url: str, isolation: str) -> None:
+    deep = "[" * 3000 + "]" * 3000
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        bad = conn.execute("SELECT pgqueue.add_job('work', 'record', "
+                           "jsonb_build_object('item', %s::jsonb))", (deep,)).fetchone()[0]
+    innocent = app.enqueue_many(worker_app.record, [{"item": i} for i in range(1, 4)])
+    assert app.work(["work"], concurrency=2, burst=True, isolation=isolation,
+                    prefetch=10, poll_interval=0.05) == 0
+    job = app.get_job(bad)
+    assert (job.state, job.attempt, job.rescues) == (JobState.FAILED, 1, 0)
+    assert job.last_error == "args could not be decoded: nesting too deep"
+    assert all(app.get_job(i).state is JobState.SUCCEEDED for i in innocent)
+    assert sorted(item for _, item, _ in effects(db_url)) == [1, 2, 3]
+    failures = app.failed_jobs(queue="work")  # the listing does not raise either
+    assert [f["id"] for f in failures] == [bad]
