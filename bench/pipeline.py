@@ -5,6 +5,10 @@
   process run directly on the same pages, already rendered at the same dpi, one after
   another with `OMP_THREAD_LIMIT=1`. Ideal = workers x direct rate; achieved / ideal is
   what the queue, Poppler (pdftotext, pdfinfo, pdftoppm) and the page's PNG cost.
+- **Engines**: `clerk.ocr.read_page` per scanned page with the default engines (pdfium and
+  tesserocr in the process, when installed) against the portable ones (Poppler's tools and
+  a tesseract process per page), and against the tesseract command alone; the queue's
+  rate over read_page's alone. Accuracy per engine and DPI: `python -m bench.ocr_accuracy`.
 - **Text layer vs scan**: `clerk.ocr.read_page` per page on a born-digital PDF and on a
   scanned PDF of the same pages (the first never reaches Tesseract).
 - **Fan-in overhead**: N no-op jobs drained as members of one group (each completion
@@ -276,6 +280,29 @@ def text_layer_skip(text_pdf: Path, scanned_pdf: Path, pages: int, settings: Any
             "scanned_ms_per_page": scan_s * 1000, "pages": pages}
 
 
+def backends_per_page(scanned_pdf: Path, pages: int, settings: Any) -> dict[str, Any]:
+    """`read_page` per scanned page with the default engines (pdfium + tesserocr when
+    installed) and with the portable ones (Poppler's tools + the tesseract command), taking
+    turns page by page so a busy machine slows both alike."""
+    from clerk.ocr import TesseractBackend, get_backend, read_page
+    from clerk.pdf import PopplerReader, default_reader
+    default = (default_reader(), get_backend(settings.default_ocr_backend))
+    portable = (PopplerReader(), TesseractBackend())
+    read_page(scanned_pdf, 1, settings, reader=default[0], backend=default[1])  # warm-up
+    seconds = {"default": 0.0, "portable": 0.0}
+    for page in range(1, pages + 1):
+        for name, (reader, backend) in (("default", default), ("portable", portable)):
+            started = time.perf_counter()
+            result = read_page(scanned_pdf, page, settings, reader=reader, backend=backend)
+            seconds[name] += time.perf_counter() - started
+            if result.method != "ocr":
+                raise RuntimeError(f"scanned page {page} was read by {result.method}")
+    return {"default_engine": f"{default[0].name}+{default[1].name}",
+            "default_seconds_per_page": seconds["default"] / pages,
+            "portable_seconds_per_page": seconds["portable"] / pages,
+            "default_over_portable": seconds["portable"] / seconds["default"], "pages": pages}
+
+
 def ocr_figures(cluster: Cluster, sizes: PipelineSizes, tmp: Path) -> dict[str, Any]:
     from clerk.config import Settings
     settings = Settings(storage_dir=tmp / "unused", deploy_dir=tmp / "unused")
@@ -289,13 +316,25 @@ def ocr_figures(cluster: Cluster, sizes: PipelineSizes, tmp: Path) -> dict[str, 
     _say(f"  pipeline: tesseract direct {direct['value']:.2f} pages/s "
          f"({direct['seconds_per_page'] * 1000:.0f} ms/page; pdftoppm {render_s * 1000:.0f} ms)")
     out: dict[str, Any] = {"dpi": settings.ocr_dpi, "direct": direct}
+    engines = backends_per_page(scanned, sizes.ocr_pages, settings)
+    engines["default_over_direct"] = (direct["seconds_per_page"]
+                                      / engines["default_seconds_per_page"])
+    out["engines"] = engines
+    _say(f"  pipeline: read_page per scanned page, {engines['default_engine']} "
+         f"{engines['default_seconds_per_page'] * 1000:.0f} ms vs Poppler + tesseract command "
+         f"{engines['portable_seconds_per_page'] * 1000:.0f} ms "
+         f"({engines['default_over_portable']:.2f}x; {engines['default_over_direct']:.2f}x the "
+         "tesseract command alone on a rendered image)")
+    backend_rate = 1 / engines["default_seconds_per_page"]
     for workers in (1, 2):
         entry = ocr_queue(cluster, tmp, scanned, sizes.ocr_pages, workers)
         entry["ideal"] = workers * direct["value"]
         entry["achieved_over_ideal"] = entry["value"] / entry["ideal"]
+        entry["over_backend_alone"] = entry["value"] / (workers * backend_rate)
         out[f"queue_{workers}"] = entry
         _say(f"  pipeline: OCR through the queue, {workers} worker(s) {entry['value']:.2f} "
-             f"pages/s = {entry['achieved_over_ideal']:.2f} of ideal")
+             f"pages/s = {entry['achieved_over_ideal']:.2f} of ideal, "
+             f"{entry['over_backend_alone']:.2f} of read_page alone x {workers}")
     out["scaling_2_over_1"] = out["queue_2"]["value"] / out["queue_1"]["value"]
     skip = text_layer_skip(born_digital, scanned, sizes.ocr_pages, settings)
     out["text_layer"] = skip
@@ -468,6 +507,17 @@ def render(results: dict[str, Any]) -> str:
                        f"               {q['value']:6.2f} pages/s  ideal {q['ideal']:.2f}"
                        f"  achieved/ideal {q['achieved_over_ideal']:.2f}")
         out.append(f"    2 workers / 1 worker           {ocr['scaling_2_over_1']:6.2f}x")
+        engines = ocr.get("engines")
+        if engines:
+            out.append(f"  read_page per scanned page: {engines['default_engine']} "
+                       f"{engines['default_seconds_per_page'] * 1000:.0f} ms, Poppler + "
+                       f"tesseract command {engines['portable_seconds_per_page'] * 1000:.0f} ms "
+                       f"({engines['default_over_portable']:.2f}x); "
+                       f"{engines['default_over_direct']:.2f}x the tesseract command alone "
+                       "on a rendered image")
+            out.append("    queue / (read_page alone x workers): " + ", ".join(
+                f"{w} worker{'s' if w > 1 else ''} {ocr[f'queue_{w}']['over_backend_alone']:.2f}"
+                for w in (1, 2)))
         skip = ocr["text_layer"]
         out.append(f"  read_page: text layer {skip['text_layer_ms_per_page']:.0f} ms/page, "
                    f"scan {skip['scanned_ms_per_page']:.0f} ms/page "
