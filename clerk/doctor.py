@@ -53,7 +53,8 @@ def _ocr_backend(settings: Settings) -> Check:
     if name not in BACKENDS:
         return Check("ocr backend", False, f"{name!r} is not a known backend",
                      f"set DEFAULT_OCR_BACKEND to one of {', '.join(sorted(BACKENDS))}")
-    return Check("ocr backend", True, name)
+    from clerk.ocr import engines_in_use  # which engines `name` means here (issue 17)
+    return Check("ocr backend", True, f"{name} ({engines_in_use(name)})")
 
 
 def _database_fix(message: str) -> str:

@@ -295,3 +295,16 @@ def write_page_text(path: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def engines_in_use(name: str) -> str:
+    """What backend `name` runs on this machine, for `clerk doctor`."""
+    from clerk.pdf import pdfium_available
+
+    pages = "pages read by pdfium" if pdfium_available() else "pages read by Poppler's tools"
+    if name == "tesseract":
+        name = "tesserocr" if tesserocr_available() else "pytesseract"
+    if name == "tesserocr":
+        return f"Tesseract in-process through tesserocr, {pages}"
+    hint = "" if tesserocr_available() else "; pip install 'clerk[fast]' for in-process OCR"
+    return f"the tesseract command per page, {pages}{hint}"

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from clerk.ocr import OcrError, TesseractBackend, get_backend, has_usable_text, write_page_text
+from clerk.ocr import (
+    OcrError,
+    TesseractBackend,
+    engines_in_use,
+    get_backend,
+    has_usable_text,
+    write_page_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -34,3 +41,9 @@ def test_write_page_text_is_atomic_and_leaves_no_temp(tmp_path: Path) -> None:
     write_page_text(target, "second é")
     assert target.read_text(encoding="utf-8") == "second é"
     assert [p.name for p in target.parent.iterdir()] == ["1.txt"]
+
+
+def test_doctor_names_the_engines_behind_a_backend() -> None:
+    # tesserocr and pypdfium2 are installed by .ci/setup (the 'fast' extra).
+    assert engines_in_use("tesseract") == "Tesseract in-process through tesserocr, pages read by pdfium"
+    assert engines_in_use("pytesseract").startswith("the tesseract command per page")
