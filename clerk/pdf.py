@@ -403,7 +403,27 @@ class _PdfiumPage:
         return PageFacts(text, width, height, _coverage(images, width, height), invisible,
                          over_images, paths, warnings)
 
+    def largest_image_pixels(self) -> int:
+        """The pixel count of the page's largest embedded image (from its dictionary, not
+        decoded)."""
+        import pypdfium2.raw as raw
+
+        largest = 0
+        for item in self.handle.get_objects(filter=[raw.FPDF_PAGEOBJ_IMAGE], max_depth=4):
+            width, height = item.get_px_size()
+            largest = max(largest, width * height)
+        return largest
+
     def render(self, dpi: int, max_pixels: int, *, warnings: list[str]) -> Image.Image:
+        largest = self.largest_image_pixels()
+        if largest > IMAGE_PIXELS_IN_PROCESS:
+            # Decoding it could take gigabytes in this process: Poppler decodes it in a
+            # child process with a memory limit instead.
+            message = (f"page {self.page} has an image of {largest:,} pixels: rendered by "
+                       f"Poppler in a child process with a memory limit")
+            log.warning("%s: %s", self.path, message, extra={"action": "pdf.big_image"})
+            warnings.append(message)
+            return render_page(self.path, self.page, dpi, max_pixels, warnings=warnings)
         width, height = self.handle.get_size()
         rotation = self.handle.get_rotation()
         if rotation % 180 == 90:
@@ -474,6 +494,9 @@ class PdfiumReader:
 
 
 _PDFIUM_LOCK = threading.Lock()
+# An embedded image larger than this (a 10,000 x 10,000 pixel scan) is not decoded in the
+# worker's process: pdfium has no memory limit of its own, Poppler's children have one.
+IMAGE_PIXELS_IN_PROCESS = 100_000_000
 
 
 def pdfium_available() -> bool:

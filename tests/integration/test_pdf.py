@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import clerk.pdf as pdf_module
 from clerk.pdf import (
     PdfError,
     PdfiumReader,
@@ -149,3 +150,21 @@ def test_both_readers_see_the_same_page() -> None:
         assert "Meeting adjourned" in facts.text
         coverage.append(facts.image_coverage)
     assert 0.12 < min(coverage) <= max(coverage) < 0.22
+
+
+def test_pdfium_leaves_a_huge_embedded_image_to_a_limited_poppler_child(
+        monkeypatch: pytest.MonkeyPatch, pdf_factory: PdfFactory) -> None:
+    """An image bigger than IMAGE_PIXELS_IN_PROCESS is decoded by pdftoppm under its memory
+    limit, not by pdfium in the worker (the limit is lowered so a small scan exceeds it)."""
+    scan = pdf_factory.scanned_pdf("scan.pdf", ["HERON ROOKERY"])
+    monkeypatch.setattr(pdf_module, "IMAGE_PIXELS_IN_PROCESS", 1_000_000)
+    warnings: list[str] = []
+    with PdfiumReader().open(scan, 1) as page:
+        image = page.render(100, 60_000_000, warnings=warnings)
+    assert image.size == (850, 1100)
+    assert warnings == ["page 1 has an image of 2,103,750 pixels: rendered by Poppler in a "
+                        "child process with a memory limit"]
+    monkeypatch.setattr(pdf_module, "IMAGE_PIXELS_IN_PROCESS", 100_000_000)
+    with PdfiumReader().open(scan, 1) as page:
+        page.render(100, 60_000_000, warnings=(quiet := []))
+    assert quiet == []
