@@ -378,16 +378,23 @@ class _PdfiumPage:
         width, height = self.handle.get_size()
         images: list[tuple[float, float, float, float]] = []
         paths = 0
+        hidden_text = False
         for item in self.handle.get_objects(max_depth=4):
             if item.type == raw.FPDF_PAGEOBJ_IMAGE:
                 images.append(item.get_bounds())
             elif item.type == raw.FPDF_PAGEOBJ_PATH:
                 paths += 1
+            elif item.type == raw.FPDF_PAGEOBJ_TEXT and not hidden_text:
+                mode = raw.FPDFTextObj_GetTextRenderMode(item.raw)
+                hidden_text = mode == raw.FPDF_TEXTRENDERMODE_INVISIBLE
         textpage = self.handle.get_textpage()
         try:
             text = textpage.get_text_range().replace("\r\n", "\n").replace("\r", "\n")
             invisible = over_images = 0
-            for index in range(textpage.count_chars()):
+            # Character by character only where it can matter (an invisible run, or an
+            # image text may lie on): most born-digital pages skip this loop.
+            chars = textpage.count_chars() if hidden_text or images else 0
+            for index in range(chars):
                 if not text_char_is_alnum(textpage, index):
                     continue
                 obj = raw.FPDFText_GetTextObject(textpage.raw, index)
