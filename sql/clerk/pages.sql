@@ -2,10 +2,14 @@
 -- `clerk status --subdomain` shows. `{schema}` is clerk's schema.
 
 -- name: save_page_read
+-- Through the document's row: a page job whose document is gone (its site removed while
+-- the job ran) records nothing instead of failing on the foreign key.
 INSERT INTO {schema}.page_reads (site, kind, meeting, date, page, method, decision, reason,
                                  engine, chars)
-VALUES (%(site)s, %(kind)s, %(meeting)s, %(date)s, %(page)s, %(method)s, %(decision)s,
-        %(reason)s, %(engine)s, %(chars)s)
+SELECT d.site, d.kind, d.meeting, d.date, %(page)s, %(method)s, %(decision)s, %(reason)s,
+       %(engine)s, %(chars)s
+FROM {schema}.documents AS d
+WHERE d.site = %(site)s AND d.kind = %(kind)s AND d.meeting = %(meeting)s AND d.date = %(date)s
 ON CONFLICT (site, kind, meeting, date, page) DO UPDATE
 SET method = excluded.method, decision = excluded.decision, reason = excluded.reason,
     engine = excluded.engine, chars = excluded.chars, read_at = now();

@@ -19,6 +19,7 @@ from clerk.compile import DATABASE_FILE
 from clerk.config import Settings
 from clerk.ocr import BACKENDS, TesserocrBackend
 from clerk.pipeline import Pipeline
+from clerk.storage import Document
 from tests.acceptance.conftest import CitySite, Cli, run_workers, search
 from tests.support.scans import make_page, scan_image
 
@@ -102,3 +103,17 @@ def test_a_page_that_crashes_the_engine_fails_alone(
     assert [(row["page"], row["method"]) for row in status["page_reads"]["pages"]] == [(2, "ocr")]
     database = tmp_path / "storage" / "seabright" / DATABASE_FILE
     assert len(search(database, "agendas", "heron rookery")) == 1
+
+
+def test_a_page_whose_document_is_gone_is_read_without_a_record(
+        pipeline: Pipeline, tmp_path: Path) -> None:
+    """An OCR job whose document row is gone (its site removed mid-run) still succeeds; the
+    page's read is not recorded against a document that does not exist."""
+    pipeline.migrate()
+    document = Document("seabright", "agenda", "Harbor Commission", "2024-03-05")
+    pdf = document.pdf_path(pipeline.settings.storage_dir)
+    pdf.parent.mkdir(parents=True)
+    make_page("born_digital", pdf)
+    pipeline.ocr_page(document.site, document.kind, document.meeting, document.date, 1)
+    assert document.page_text_path(pipeline.settings.storage_dir, 1).exists()
+    assert pipeline.fetch_all("document_urls", {"site": "seabright"}) == []
