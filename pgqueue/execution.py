@@ -53,7 +53,7 @@ _host_sockets: list[socket.socket] = []  # the worker's ends, closed in every la
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    state: str  # succeeded | failed | cancelled | lost
+    state: str  # succeeded | failed | cancelled | lost | returned (task unknown here)
     error: str | None = None
     retryable: bool = True
 

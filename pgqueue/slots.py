@@ -13,6 +13,7 @@ ignored and the thread ends), and a new thread takes the slot.
 from __future__ import annotations
 
 import logging
+import os
 import queue as stdlib_queue
 import threading
 import time
@@ -148,6 +149,9 @@ class Slots:
                         self._outstanding -= 1
                     self.wake.set()
                     continue
+                if item.job.task not in self.tasks:
+                    self._file(item, self._unknown(item.job))
+                    continue
                 timeout = item.job.timeout_seconds
                 item.started = time.monotonic()
                 if timeout:
@@ -174,6 +178,25 @@ class Slots:
                 self.wake.set()
         finally:
             runner.close()
+
+    def _file(self, item: Held, outcome: Outcome) -> None:
+        """An outcome known without running the job."""
+        with self._lock:
+            item.outcome = outcome
+            self._finished.append(item)
+            self._outstanding -= 1
+        self.wake.set()
+
+    @staticmethod
+    def _unknown(job: ClaimedJob) -> Outcome:
+        """A task this worker does not know, maybe not yet (a rolling upgrade): the job
+        goes back to the queue for a worker that knows it, a bounded number of times
+        (`JobStore.give_back_unknown`); the attempt is not counted."""
+        log.warning("job %s: no task named %r is registered on this worker; giving it back "
+                    "for a worker that knows it (attempt not counted)", job.id, job.task,
+                    extra={"action": "unknown_task", "job_id": job.id, "task": job.task})
+        return Outcome("returned", f"no task named {job.task!r} is registered on the worker "
+                       f"that claimed it (pid {os.getpid()})", retryable=False)
 
     def enforce_deadlines(self) -> float | None:
         """Thread isolation: file jobs past their deadline as timed out, give their slots

@@ -59,6 +59,11 @@ Final = tuple[int, int, str, str | None]
 # A failed attempt to retry: (job id, attempt, delay in seconds, error).
 Retry = tuple[int, int, float, str | None]
 
+# A job of a task this worker does not know is given back (a rolling upgrade: a newer
+# worker will know it) after 15 s, then 30, 60, 120, 240: about eight minutes in all,
+# then it fails.
+UNKNOWN_TASK_DELAY = 15.0
+MAX_UNKNOWN_RETURNS = 5
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -292,12 +297,28 @@ class JobStore:
 
     def _record(self, conn: psycopg.Connection[Any], finals: Sequence[Final],
                 retries: Sequence[Retry]) -> None:
+        returned = [f for f in finals if f[2] == "returned"]
+        if returned:  # tasks this worker does not know: given back, or failed at last
+            finals = [f for f in finals if f[2] != "returned"] + self.give_back_unknown(
+                conn, returned)
         if finals:
             self.finish(conn, finals, from_state="running")
         if retries:
             self.run(conn, "retry_later", {
                 "ids": [r[0] for r in retries], "attempts": [r[1] for r in retries],
                 "delays": [r[2] for r in retries], "errors": [storable(r[3]) for r in retries]})
+
+    def give_back_unknown(self, conn: psycopg.Connection[Any], returned: Sequence[Final]
+                          ) -> list[Final]:
+        """Queue jobs whose task the worker does not know again, later, the attempt not
+        counted; returns, as failed finals, those given back `MAX_UNKNOWN_RETURNS` times."""
+        given = {row["id"] for row in self.run(conn, "give_back_unknown", {
+            "ids": [f[0] for f in returned], "attempts": [f[1] for f in returned],
+            "errors": [storable(f[3]) for f in returned], "delay": UNKNOWN_TASK_DELAY,
+            "max_returns": MAX_UNKNOWN_RETURNS}).fetchall()}
+        return [(f[0], f[1], "failed", f"{f[3]}; given back {MAX_UNKNOWN_RETURNS} times "
+                 "and no worker that knows it claimed it: failed")
+                for f in returned if f[0] not in given]
 
     def finish(self, conn: psycopg.Connection[Any], finals: Sequence[Final], *,
                from_state: str) -> int:

@@ -68,6 +68,7 @@ class WorkerStats:
     retried: int = 0
     cancelled: int = 0
     lost: int = 0
+    returned: int = 0  # jobs of tasks this worker does not know, given back
     timed_out: int = 0
     claim_round_trips: int = 0
 

@@ -176,6 +176,20 @@ SET state = 'queued', attempt = attempt - 1, lease_until = NULL, worker_id = NUL
 WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
 RETURNING id;
 
+-- name: give_back_unknown
+-- A job whose task this worker does not know (an older worker, during a rolling upgrade):
+-- queued again a little later for a worker that knows it, the attempt not counted, at
+-- most %(max_returns)s times (jobs.unknown_returns); the caller fails the others.
+UPDATE {schema}.jobs AS j
+SET state = 'queued', attempt = j.attempt - 1, unknown_returns = j.unknown_returns + 1,
+    lease_until = NULL, worker_id = NULL, last_error = o.error, updated_at = now(),
+    run_at = now() + %(delay)s * power(2, j.unknown_returns) * interval '1 second'
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(errors)s::text[])
+    AS o(id, attempt, error)
+WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
+  AND j.unknown_returns < %(max_returns)s
+RETURNING j.id;
+
 -- name: heartbeat
 -- Extends the leases of the jobs this worker still holds; a job missing from the result
 -- was rescued from under it. cancel_requested tells the worker to stop a job. Rows are

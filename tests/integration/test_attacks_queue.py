@@ -42,15 +42,16 @@ def scalar(db_url: str, statement: str, params: Any = None) -> Any:
 
 
 def claim_and_expire(app: Queue, db_url: str, queue: str) -> list[int]:
-    """A worker that then vanished claims every due job of `queue`; their leases run out."""
+    """A worker that then vanished claimed every due job of `queue`; their leases ran out."""
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
         worker_id = conn.execute(app.statements.register_worker, {
             "host": "vanished", "pid": 1, "queues": [queue], "concurrency": 1,
             "metadata": Jsonb({})}).fetchone()["id"]
-        rows = conn.execute(app.statements.claim, {
-            "queue": queue, "limit": 100, "worker_id": worker_id, "lease_seconds": 30}).fetchall()
-        conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s' "
-                     "WHERE id = ANY(%s)", ([r["id"] for r in rows],))
+        rows = conn.execute(
+            "UPDATE pgqueue.jobs SET state = 'running', attempt = attempt + 1, worker_id = %s, "
+            "started_at = now(), lease_until = now() - interval '1 s' "
+            "WHERE queue = %s AND state = 'queued' AND run_at <= now() RETURNING id",
+            (worker_id, queue)).fetchall()
     return [r["id"] for r in rows]
 
 
@@ -168,3 +169,46 @@ def test_args_nested_too_deep_fail_that_job_alone(app: Queue, db_url: str, isola
     assert sorted(item for _, item, _ in effects(db_url)) == [1, 2, 3]
     failures = app.failed_jobs(queue="work")  # the listing does not raise either
     assert [f["id"] for f in failures] == [bad]
+
+
+# -- 15. a task the worker did not know failed for good at attempt 1 ---------------------
+
+def test_an_unknown_task_is_given_back_for_a_worker_that_knows_it(
+        app: Queue, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 15 s in production; an hour here, so the burst worker below sees it given back once.
+    monkeypatch.setattr("pgqueue.store.UNKNOWN_TASK_DELAY", 3600.0)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        job_id = conn.execute("SELECT pgqueue.add_job('work', 'added.in.v2')").fetchone()[0]
+    known = worker_app.record.enqueue(item=1)
+    # An old worker (it knows `record` only) claims both, runs one, gives the other back.
+    assert app.work(["work"], concurrency=2, burst=True) == 0
+    job = app.get_job(job_id)
+    assert (job.state, job.attempt) == (JobState.QUEUED, 0)
+    assert "no task named 'added.in.v2'" in (job.last_error or "")
+    assert scalar(db_url, "SELECT run_at > now() + interval '50 minutes' FROM pgqueue.jobs "
+                  "WHERE id = %s", (job_id,))
+    assert app.get_job(known).state is JobState.SUCCEEDED
+    # The upgraded worker arrives and runs it: attempt 1, nothing lost.
+    ran = []
+
+    @app.task(name="added.in.v2", queue="work")
+    def added() -> None:
+        ran.append(1)
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE pgqueue.jobs SET run_at = now()")
+    assert app.work(["work"], burst=True) == 0
+    job = app.get_job(job_id)
+    assert (job.state, job.attempt, ran) == (JobState.SUCCEEDED, 1, [1])
+
+
+def test_an_unknown_task_fails_after_a_bounded_number_of_returns(
+        app: Queue, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pgqueue.store.UNKNOWN_TASK_DELAY", 0.01)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        job_id = conn.execute("SELECT pgqueue.add_job('work', 'never.deployed')").fetchone()[0]
+    assert app.work(["work"], burst=True, poll_interval=0.05) == 0
+    job = app.get_job(job_id)
+    assert (job.state, job.attempt) == (JobState.FAILED, 1)
+    assert "no task named 'never.deployed'" in (job.last_error or "")
+    assert "given back 5 times" in (job.last_error or "")

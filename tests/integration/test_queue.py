@@ -133,7 +133,9 @@ def test_retry_then_success(app: Queue) -> None:
     assert "transient, attempt 2" in (job.last_error or "")
 
 
-def test_unknown_task_fails_clearly_and_the_worker_goes_on(app: Queue, db_url: str) -> None:
+def test_unknown_task_fails_clearly_and_the_worker_goes_on(
+        app: Queue, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pgqueue.store.UNKNOWN_TASK_DELAY", 0.01)  # given back 5 times first
     with psycopg.connect(db_url, autocommit=True) as conn:
         unknown = conn.execute("SELECT pgqueue.add_job('work', 'no.such.task')").fetchone()[0]
     known = worker_app.record.enqueue(item=5)
