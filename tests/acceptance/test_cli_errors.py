@@ -110,7 +110,7 @@ def test_help_and_doctor_work_with_a_bad_env_file(run: Run) -> None:
     ("POLL_INTERVAL", "0", "must be > 0"),
     ("SHUTDOWN_GRACE", "nan", "is not a valid number"),
     ("METRICS_PORT", "99999", "must be between 0 and 65535 (0 turns the endpoint off)"),
-    ("DEFAULT_OCR_BACKEND", "bogus", "is not a known OCR backend (tesseract)"),
+    ("DEFAULT_OCR_BACKEND", "bogus", "is not a known OCR backend (pytesseract, tesseract, tesserocr)"),
 ])
 def test_a_bad_setting_is_one_line(run: Run, name: str, value: str, message: str) -> None:
     expected = f"Error: configuration: {name}={value!r} {message}"

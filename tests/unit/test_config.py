@@ -34,7 +34,7 @@ def problem(environ: dict[str, str]) -> str:
     ({"LEASE_SECONDS": "0"}, "LEASE_SECONDS='0' must be > 0"),
     ({"MAX_JOBS_PER_WORKER": "0"}, "MAX_JOBS_PER_WORKER='0' must be >= 1"),
     ({"DEFAULT_OCR_BACKEND": "bogus"}, "DEFAULT_OCR_BACKEND='bogus' is not a known OCR backend "
-                                       "(tesseract)"),
+                                       "(pytesseract, tesseract, tesserocr)"),
     ({"DEPLOY_BACKEND": "s3"}, "DEPLOY_BACKEND='s3' is not a known deploy backend (directory)"),
     ({"QUEUE_SCHEMA": "Robert'); DROP"}, "QUEUE_SCHEMA=\"Robert'); DROP\" is not a schema name"),
 ])

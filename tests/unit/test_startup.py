@@ -26,8 +26,10 @@ def test_commands_do_not_import_the_task_libraries(module: str) -> None:
 
 
 def test_the_tasks_still_find_their_libraries() -> None:
-    """The lazy imports resolve: an Extractor builds its spaCy pipeline."""
-    script = ("import sys; from clerk.extract import Extractor; Extractor(); "
+    """The lazy imports resolve: an Extractor asked for a spaCy model imports spaCy (rules
+    alone never do), and the OCR backends load."""
+    script = ("import sys; from clerk.config import Settings; from clerk.extract import Extractor; "
+              "Extractor(Settings(spacy_model='no_such_model')); "
               "from clerk.ocr import TesseractBackend; import clerk.pdf; "
               "print('spacy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
