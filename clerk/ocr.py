@@ -97,8 +97,16 @@ class TesseractBackend:
 def tessdata_dir(lang: str = "eng") -> str:
     """The folder holding `<lang>.traineddata`: TESSDATA_PREFIX, the usual system
     folders, or the one the `tesseract` command names. The tesserocr wheel carries its
-    own Tesseract but no language data, so it is told where the system's is."""
-    candidates = [os.environ["TESSDATA_PREFIX"]] if os.environ.get("TESSDATA_PREFIX") else []
+    own Tesseract but no language data, so it is told where the system's is. A
+    TESSDATA_PREFIX the user set is the only place looked at, as the `tesseract` command
+    does: a folder without the language is an error, not a silent fall back elsewhere."""
+    prefix = os.environ.get("TESSDATA_PREFIX")
+    if prefix:
+        if (Path(prefix) / f"{lang}.traineddata").is_file():
+            return prefix.rstrip("/") + "/"
+        raise OcrError(f"no Tesseract language data for {lang!r} in TESSDATA_PREFIX={prefix} "
+                       f"({lang}.traineddata): fix or unset TESSDATA_PREFIX")
+    candidates: list[str] = []
     for pattern in TESSDATA_DIRS:
         candidates.extend(sorted(glob.glob(pattern), reverse=True))
     for folder in candidates:
