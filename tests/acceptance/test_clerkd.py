@@ -231,6 +231,9 @@ def test_health_of_an_unreachable_database_hides_the_password(
         assert SECRET not in body
         return dict(json.loads(body))
 
+    # /health answers from the start; the role is refused only once clerkd has started (it
+    # migrates and checks first, and a start that cannot connect exits, as it should).
+    wait_for(lambda: "clerkd starting" in daemon.log.read_text(), "clerkd started")
     wait_for(lambda: (h := health()) and h["database"] == "reachable", "/health: reachable")
     with psycopg.connect(db_url, autocommit=True) as conn:  # the server now refuses the role
         conn.execute(f"ALTER ROLE {role} NOLOGIN")
