@@ -64,8 +64,15 @@ class LocalServer:
         command = list(argv)
         if self.as_root:
             command = ["runuser", "-u", self.user, "--", *command]
-        return subprocess.run(command, check=check, capture_output=True, text=True,
-                              timeout=120)
+        result = subprocess.run(command, check=False, capture_output=True, text=True,
+                                timeout=120)
+        if check and result.returncode != 0:  # say why: pg_ctl's own words, and the log's
+            log_tail = ""
+            if self.log_file is not None and self.log_file.is_file():
+                log_tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"{' '.join(command)} exited {result.returncode}: "
+                               f"{result.stdout}{result.stderr}\n--- server log ---\n{log_tail}")
+        return result
 
     @property
     def socket_dir(self) -> Path:
@@ -109,6 +116,11 @@ class LocalServer:
     def restart(self, mode: str = "fast") -> None:
         """Stop (`fast` or `immediate`, the latter as a crash would) and start again."""
         self.stop_server(mode)
+        # pg_ctl's wait can give up first on a loaded machine: a start while the old
+        # postmaster still exits would fail with "another server might be running".
+        deadline = time.monotonic() + 120
+        while (self.data_dir / "postmaster.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
         self.start()
 
     def stop_server(self, mode: str = "fast") -> None:
