@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pgqueue.context import JobContext
+from pgqueue.context import CANCELLED, JobContext
 from pgqueue.execution import Outcome, ProcessRunner, SlotHost, ThreadRunner, timed_out
 from pgqueue.jobs import ClaimedJob
 
@@ -56,7 +56,11 @@ class Slots:
         self.stopping = stopping
         self.supervise = supervise
         self._lock = threading.Lock()
-        self._held: dict[int, Held] = {}  # claimed, outcome not yet recorded
+        self._held: dict[int, Held] = {}  # claimed, outcome not yet recorded (newest attempt)
+        # A job re-claimed while this worker still runs an older attempt of it (the worker
+        # was frozen past its lease, the job rescued): the new attempt waits here for the
+        # old one, takes its success if it succeeded, runs otherwise. Never both at once.
+        self._deferred: dict[int, Held] = {}
         self._finished: list[Held] = []  # outcome known, not yet recorded
         self._timed: dict[int, Held] = {}  # started with a deadline (thread isolation)
         self._outstanding = 0  # claimed and not finished: running, or waiting in the inbox
@@ -72,11 +76,21 @@ class Slots:
 
     def hand_out(self, jobs: list[ClaimedJob]) -> None:
         items = [Held(job, JobContext.for_job(job)) for job in jobs]
+        ready: list[Held] = []
         with self._lock:
             for item in items:
+                older = self._held.get(item.job.id)
+                if older is not None and older.outcome is None:
+                    self._deferred[item.job.id] = item
+                    log.warning("job %s re-claimed (attempt %s) while attempt %s still runs "
+                                "here: it waits for that run", item.job.id, item.job.attempt,
+                                older.job.attempt,
+                                extra={"action": "reclaimed_own", "job_id": item.job.id})
+                else:
+                    ready.append(item)
                 self._held[item.job.id] = item
             self._outstanding += len(items)
-        for item in items:
+        for item in ready:
             self._inbox.put(item)
 
     def outstanding(self) -> int:
@@ -105,7 +119,8 @@ class Slots:
         """Recorded: no longer held."""
         with self._lock:
             for item in batch:
-                self._held.pop(item.job.id, None)
+                if self._held.get(item.job.id) is item:  # not a newer attempt of the job
+                    del self._held[item.job.id]
             self._done_since_beat += len(batch)
 
     def unfinished(self) -> list[Held]:
@@ -152,6 +167,12 @@ class Slots:
                 if item.job.task not in self.tasks:
                     self._file(item, self._unknown(item.job))
                     continue
+                reason = item.context.stop_reason
+                if reason is not None:  # its lease was lost (or it was cancelled) while it
+                    self._file(item, Outcome(  # waited in the buffer: it must not start
+                        "cancelled" if reason == CANCELLED else "lost",
+                        "cancelled by request" if reason == CANCELLED else reason))
+                    continue
                 timeout = item.job.timeout_seconds
                 item.started = time.monotonic()
                 if timeout:
@@ -161,6 +182,7 @@ class Slots:
                             self._timed[item.job.id] = item
                         self.wake.set()  # the loop now waits no longer than the deadline
                 outcome = runner.run(item.job, item.context)
+                follow: Held | None = None
                 with self._lock:
                     abandoned = item.outcome is not None
                     if not abandoned:
@@ -169,6 +191,9 @@ class Slots:
                         self._finished.append(item)
                         self._outstanding -= 1
                         self._timed.pop(item.job.id, None)
+                        follow = self._settle(item)
+                if follow is not None:
+                    self._inbox.put(follow)
                 if abandoned:
                     log.warning("job %s returned %.0f s after its timeout; its result (%s) "
                                 "is ignored", item.job.id, time.monotonic() - item.started
@@ -185,7 +210,29 @@ class Slots:
             item.outcome = outcome
             self._finished.append(item)
             self._outstanding -= 1
+            follow = self._settle(item)
+        if follow is not None:
+            self._inbox.put(follow)
         self.wake.set()
+
+    def _settle(self, item: Held) -> Held | None:
+        """`item`'s outcome is known: a newer attempt of its job waiting for it takes its
+        success (the job ran once, to the end), or, after any other outcome, is returned to
+        be run. Called with the lock held."""
+        newer = self._deferred.get(item.job.id)
+        if newer is None or newer is item:
+            return None
+        del self._deferred[item.job.id]
+        assert item.outcome is not None
+        if item.outcome.state != "succeeded":
+            return newer
+        newer.outcome = item.outcome
+        newer.seconds = item.seconds
+        self._finished.append(newer)
+        self._outstanding -= 1
+        item.outcome = Outcome("lost", f"superseded by attempt {newer.job.attempt}, which "
+                               "records this run's success")
+        return None
 
     @staticmethod
     def _unknown(job: ClaimedJob) -> Outcome:
@@ -219,6 +266,14 @@ class Slots:
                     expired.append(item)
                 elif upcoming is None or deadline < upcoming:
                     upcoming = deadline
+        follows: list[Held] = []
+        with self._lock:
+            for item in expired:
+                follow = self._settle(item)
+                if follow is not None:
+                    follows.append(follow)
+        for follow in follows:
+            self._inbox.put(follow)
         for item in expired:
             log.warning("job %s is over its timeout of %s s: recorded failed, its thread "
                         "abandoned", item.job.id, item.job.timeout_seconds,

@@ -4,6 +4,11 @@ orphaned grandchildren, leases without a connection, retries that lose records."
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -212,3 +217,49 @@ def test_an_unknown_task_fails_after_a_bounded_number_of_returns(
     assert (job.state, job.attempt) == (JobState.FAILED, 1)
     assert "no task named 'never.deployed'" in (job.last_error or "")
     assert "given back 5 times" in (job.last_error or "")
+
+
+# -- 2. a worker frozen past its lease re-claimed its own rescued job --------------------
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for a reaper counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def start_worker_process(db_url: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PGQUEUE_APP_DSN": db_url, "PYTHONPATH": str(ROOT)}
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "tests.support.worker_app", db_url, *args],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def test_a_frozen_worker_does_not_rerun_its_rescued_job(app: Queue, db_url: str,
+                                                         tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    worker = start_worker_process(db_url, log, "work", "--concurrency", "2", "--lease", "2",
+                                  "--poll", "0.2")
+    try:
+        job_id = worker_app.started_then_sleep.enqueue(item=1, sleep=20)
+        wait_for(lambda: [e for e in effects(db_url) if e[1] == -1], "the job's start")
+        os.kill(worker.pid, signal.SIGSTOP)  # frozen: no heartbeat, the job runs on after
+        wait_for(lambda: scalar(db_url, "SELECT lease_until < now() FROM pgqueue.jobs "
+                                "WHERE id = %s", (job_id,)), "the lease to run out")
+        assert app.rescue_expired() == {"requeued": 1, "failed": 0}  # what maintenance does
+        os.kill(worker.pid, signal.SIGCONT)
+        wait_for(lambda: app.get_job(job_id).state.final, "the job's end", timeout=120)
+        assert worker.poll() is None, log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGCONT)
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+    job = app.get_job(job_id)
+    assert job.state is JobState.SUCCEEDED, (job, log.read_text()[-3000:])
+    # The job body ran once (one start, one end): the re-claimed attempt took the frozen
+    # attempt's success instead of running the job a second time beside it.
+    assert sorted(item for _, item, _ in effects(db_url)) == [-1, 1], log.read_text()[-3000:]
