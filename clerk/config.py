@@ -27,7 +27,9 @@ LOG_FORMATS = ("text", "json")
 DEFAULT_STORAGE_DIR = "~/.local/share/clerk/sites"
 DEFAULT_DEPLOY_DIR = "~/.local/share/clerk/deploy"
 DEFAULT_EMBEDDED_DIR = "~/.local/share/clerk/postgres"
-DEFAULT_OCR_DPI = 150  # as accurate as 300 dpi on council agendas, at half the time
+# python -m bench.ocr_accuracy: 300 dpi reads city documents no better at half the speed;
+# 150 misses more words (3.5 % against 2.8 %) for 4 % less time.
+DEFAULT_OCR_DPI = 200
 DEFAULT_MAX_PDF_BYTES = 200 * 1024 * 1024
 DEFAULT_HTTP_TIMEOUT = 30.0
 DEFAULT_MAX_PAGE_PIXELS = 60_000_000  # about a 36 x 48 inch page at 150 dpi

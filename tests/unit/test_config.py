@@ -65,13 +65,13 @@ def test_every_problem_at_once_and_the_rest_kept() -> None:
 
 def test_environment_wins_over_the_file_whichever_name_each_uses(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("CLERK_DATABASE_URL=postgresql://file/db\nOCR_DPI=200\n"
+    env_file.write_text("CLERK_DATABASE_URL=postgresql://file/db\nOCR_DPI=240\n"
                         "FETCH_WORKERS=3\n")
     settings = load_settings(env_file, {"DATABASE_URL": "postgresql://env/db",
                                         "CLERK_FETCH_WORKERS": "5"})
     assert settings.database_url == "postgresql://env/db"
     assert settings.fetch_workers == 5
-    assert settings.ocr_dpi == 200  # only in the file
+    assert settings.ocr_dpi == 240  # only in the file
     # within one source the CLERK_ name wins
     assert load_settings(None, {"OCR_DPI": "100", "CLERK_OCR_DPI": "120"}).ocr_dpi == 120
     # a reload reads the file over the environment systemd loaded at start
