@@ -165,6 +165,9 @@ def _host_main(sock: socket.socket, tasks: Tasks, max_jobs: int, parent_pid: int
                 sock.close()
                 code = 0
                 try:
+                    # Its own process group, so a kill reaches whatever the job started
+                    # (pdftoppm, tesseract): `ProcessRunner._kill` kills the group.
+                    os.setpgid(0, 0)
                     _die_with_parent(host_pid)
                     _child_main(tasks, multiprocessing.connection.Connection(fds[0]), max_jobs)
                 except BaseException:  # noqa: BLE001 - a child must never return into the host
@@ -175,6 +178,10 @@ def _host_main(sock: socket.socket, tasks: Tasks, max_jobs: int, parent_pid: int
                     os._exit(code)
             for fd in fds:
                 os.close(fd)
+            try:  # as the child does: the group exists before anyone may kill it
+                os.setpgid(pid, pid)
+            except OSError:
+                pass
             sock.sendall(struct.pack("!q", pid))
         elif message[:1] == b"W":
             (child,) = struct.unpack("!q", message[1:9])
@@ -282,10 +289,14 @@ class ProcessRunner:
             pipe.close()
         if pid is None:
             return None
-        try:
-            os.kill(pid, signal.SIGKILL)  # still the host's unreaped child: never a reused pid
-        except ProcessLookupError:
-            pass
+        # The child leads its own process group (see _host_main): the group goes with it,
+        # the job's own children too. The child is still the host's unreaped child, so
+        # neither its pid nor its group id can have been reused.
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         return self.host.wait(pid)
 
     def run(self, job: ClaimedJob, context: JobContext) -> Outcome:

@@ -263,3 +263,25 @@ def test_a_frozen_worker_does_not_rerun_its_rescued_job(app: Queue, db_url: str,
     # The job body ran once (one start, one end): the re-claimed attempt took the frozen
     # attempt's success instead of running the job a second time beside it.
     assert sorted(item for _, item, _ in effects(db_url)) == [-1, 1], log.read_text()[-3000:]
+
+
+# -- 8. a timeout killed the job's process and left its children running -----------------
+
+def test_a_timeout_kills_the_jobs_whole_process_group(app: Queue, db_url: str) -> None:
+    @app.task(name="spawns", queue="spawn", timeout=1, max_attempts=1)
+    def spawns() -> None:
+        child = subprocess.Popen(["sleep", "300"])  # as OCR starts pdftoppm
+        worker_app._record(child.pid)
+        time.sleep(600)
+
+    job_id = spawns.enqueue()
+    assert app.work(["spawn"], burst=True, isolation="process", poll_interval=0.1) == 0
+    job = app.get_job(job_id)
+    assert job.state is JobState.FAILED
+    assert "timed out after 1 s (worker process killed)" in (job.last_error or "")
+    (orphan,) = [item for _, item, _ in effects(db_url)]
+    try:
+        wait_for(lambda: not _alive(orphan), "the job's child to die with it", timeout=20)
+    finally:
+        if _alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
