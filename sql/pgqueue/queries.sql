@@ -358,20 +358,24 @@ WHERE state = 'failed'
 FOR UPDATE;
 
 -- name: requeue_failed
--- A retried job returns to `jobs` with its id, a fresh attempt count and its group
--- reopened for it (counted again, so the group's follow-ups wait for it if still pending).
-WITH moved AS (
-    DELETE FROM {schema}.job_history WHERE id = ANY(%(ids)s::bigint[]) AND state = 'failed'
-    RETURNING *
+-- A retried job returns to `jobs` with its id and a fresh attempt count. Inserted first,
+-- and only what was inserted leaves the history: a job whose dedupe key a live job holds
+-- meanwhile (the next run's) stays failed, with its record, and is not counted.
+WITH inserted AS (
+    INSERT INTO {schema}.jobs (id, queue, task, args, priority, state, attempt, max_attempts,
+                               run_at, group_id, origin_group_id, tag, dedupe_key,
+                               timeout_seconds, on_success, last_error, created_at)
+    SELECT id, queue, task, args, priority, 'queued', 0, max_attempts, now(), NULL,
+           origin_group_id, tag, dedupe_key, timeout_seconds, on_success, last_error, created_at
+    FROM {schema}.job_history
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'failed'
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+    RETURNING id, queue
+),
+moved AS (
+    DELETE FROM {schema}.job_history AS h USING inserted WHERE h.id = inserted.id
 )
-INSERT INTO {schema}.jobs (id, queue, task, args, priority, state, attempt, max_attempts, run_at,
-                           group_id, origin_group_id, tag, dedupe_key, timeout_seconds,
-                           on_success, last_error, created_at)
-SELECT id, queue, task, args, priority, 'queued', 0, max_attempts, now(), NULL,
-       origin_group_id, tag, dedupe_key, timeout_seconds, on_success, last_error, created_at
-FROM moved
-ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-RETURNING id, queue;
+SELECT id, queue FROM inserted;
 
 -- name: failed_jobs
 SELECT id, queue, task, args, tag, group_id, attempt, max_attempts, last_error, failed_at, final

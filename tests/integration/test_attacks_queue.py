@@ -285,3 +285,19 @@ def test_a_timeout_kills_the_jobs_whole_process_group(app: Queue, db_url: str) -
     finally:
         if _alive(orphan):
             os.kill(orphan, signal.SIGKILL)
+
+
+# -- retry_failed deleted a failed job's record when its dedupe key was taken ------------
+
+def test_retry_keeps_a_failed_job_whose_dedupe_key_is_taken(app: Queue, db_url: str) -> None:
+    failed = worker_app.fail_if.enqueue(item=1, fail=True, record=False, dedupe_key="site:k")
+    other = worker_app.fail_if.enqueue(item=2, fail=True, record=False)
+    assert app.work(["work"], burst=True, poll_interval=0.05) == 0
+    assert app.get_job(failed).state is JobState.FAILED
+    live = worker_app.record.enqueue(item=3, dedupe_key="site:k", delay=3600)  # the next run
+    assert app.retry_failed(queue="work") == 1  # `other` only
+    job = app.get_job(failed)  # still there, still failed, with its error
+    assert job.state is JobState.FAILED and "meant to fail" in (job.last_error or "")
+    assert [f["id"] for f in app.failed_jobs(queue="work") if f["final"]] == [failed]
+    assert app.get_job(other).state is JobState.QUEUED
+    assert app.get_job(live).state is JobState.QUEUED
