@@ -41,10 +41,23 @@ class Leases:
         self.outage = outage
         self.beat_now = threading.Event()  # set by the listener on a cancel NOTIFY
         self.interval = max(0.2, lease_seconds / 3)
+        # Set while the keeper holds its connection: the worker claims nothing without
+        # it, since it could not keep what it claims leased (issue 23: with more workers
+        # than the role's connection limit, leases were silently off for a whole run).
+        self.connected = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._opened: float | None = None
+
+    def open(self) -> None:
+        """Open the keeper's own connection, before the worker claims anything (it is
+        held for the worker's life: no beat waits for a pooled or a fresh connection)."""
+        self._conn = self.store.connect(autocommit=True)
+        self._opened = time.monotonic()
+        self.connected.set()
 
     def run(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
-        opened: float | None = None
+        conn, opened = self._conn, self._opened
+        self._conn = None
         wait = self.interval
         backoff = 0.2
         try:
@@ -58,14 +71,17 @@ class Leases:
                         conn = self.store.connect(autocommit=True)
                         opened = time.monotonic()
                     self.beat(conn)
+                    self.connected.set()
                     self.outage.reached(opened)
                     wait, backoff = self.interval, 0.2
                 except DatabaseUnavailable as error:
+                    self.connected.clear()
                     self.outage.failed(error, opened)
                     self._close(conn)
                     conn = opened = None
                     wait, backoff = backoff, min(RECONNECT_BACKOFF_MAX, backoff * 2)
         finally:
+            self.connected.clear()
             self._close(conn)
 
     def beat(self, conn: psycopg.Connection[Any]) -> None:

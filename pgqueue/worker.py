@@ -311,6 +311,8 @@ class Worker:
 
     def _claim_limit(self) -> int:
         """How many jobs to claim now (0: not worth a round trip yet)."""
+        if not self.leases.connected.is_set():
+            return 0  # the lease keeper lost its connection: nothing new until it is back
         outstanding = self.slots.outstanding()
         want = self.sizer.target() - outstanding
         if self.max_jobs is not None:
@@ -352,6 +354,7 @@ class Worker:
             self.threads_at_fork = others + 1
         try:
             self._register()
+            self.leases.open()  # before any claim: what it claims, it can keep leased
             log.info("worker %s started: queues=%s concurrency=%s isolation=%s",
                      self.worker_id, ",".join(self.queues), self.concurrency, self.isolation,
                      extra={"action": "worker_started"})

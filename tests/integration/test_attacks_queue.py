@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pytest
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -301,3 +303,45 @@ def test_retry_keeps_a_failed_job_whose_dedupe_key_is_taken(app: Queue, db_url: 
     assert [f["id"] for f in app.failed_jobs(queue="work") if f["final"]] == [failed]
     assert app.get_job(other).state is JobState.QUEUED
     assert app.get_job(live).state is JobState.QUEUED
+
+
+# -- also seen: past the role's connection limit, no worker ever heartbeat ---------------
+
+def test_leases_hold_when_connections_run_short(app: Queue, db_url: str) -> None:
+    role = f"pgqueue_test_limited_{os.getpid()}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL(
+            "CREATE ROLE {} LOGIN CONNECTION LIMIT 2").format(psycopg.sql.Identifier(role)))
+        for grant in ("GRANT USAGE ON SCHEMA pgqueue TO {}",
+                      "GRANT ALL ON ALL TABLES IN SCHEMA pgqueue TO {}",
+                      "GRANT ALL ON ALL SEQUENCES IN SCHEMA pgqueue TO {}",
+                      "GRANT ALL ON TABLE effects TO {}"):
+            conn.execute(psycopg.sql.SQL(grant).format(psycopg.sql.Identifier(role)))
+    limited = Queue(make_conninfo(db_url, user=role))
+    started, release = threading.Event(), threading.Event()
+
+    @limited.task(name="long", queue="long", max_attempts=3)
+    def long() -> None:
+        started.set()
+        assert release.wait(60)
+
+    job_id = app.enqueue(limited.get_task("long"))
+    # Two connections for a worker that wants four (loop, leases, listener, maintenance).
+    worker, thread = run_worker(limited, ["long"], lease_seconds=1.5, poll_interval=0.2)
+    try:
+        assert started.wait(60) or not thread.is_alive(), "the job never started"
+        deadline = time.monotonic() + 6  # four leases long: only heartbeats keep the job
+        while time.monotonic() < deadline:
+            assert app.rescue_expired() == {"requeued": 0, "failed": 0}, "lease not extended"
+            time.sleep(0.2)
+        release.set()
+        wait_for(lambda: app.get_job(job_id).state.final, "the job's end")
+    finally:
+        release.set()
+        stop_worker(worker, thread)
+        limited.close()
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(psycopg.sql.Identifier(role)))
+            conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
+    job = app.get_job(job_id)
+    assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 1, 0)
