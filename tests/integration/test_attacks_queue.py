@@ -345,3 +345,45 @@ def test_leases_hold_when_connections_run_short(app: Queue, db_url: str) -> None
             conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
     job = app.get_job(job_id)
     assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 1, 0)
+
+
+@pytest.mark.parametrize("how", ["cancel", "warm_stop"])
+def test_cancel_and_warm_stop_kill_the_jobs_process_group(app: Queue, db_url: str,
+                                                          how: str) -> None:
+    @app.task(name="spawns_long", queue="spawn", max_attempts=1)
+    def spawns_long() -> None:
+        child = subprocess.Popen(["sleep", "300"])
+        worker_app._record(child.pid)
+        time.sleep(600)
+
+    job_id = spawns_long.enqueue()
+    worker, thread = run_worker(app, ["spawn"], isolation="process", poll_interval=0.1,
+                                shutdown_grace=0.5)
+    orphan = 0
+    try:
+        orphan = wait_for(lambda: [e[1] for e in effects(db_url)], "the job's child")[0]
+        if how == "cancel":
+            assert app.cancel(ids=[job_id]).signalled == 1
+            wait_for(lambda: app.get_job(job_id).state is JobState.CANCELLED, "the cancel")
+        else:
+            worker.stop()
+            thread.join(60)
+            assert app.get_job(job_id).state is JobState.QUEUED  # given back
+        wait_for(lambda: not _alive(orphan), "the job's child to die with it", timeout=20)
+    finally:
+        stop_worker(worker, thread)
+        if orphan and _alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_chain_link_that_cannot_be_inserted_is_recorded_failed(app: Queue, db_url: str) -> None:
+    job_id = worker_app.record.enqueue(item=1, on_success=[worker_app.collect.spec()])
+    with psycopg.connect(db_url, autocommit=True) as conn:  # through SQL: no Python checks
+        conn.execute("UPDATE pgqueue.jobs SET on_success = "
+                     "jsonb_set(on_success, '{0,priority}', '40000')")
+    assert app.work(["work", "followup"], burst=True) == 0
+    assert app.get_job(job_id).state is JobState.SUCCEEDED
+    (failed,) = app.failed_jobs(queue="followup")
+    assert failed["task"] == "collect"
+    assert "follow-up could not be enqueued" in failed["last_error"]
+    assert "out of range for type smallint" in failed["last_error"]
