@@ -214,11 +214,16 @@ class Worker:
                     retries.append((job.id, job.attempt, decision.delay, outcome.error))
                     continue
             finals.append((job.id, job.attempt, outcome.state, outcome.error))
+        # Jobs beyond the free slots wait in memory; they are claimed only at the best
+        # priority in hand, so no backlog runs ahead of what a held job enqueues next.
+        held = [item.job.priority for item in self.slots.unfinished()]
+        free = max(0, self.concurrency - self.slots.outstanding())
         started = time.monotonic()
         try:
             claimed = self.store.finish_and_claim(
                 self._connection(), finals, retries, worker_id=self.worker_id,
-                queues=self.queues, limit=limit, lease_seconds=self.lease_seconds)
+                queues=self.queues, limit=limit, lease_seconds=self.lease_seconds,
+                free=free, floor=max(held) if held else None)
         except DatabaseUnavailable:
             self.slots.put_back(batch)
             raise

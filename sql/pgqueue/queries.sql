@@ -63,28 +63,45 @@ SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
 -- PostgreSQL cannot read the index in order and sorts the whole backlog instead (seen:
 -- a sequential scan and sort over 10,000 queued rows for a LIMIT 10).
 -- SKIP LOCKED lets concurrent workers take disjoint rows.
-WITH candidates AS MATERIALIZED (
-    SELECT id FROM {schema}.jobs
+-- Priority over the buffer: the first %(free)s rows are for free slots; the rest wait in
+-- the worker's memory, and only at the best priority found, and at least %(floor)s (the
+-- best the worker holds): a lower-priority job held there would run ahead of a
+-- higher-priority job enqueued meanwhile (a running job's next step). Rows locked but not
+-- chosen are released at commit. The rows come back in claim order: the order they run.
+WITH locked AS MATERIALIZED (
+    SELECT id, priority, run_at FROM {schema}.jobs
     WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+candidates AS MATERIALIZED (
+    SELECT id FROM (
+        SELECT id, priority, row_number() OVER (ORDER BY priority DESC, run_at, id) AS n,
+               max(priority) OVER () AS top
+        FROM locked
+    ) AS ranked
+    WHERE n <= %(free)s OR priority >= greatest(top, %(floor)s::smallint)
+),
+claimed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
+        lease_until = now() + %(lease_seconds)s * interval '1 second',
+        started_at = now(), updated_at = now()
+    FROM candidates
+    WHERE j.id = candidates.id
+    RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts,
+              j.group_id, j.origin_group_id, j.tag, j.timeout_seconds, j.rescues, j.run_at
 )
-UPDATE {schema}.jobs AS j
-SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
-    lease_until = now() + %(lease_seconds)s * interval '1 second',
-    started_at = now(), updated_at = now()
-FROM candidates
-WHERE j.id = candidates.id
-RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts, j.group_id,
-          j.origin_group_id, j.tag, j.timeout_seconds, j.rescues;
+SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: claim_across_queues
--- For a worker serving several queues: the best jobs across them, by the same order. Each
--- queue's candidates come from its own ordered walk of jobs_claim (a LATERAL per queue,
--- for the reason given at `claim`); rows locked but not chosen are released at commit.
-WITH candidates AS MATERIALIZED (
-    SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name)
+-- For a worker serving several queues: the best jobs across them, by the same order and
+-- with the same rule for the buffer. Each queue's candidates come from its own ordered
+-- walk of jobs_claim (a LATERAL per queue, for the reason given at `claim`); rows locked
+-- but not chosen are released at commit.
+WITH locked AS MATERIALIZED (
+    SELECT c.id, c.priority, c.run_at FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM {schema}.jobs
         WHERE state = 'queued' AND queue = q.name AND run_at <= now()
@@ -94,15 +111,26 @@ WITH candidates AS MATERIALIZED (
     ) AS c
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s
+),
+candidates AS MATERIALIZED (
+    SELECT id FROM (
+        SELECT id, priority, row_number() OVER (ORDER BY priority DESC, run_at, id) AS n,
+               max(priority) OVER () AS top
+        FROM locked
+    ) AS ranked
+    WHERE n <= %(free)s OR priority >= greatest(top, %(floor)s::smallint)
+),
+claimed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
+        lease_until = now() + %(lease_seconds)s * interval '1 second',
+        started_at = now(), updated_at = now()
+    FROM candidates
+    WHERE j.id = candidates.id
+    RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts,
+              j.group_id, j.origin_group_id, j.tag, j.timeout_seconds, j.rescues, j.run_at
 )
-UPDATE {schema}.jobs AS j
-SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
-    lease_until = now() + %(lease_seconds)s * interval '1 second',
-    started_at = now(), updated_at = now()
-FROM candidates
-WHERE j.id = candidates.id
-RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts, j.group_id,
-          j.origin_group_id, j.tag, j.timeout_seconds, j.rescues;
+SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: finish_jobs
 -- Moves jobs to a final state. The guard (state and attempt as the finisher saw them)
