@@ -72,6 +72,17 @@ class WorkerStats:
     timed_out: int = 0
     claim_round_trips: int = 0
 
+    def summary(self) -> str:
+        """For the log: `33 jobs (31 ok, 2 failed)`, only the outcomes that happened."""
+        outcomes = [(self.succeeded, "ok"), (self.failed, "failed"), (self.retried, "retried"),
+                    (self.cancelled, "cancelled"), (self.lost, "lost"),
+                    (self.returned, "given back")]
+        done = sum(n for n, _ in outcomes)
+        parts = [f"{n} {label}" for n, label in outcomes if n]
+        if self.timed_out:
+            parts.append(f"{self.timed_out} of them timed out")
+        return f"{done} job{'' if done == 1 else 's'}" + (f" ({', '.join(parts)})" if parts else "")
+
 
 class Worker:
     """One worker process's loop over some queues. Use `Queue.work()` or `Queue.worker()`.
@@ -453,5 +464,5 @@ class Worker:
         for thread in self._threads:
             thread.join(5)
         self._drop_connection()
-        log.info("worker %s stopped: %s", self.worker_id, self.stats,
+        log.info("worker %s stopped: %s", self.worker_id, self.stats.summary(),
                  extra={"action": "worker_stopped"})
