@@ -1,20 +1,28 @@
 """pgqueue: a job queue that lives entirely in PostgreSQL."""
 
+from pgqueue.admin import CancelResult
 from pgqueue.context import JobContext, current_job
 from pgqueue.errors import (
+    ConfigurationError,
+    DatabaseError,
     DatabaseUnavailable,
     DuplicateJob,
+    GroupError,
     GroupExists,
     GroupSealed,
+    InvalidJobSpec,
     JobCancelled,
     JobInterrupted,
     JobNotFound,
     JobTimeout,
+    MigrationChecksumMismatch,
+    MigrationError,
     PermanentFailure,
     PgQueueError,
     SerializationError,
     UnknownTask,
 )
+from pgqueue.groups import Group, GroupProgress
 from pgqueue.jobs import Job, JobState
 from pgqueue.queue import Queue
 from pgqueue.retry import Backoff
@@ -22,10 +30,17 @@ from pgqueue.tasks import JobSpec, Task
 
 __all__ = [
     "Backoff",
+    "CancelResult",
+    "ConfigurationError",
+    "DatabaseError",
     "DatabaseUnavailable",
     "DuplicateJob",
+    "Group",
+    "GroupError",
     "GroupExists",
+    "GroupProgress",
     "GroupSealed",
+    "InvalidJobSpec",
     "Job",
     "JobCancelled",
     "JobContext",
@@ -34,6 +49,8 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobTimeout",
+    "MigrationChecksumMismatch",
+    "MigrationError",
     "PermanentFailure",
     "PgQueueError",
     "Queue",

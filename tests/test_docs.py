@@ -244,12 +244,19 @@ def test_readme_development_commands_exist() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert pgqueue.__all__ == [
-        "Backoff", "DatabaseUnavailable", "DuplicateJob", "GroupExists", "GroupSealed", "Job",
-        "JobCancelled", "JobContext", "JobInterrupted", "JobNotFound", "JobSpec", "JobState",
-        "JobTimeout", "PermanentFailure", "PgQueueError", "Queue", "SerializationError", "Task",
+        "Backoff", "CancelResult", "ConfigurationError", "DatabaseError", "DatabaseUnavailable",
+        "DuplicateJob", "Group", "GroupError", "GroupExists", "GroupProgress", "GroupSealed",
+        "InvalidJobSpec", "Job", "JobCancelled", "JobContext", "JobInterrupted", "JobNotFound",
+        "JobSpec", "JobState", "JobTimeout", "MigrationChecksumMismatch", "MigrationError",
+        "PermanentFailure", "PgQueueError", "Queue", "SerializationError", "Task",
         "UnknownTask", "current_job"]
     for name in pgqueue.__all__:
         assert getattr(pgqueue, name) is not None
+    # Every exception a user can meet is importable from the package itself.
+    from pgqueue import errors as error_module
+    errors = {name for name, value in vars(error_module).items()
+              if isinstance(value, type) and issubclass(value, pgqueue.PgQueueError)}
+    assert errors <= set(pgqueue.__all__), errors - set(pgqueue.__all__)
 
 
 def test_monitoring_queries_run(db_url: str) -> None:
