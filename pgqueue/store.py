@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -85,6 +86,7 @@ def _after_fork_in_child() -> None:
     would send the server a Terminate on the parent's sockets. Keep them unreferenced by
     the stores and alive until the child exits."""
     for store in list(_stores):
+        store._pool_lock = threading.Lock()  # a thread may have held it at the fork
         if store._pool is not None:
             _inherited_pools.append(store._pool)
             store._pool = None
@@ -110,6 +112,7 @@ class JobStore:
         self.pool_size = pool_size
         self._pool: ConnectionPool | None = None
         self._pool_key: tuple[int, str] | None = None
+        self._pool_lock = threading.Lock()  # two threads must not both build a pool
         self.claims = 0  # claim round trips made by this process (tests and bench read it)
         _stores.add(self)
 
@@ -131,14 +134,20 @@ class JobStore:
 
     def _connection_pool(self) -> ConnectionPool:
         key = (os.getpid(), self._dsn)  # a forked process must not share its parent's sockets
-        if self._pool is None or self._pool_key != key:
-            self._pool = ConnectionPool(
-                self._dsn, min_size=1, max_size=self.pool_size, open=True, name="pgqueue",
-                timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
-                kwargs={"autocommit": True, "row_factory": dict_row,
-                        "connect_timeout": CONNECT_TIMEOUT}, configure=decode_json_safely)
-            self._pool_key = key
-        return self._pool
+        pool = self._pool
+        if pool is not None and self._pool_key == key:
+            return pool
+        # Threads that race here wait, then find the first one's pool: a second pool would
+        # be dropped unclosed (its connections leaked, a warning at its __del__).
+        with self._pool_lock:
+            if self._pool is None or self._pool_key != key:
+                self._pool = ConnectionPool(
+                    self._dsn, min_size=1, max_size=self.pool_size, open=True, name="pgqueue",
+                    timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
+                    kwargs={"autocommit": True, "row_factory": dict_row,
+                            "connect_timeout": CONNECT_TIMEOUT}, configure=decode_json_safely)
+                self._pool_key = key
+            return self._pool
 
     @contextlib.contextmanager
     def session(self, conn: psycopg.Connection[Any] | None = None, *, atomic: bool = True
@@ -175,11 +184,12 @@ class JobStore:
 
     def close(self) -> None:
         """Close the pooled connections of this process."""
-        if self._pool is not None and self._pool_key is not None \
-                and self._pool_key[0] == os.getpid():
-            self._pool.close()
-        self._pool = None
-        self._pool_key = None
+        with self._pool_lock:
+            if self._pool is not None and self._pool_key is not None \
+                    and self._pool_key[0] == os.getpid():
+                self._pool.close()
+            self._pool = None
+            self._pool_key = None
 
     def run(self, conn: psycopg.Connection[Any], name: str, params: Any = None
             ) -> psycopg.Cursor[dict[str, Any]]:
