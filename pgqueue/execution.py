@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from pgqueue.context import CANCELLED, JobContext, set_current
 from pgqueue.db import mask_url
 from pgqueue.errors import JobCancelled, JobInterrupted, JobTimeout, PermanentFailure, UnknownTask
-from pgqueue.jobs import ClaimedJob, UndecodableArgs
+from pgqueue.jobs import ClaimedJob, UndecodableArgs, storable
 
 if TYPE_CHECKING:
     from pgqueue.tasks import Task
@@ -63,7 +63,7 @@ SUCCEEDED = Outcome("succeeded")
 
 def _format_error(error: BaseException) -> str:
     text = mask_url("".join(traceback.format_exception(error)))  # no password in job errors
-    return text[-MAX_ERROR_CHARS:]
+    return storable(text[-MAX_ERROR_CHARS:]) or ""  # a NUL, a lone surrogate: not in a log either
 
 
 def timed_out(job: ClaimedJob, how: str = "") -> Outcome:

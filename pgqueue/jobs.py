@@ -13,9 +13,21 @@ queued and running jobs live in `jobs`; the three final states live in `job_hist
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str | None) -> str | None:
+    """Text PostgreSQL can store: a NUL (which `text` refuses) becomes the four characters
+    \\x00, a lone surrogate (which UTF-8 cannot encode) U+FFFD. A job's error message is
+    whatever its exception said; it must never make the statement recording it fail."""
+    if text is None or not _UNSTORABLE.search(text):
+        return text
+    return _UNSTORABLE.sub(lambda m: "\\x00" if m.group() == "\x00" else "\ufffd", text)
 
 
 class UndecodableArgs(dict[str, Any]):

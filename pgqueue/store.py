@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import threading
 import weakref
 import zlib
@@ -47,7 +46,7 @@ from pgqueue.enqueue import (
     run_at_for,
 )
 from pgqueue.errors import DatabaseUnavailable, DuplicateJob
-from pgqueue.jobs import ClaimedJob
+from pgqueue.jobs import ClaimedJob, storable
 from pgqueue.sql import Statements
 
 if TYPE_CHECKING:
@@ -65,18 +64,6 @@ Retry = tuple[int, int, float, str | None]
 # then it fails.
 UNKNOWN_TASK_DELAY = 15.0
 MAX_UNKNOWN_RETURNS = 5
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(text: str | None) -> str | None:
-    """Text PostgreSQL can store: a NUL (which `text` refuses) becomes the four characters
-    \\x00, a lone surrogate (which UTF-8 cannot encode) U+FFFD. A job's error message is
-    whatever its exception said; it must never make the statement recording it fail."""
-    if text is None or not _UNSTORABLE.search(text):
-        return text
-    return _UNSTORABLE.sub(lambda m: "\\x00" if m.group() == "\x00" else "\ufffd", text)
-
-
 _stores: weakref.WeakSet[JobStore] = weakref.WeakSet()
 _inherited_pools: list[ConnectionPool] = []
 
