@@ -16,13 +16,16 @@ Metrics (labels in braces):
     pgqueue_jobs_started_total{queue,task}
     pgqueue_jobs_succeeded_total{queue,task}
     pgqueue_jobs_failed_total{queue,task}       attempts that ended in an error
-    pgqueue_job_duration_seconds{queue,task}    histogram, 1 ms .. 1 h
+    pgqueue_job_duration_seconds{queue,task}    histogram, 1 ms .. 1 h (DURATION_BUCKETS)
     pgqueue_queue_depth{queue,state}            gauge
     pgqueue_workers_alive{queue}                gauge
     pgqueue_snapshot_ok                         1 if the last fetch worked, else 0
 
 Counters read from the database must not go down: count from rows that pruning keeps
-(or a running total), or Prometheus sees each prune as a counter reset.
+(or a running total), or Prometheus sees each prune as a counter reset. The duration
+histogram is such a running total (`DurationTally`): each scrape adds the jobs finished
+since the previous one, read through an index, so a scrape costs the same whatever the
+history holds, and no bucket ever goes down (a host restart is an ordinary reset).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["DEPTH_STATES", "DURATION_BUCKETS", "Metrics", "Snapshot", "SnapshotCollector"]
+__all__ = ["DEPTH_STATES", "DURATION_BUCKETS", "DurationTally", "Metrics", "Snapshot",
+           "SnapshotCollector"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +103,49 @@ class _Histogram:
         for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
             running += count
             rows.append((_le(bound), running))
+        return rows
+
+
+class DurationTally:
+    """Running duration histograms of finished jobs, fed from the database at each scrape.
+
+    A scrape takes `lock`, asks the database for the jobs finished since `since` (the
+    `durations_between` statement: counts per queue, task and bucket, already summed),
+    `add`s them and moves `since` on; the first scrape starts `window` seconds back, so a
+    new host shows the recent past at once. `value()` gives the snapshot's durations.
+    """
+
+    def __init__(self, buckets: Sequence[float] = DURATION_BUCKETS, window: float = 3600.0) -> None:
+        self.bounds = tuple(sorted(buckets))
+        self.window = window
+        self.since: object = None  # the database's timestamp; None before the first scrape
+        self.lock = threading.Lock()
+        self._histograms: dict[tuple[str, str], _Histogram] = {}
+
+    def params(self, settle: float) -> dict[str, object]:
+        """The statement's parameters (see `durations_between` in queries.sql)."""
+        return {"since": self.since, "window": self.window, "settle": settle,
+                "negated": [-bound for bound in reversed(self.bounds)]}
+
+    def add(self, queue: str, task: str, bucket: int, jobs: int, seconds: float) -> None:
+        """`jobs` more in bucket `bucket` (how many bounds lie below their run times)."""
+        histogram = self._histograms.get((queue, task))
+        if histogram is None:
+            histogram = self._histograms[(queue, task)] = _Histogram(self.bounds)
+        histogram.counts[min(max(bucket, 0), len(self.bounds))] += jobs
+        histogram.total += seconds
+        histogram.count += jobs
+
+    def value(self) -> list[tuple[str, str, DurationValue]]:
+        """(queue, task, {"sum", "count", "buckets"}) for `Snapshot.durations`."""
+        rows: list[tuple[str, str, DurationValue]] = []
+        for (queue, task), histogram in sorted(self._histograms.items()):
+            running, buckets = 0.0, {}
+            for bound, count in zip(self.bounds, histogram.counts, strict=False):
+                running += count
+                buckets[bound] = running
+            rows.append((queue, task, {"sum": histogram.total, "count": histogram.count,
+                                       "buckets": buckets}))
         return rows
 
 

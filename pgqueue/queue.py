@@ -27,6 +27,7 @@ from pgqueue.enqueue import DEFAULT_BATCH_SIZE, run_at_for
 from pgqueue.errors import ConfigurationError, JobNotFound, UnknownTask
 from pgqueue.groups import Group, GroupProgress, create_group
 from pgqueue.jobs import Job
+from pgqueue.metrics import DurationTally
 from pgqueue.migrate import Migrator
 from pgqueue.retry import Backoff
 from pgqueue.sql import Statements
@@ -40,6 +41,8 @@ from pgqueue.worker import (
 )
 
 MAX_CHANNEL_BYTES = 63  # PostgreSQL's identifier limit
+# /metrics counts a finished job's duration once this old: its finish has committed by then.
+DURATION_SETTLE_SECONDS = 5.0
 
 
 class Queue:
@@ -57,6 +60,7 @@ class Queue:
         self.store = JobStore(dsn, schema, pool_size=pool_size)
         self.schema = self.store.schema
         self.tasks: dict[str, Task] = {}
+        self._durations = DurationTally()  # /metrics' job durations, a running total
 
     @property
     def dsn(self) -> str:
@@ -223,11 +227,23 @@ class Queue:
             return self.store.run(db, "active_workers").fetchall()
 
     def metrics_snapshot(self) -> dict[str, Any]:
-        """What /metrics shows, read from the views at scrape time (see pgqueue.metrics)."""
-        with self.store.transaction() as db:
+        """What /metrics shows, read from the views at scrape time (see pgqueue.metrics).
+        Job durations are a running histogram: each call adds the jobs finished since the
+        last (one scrape at a time, so none is counted twice)."""
+        tally = self._durations
+        with tally.lock, self.store.transaction() as db:
             depth = self.store.run(db, "queue_depth").fetchall()
             workers = self.store.run(db, "active_workers").fetchall()
             finished = self.store.run(db, "task_counts").fetchall()
+            recent = self.store.run(db, "durations_between",
+                                    tally.params(DURATION_SETTLE_SECONDS)).fetchall()
+            for row in recent:
+                if row["queue"] is not None:
+                    tally.add(row["queue"], row["task"], int(row["bucket"]), int(row["jobs"]),
+                              float(row["seconds"]))
+            if recent:
+                tally.since = recent[0]["until"]
+            durations = tally.value()
         alive: dict[str, int] = {}
         for worker in workers:
             for name in worker["queues"]:
@@ -236,8 +252,7 @@ class Queue:
             "depth": [(r["queue"], r["state"], int(r["jobs"])) for r in depth],
             "workers": sorted(alive.items()),
             "finished": [(r["queue"], r["task"], r["state"], int(r["jobs"])) for r in finished],
-            "durations": [(r["queue"], r["task"], {"sum": float(r["seconds"]), "count": int(r["jobs"])})
-                          for r in finished if r["state"] == "succeeded"],
+            "durations": durations,
         }
 
     # -- work -----------------------------------------------------------------------------

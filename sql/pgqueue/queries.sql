@@ -457,6 +457,32 @@ SELECT queue, task, state::text, count(*) AS jobs,
        coalesce(sum(extract(epoch FROM finished_at - started_at)), 0) AS seconds
 FROM {schema}.job_history GROUP BY 1, 2, 3;
 
+-- name: durations_between
+-- For /metrics: succeeded jobs' run times by queue, task and histogram bucket: how many
+-- of the ascending bounds lie below the run time (0: within the first, `le` counting a run
+-- time equal to a bound in; len(bounds): above the last). width_bucket counts the bounds
+-- at or below a value, hence its use on the negated bounds, reversed (%(negated)s).
+-- Jobs finished after %(since)s (NULL: the last %(window)s seconds) and up to
+-- %(settle)s seconds ago, a margin for finishes not yet committed. `until` comes back on
+-- every row (alone, with NULLs, when none finished): the next call's `since`. Each call
+-- reads only what finished between two scrapes, through job_history_prune.
+WITH bounds AS (
+    SELECT coalesce(%(since)s::timestamptz, now() - %(window)s * interval '1 second') AS since,
+           now() - %(settle)s * interval '1 second' AS until
+)
+SELECT b.until, d.queue, d.task, d.bucket, d.jobs, d.seconds
+FROM bounds AS b LEFT JOIN LATERAL (
+    SELECT h.queue, h.task,
+           cardinality(%(negated)s::float8[]) - width_bucket(-h.seconds, %(negated)s::float8[])
+               AS bucket,
+           count(*) AS jobs, sum(h.seconds) AS seconds
+    FROM (SELECT queue, task, extract(epoch FROM finished_at - started_at)::float8 AS seconds
+          FROM {schema}.job_history
+          WHERE state = 'succeeded' AND finished_at > b.since AND finished_at <= b.until
+            AND started_at IS NOT NULL) AS h
+    GROUP BY 1, 2, 3
+) AS d ON true;
+
 -- name: live_by_tag
 -- A site's unfinished jobs by queue and state (clerk's one-run-per-site check and --wait).
 SELECT queue, state::text, count(*) AS jobs FROM {schema}.jobs
