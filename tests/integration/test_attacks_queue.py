@@ -246,13 +246,20 @@ def test_a_frozen_worker_does_not_rerun_its_rescued_job(app: Queue, db_url: str,
     worker = start_worker_process(db_url, log, "work", "--concurrency", "2", "--lease", "2",
                                   "--poll", "0.2")
     try:
-        job_id = worker_app.started_then_sleep.enqueue(item=1, sleep=20)
+        job_id = worker_app.wait_for_gate.enqueue(item=1, gate=1000)
         wait_for(lambda: [e for e in effects(db_url) if e[1] == -1], "the job's start")
         os.kill(worker.pid, signal.SIGSTOP)  # frozen: no heartbeat, the job runs on after
         wait_for(lambda: scalar(db_url, "SELECT lease_until < now() FROM pgqueue.jobs "
                                 "WHERE id = %s", (job_id,)), "the lease to run out")
         assert app.rescue_expired() == {"requeued": 1, "failed": 0}  # what maintenance does
         os.kill(worker.pid, signal.SIGCONT)
+        # Its free slot re-claims the job (attempt 2) while attempt 1 still runs.
+        wait_for(lambda: scalar(db_url, "SELECT attempt = 2 AND state = 'running' "
+                                "FROM pgqueue.jobs WHERE id = %s", (job_id,)),
+                 "the frozen worker to re-claim its rescued job")
+        time.sleep(1.0)  # room for a wrong second run to start (it would record -1 again)
+        with psycopg.connect(db_url, autocommit=True) as conn:  # attempt 1 may end now
+            conn.execute("INSERT INTO effects (job_id, item) VALUES (NULL, 1000)")
         wait_for(lambda: app.get_job(job_id).state.final, "the job's end", timeout=120)
         assert worker.poll() is None, log.read_text()
     finally:
@@ -264,7 +271,8 @@ def test_a_frozen_worker_does_not_rerun_its_rescued_job(app: Queue, db_url: str,
     assert job.state is JobState.SUCCEEDED, (job, log.read_text()[-3000:])
     # The job body ran once (one start, one end): the re-claimed attempt took the frozen
     # attempt's success instead of running the job a second time beside it.
-    assert sorted(item for _, item, _ in effects(db_url)) == [-1, 1], log.read_text()[-3000:]
+    assert sorted(item for _, item, _ in effects(db_url)) == [-1, 1, 1000], log.read_text()[-3000:]
+    assert "re-claimed (attempt 2) while attempt 1 still runs" in log.read_text()
 
 
 # -- 8. a timeout killed the job's process and left its children running -----------------

@@ -49,6 +49,18 @@ def started_then_sleep(item: int, sleep: float = 5.0) -> None:
     _record(item)
 
 
+@queue.task(name="wait_for_gate", queue="work", max_attempts=3, retry_backoff=0.05)
+def wait_for_gate(item: int, gate: int) -> None:
+    """Records a start marker (-item), waits until the test opens the gate (an effects row
+    of item `gate`, written by the test), then records `item`: no timing in the test."""
+    _record(-item)
+    with psycopg.connect(os.environ["PGQUEUE_APP_DSN"], autocommit=True) as conn:
+        while not conn.execute("SELECT 1 FROM effects WHERE item = %s AND job_id IS NULL",
+                               (gate,)).fetchone():
+            time.sleep(0.05)
+    _record(item)
+
+
 @queue.task(name="noop", queue="work", max_attempts=3, retry_backoff=0.05)
 def noop(item: int = 0) -> None:
     return None
