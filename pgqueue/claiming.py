@@ -12,7 +12,12 @@ sized from what the worker measures, with no knob:
 so that the waiting jobs cover about `HORIZON_SECONDS` of the slots' work, or four round
 trips if that is longer. No-op jobs (0.1 ms) are claimed hundreds at a time; one-second
 jobs one per free slot. Before the first job of a queue has finished nothing is known, and
-the worker claims only for its free slots: a burst of long jobs is never hoarded.
+the worker claims that queue's jobs only for its free slots (`buffered_queues`): a burst
+of long jobs is never hoarded, even by a worker whose other queue runs short ones.
+
+Priority beats the buffer (the claim statement sees to it, given what the worker holds):
+waiting jobs are only of the best priority found and of none below the jobs the worker
+holds, so a backlog never runs ahead of a higher-priority run's next step.
 
 `prefetch=N` is an explicit cap on the buffer (and, before anything is measured, its
 size); `prefetch=0` claims for free slots only.
@@ -54,6 +59,11 @@ class ClaimSizer:
         per_job = max(MIN_JOB_SECONDS, max(self.job_seconds.values()))
         horizon = max(HORIZON_SECONDS, ROUND_TRIPS_COVERED * self.round_trip)
         return min(cap, int(self.concurrency * horizon / per_job))
+
+    def buffered_queues(self) -> list[str] | None:
+        """The queues whose jobs may wait in the buffer: those measured (None: any, when
+        an explicit `prefetch` says so)."""
+        return None if self.prefetch is not None else sorted(self.job_seconds)
 
     def target(self) -> int:
         """Jobs to hold in all: one per slot, plus the buffer."""

@@ -244,11 +244,12 @@ class JobStore:
         return int(row["id"])
 
     def _claim(self, queues: Sequence[str], limit: int, worker_id: int | None,
-               lease_seconds: float, free: int | None, floor: int | None
-               ) -> tuple[Any, dict[str, Any]]:
+               lease_seconds: float, free: int | None, floor: int | None,
+               buffered: Sequence[str] | None) -> tuple[Any, dict[str, Any]]:
         """One queue: the simple claim. Several: the best jobs across them (priority first)."""
         params = {"limit": limit, "worker_id": worker_id, "lease_seconds": lease_seconds,
-                  "free": limit if free is None else free, "floor": floor}
+                  "free": limit if free is None else free, "floor": floor,
+                  "buffered": None if buffered is None else list(buffered)}
         if len(queues) == 1:
             return self.statements.claim, {**params, "queue": queues[0]}
         return self.statements.claim_across_queues, {**params, "queues": list(queues)}
@@ -262,13 +263,14 @@ class JobStore:
     def finish_and_claim(self, conn: psycopg.Connection[Any], finals: Sequence[Final],
                          retries: Sequence[Retry], *, worker_id: int | None,
                          queues: Sequence[str], limit: int, lease_seconds: float,
-                         free: int | None = None, floor: int | None = None
-                         ) -> list[ClaimedJob]:
+                         free: int | None = None, floor: int | None = None,
+                         buffered: Sequence[str] | None = None) -> list[ClaimedJob]:
         """Record finished attempts and claim up to `limit` new jobs, best first.
 
         `free` of them (default: all) are for free slots; the rest wait in the worker's
-        memory and are claimed only at the best priority found, and at least `floor`
-        (see `claim` in queries.sql): a backlog must not overtake a higher-priority run.
+        memory and are claimed only at the best priority found, at least `floor`, and
+        from the `buffered` queues (default: any) (see `claim` in queries.sql): a backlog
+        must not overtake a higher-priority run, nor long jobs be hoarded.
 
         With both to do, they share one transaction sent as one pipeline: one round trip
         and one commit (one WAL flush) instead of two. The records go first: the
@@ -279,7 +281,7 @@ class JobStore:
         rows: list[dict[str, Any]] = []
         if limit > 0:
             self.claims += 1
-        claim = self._claim(queues, limit, worker_id, lease_seconds, free, floor)
+        claim = self._claim(queues, limit, worker_id, lease_seconds, free, floor, buffered)
         with translate_errors():
             if finals or retries:
                 with conn.pipeline(), conn.transaction():

@@ -234,7 +234,8 @@ class Worker:
             claimed = self.store.finish_and_claim(
                 self._connection(), finals, retries, worker_id=self.worker_id,
                 queues=self.queues, limit=limit, lease_seconds=self.lease_seconds,
-                free=free, floor=max(held) if held else None)
+                free=free, floor=max(held) if held else None,
+                buffered=self.sizer.buffered_queues())
         except DatabaseUnavailable:
             self.slots.put_back(batch)
             raise

@@ -66,10 +66,12 @@ SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
 -- Priority over the buffer: the first %(free)s rows are for free slots; the rest wait in
 -- the worker's memory, and only at the best priority found, and at least %(floor)s (the
 -- best the worker holds): a lower-priority job held there would run ahead of a
--- higher-priority job enqueued meanwhile (a running job's next step). Rows locked but not
--- chosen are released at commit. The rows come back in claim order: the order they run.
+-- higher-priority job enqueued meanwhile (a running job's next step). And only from the
+-- queues in %(buffered)s (NULL: any), those whose run times the worker has measured as
+-- short: an unknown job may be an hour long. Rows locked but not chosen are released at
+-- commit. The rows come back in claim order: the order they run.
 WITH locked AS MATERIALIZED (
-    SELECT id, priority, run_at FROM {schema}.jobs
+    SELECT id, queue, priority, run_at FROM {schema}.jobs
     WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
@@ -77,11 +79,14 @@ WITH locked AS MATERIALIZED (
 ),
 candidates AS MATERIALIZED (
     SELECT id FROM (
-        SELECT id, priority, row_number() OVER (ORDER BY priority DESC, run_at, id) AS n,
+        SELECT id, queue, priority,
+               row_number() OVER (ORDER BY priority DESC, run_at, id) AS n,
                max(priority) OVER () AS top
         FROM locked
     ) AS ranked
-    WHERE n <= %(free)s OR priority >= greatest(top, %(floor)s::smallint)
+    WHERE n <= %(free)s
+       OR (priority >= greatest(top, %(floor)s::smallint)
+           AND (%(buffered)s::text[] IS NULL OR queue = ANY(%(buffered)s::text[])))
 ),
 claimed AS (
     UPDATE {schema}.jobs AS j
@@ -101,9 +106,9 @@ SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
 -- walk of jobs_claim (a LATERAL per queue, for the reason given at `claim`); rows locked
 -- but not chosen are released at commit.
 WITH locked AS MATERIALIZED (
-    SELECT c.id, c.priority, c.run_at FROM unnest(%(queues)s::text[]) AS q(name)
+    SELECT c.id, c.queue, c.priority, c.run_at FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT id, priority, run_at FROM {schema}.jobs
+        SELECT id, queue, priority, run_at FROM {schema}.jobs
         WHERE state = 'queued' AND queue = q.name AND run_at <= now()
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
@@ -114,11 +119,14 @@ WITH locked AS MATERIALIZED (
 ),
 candidates AS MATERIALIZED (
     SELECT id FROM (
-        SELECT id, priority, row_number() OVER (ORDER BY priority DESC, run_at, id) AS n,
+        SELECT id, queue, priority,
+               row_number() OVER (ORDER BY priority DESC, run_at, id) AS n,
                max(priority) OVER () AS top
         FROM locked
     ) AS ranked
-    WHERE n <= %(free)s OR priority >= greatest(top, %(floor)s::smallint)
+    WHERE n <= %(free)s
+       OR (priority >= greatest(top, %(floor)s::smallint)
+           AND (%(buffered)s::text[] IS NULL OR queue = ANY(%(buffered)s::text[])))
 ),
 claimed AS (
     UPDATE {schema}.jobs AS j

@@ -82,3 +82,31 @@ def test_a_claim_returns_its_jobs_in_the_order_they_should_run(db_url: str) -> N
             assert [job.id for job in jobs[1:]] == sorted(job.id for job in jobs[1:])
     finally:
         app.close()
+
+
+def test_jobs_of_a_queue_not_yet_measured_are_not_hoarded(db_url: str) -> None:
+    """A worker whose `fast` queue is measured (a large buffer) still claims the jobs of
+    `slow`, whose run time it does not know yet, only for its free slot."""
+    app = Queue(db_url)
+    held: list[int] = []
+    try:
+        @app.task(name="fast", queue="fast")
+        def fast() -> None: ...
+
+        @app.task(name="slow", queue="slow")
+        def slow() -> None:
+            with app.session() as conn:  # slow jobs this worker holds, this one included
+                row = conn.execute("SELECT count(*) AS n FROM pgqueue.jobs"
+                                   " WHERE queue = 'slow' AND state = 'running'").fetchone()
+            held.append(row["n"])
+
+        fast.enqueue()  # first: measured before any slow job is claimed
+        app.enqueue_many(slow, [{} for _ in range(5)])
+        worker = app.worker(["fast", "slow"], concurrency=1, burst=True, poll_interval=0.2,
+                            install_signals=False)
+        assert worker.run() == 0
+    finally:
+        app.close()
+    # The first slow job ran alone: the others stayed queued for any worker to take. (Once
+    # one has finished, slow's run time is known, and these no-op jobs may be buffered.)
+    assert len(held) == 5 and held[0] == 1, held
