@@ -154,6 +154,11 @@ WITH outcome AS (
 locked AS (
     SELECT j.id FROM {schema}.jobs AS j JOIN outcome AS o USING (id)
     WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state
+       -- A success of the attempt a job was rescued after, while it waits to run again
+       -- (its worker was frozen or cut off, not dead): the work is done, so it is kept.
+       -- Any other outcome of that attempt, or any outcome of another, changes nothing.
+       OR j.attempt = o.attempt AND j.state = 'queued' AND o.state = 'succeeded'
+          AND %(from_state)s::text = 'running'
     ORDER BY j.id
     FOR UPDATE OF j
 ),

@@ -395,3 +395,31 @@ def test_a_chain_link_that_cannot_be_inserted_is_recorded_failed(app: Queue, db_
     assert failed["task"] == "collect"
     assert "follow-up could not be enqueued" in failed["last_error"]
     assert "out of range for type smallint" in failed["last_error"]
+
+
+def test_a_frozen_workers_success_is_kept_while_its_rescued_job_waits(
+        app: Queue, db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    worker = start_worker_process(db_url, log, "work", "--concurrency", "2", "--lease", "2",
+                                  "--poll", "0.2")
+    try:
+        job_id = worker_app.wait_for_gate.enqueue(item=1, gate=1000)
+        wait_for(lambda: [e for e in effects(db_url) if e[1] == -1], "the job's start")
+        os.kill(worker.pid, signal.SIGSTOP)
+        wait_for(lambda: scalar(db_url, "SELECT lease_until < now() FROM pgqueue.jobs "
+                                "WHERE id = %s", (job_id,)), "the lease to run out")
+        assert app.rescue_expired() == {"requeued": 1, "failed": 0}
+        with psycopg.connect(db_url, autocommit=True) as conn:  # its retry is a long way off
+            conn.execute("UPDATE pgqueue.jobs SET run_at = now() + interval '1 hour'")
+            os.kill(worker.pid, signal.SIGCONT)
+            conn.execute("INSERT INTO effects (job_id, item) VALUES (NULL, 1000)")
+        wait_for(lambda: app.get_job(job_id).state.final, "the frozen attempt's success")
+        assert worker.poll() is None, log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGCONT)
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+    job = app.get_job(job_id)
+    assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 1, 1)
+    assert sorted(item for _, item, _ in effects(db_url)) == [-1, 1, 1000]

@@ -94,7 +94,8 @@ def claim_and_lose(app: Queue, db_url: str, queue: str) -> tuple[int, int, int]:
             "host": "lost-host", "pid": 1, "queues": [queue], "concurrency": 1,
             "metadata": Jsonb({})}).fetchone()["id"]
         (claimed,) = conn.execute(app.statements.claim, {
-            "queue": queue, "limit": 1, "worker_id": worker_id, "lease_seconds": 30}).fetchall()
+            "queue": queue, "limit": 1, "worker_id": worker_id, "lease_seconds": 30,
+            "free": 1, "floor": None, "buffered": None}).fetchall()
         conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'")
     assert app.rescue_expired() == {"requeued": 1, "failed": 0}
     return claimed["id"], worker_id, claimed["attempt"]
@@ -103,19 +104,22 @@ def claim_and_lose(app: Queue, db_url: str, queue: str) -> tuple[int, int, int]:
 def stale_outcomes(app: Queue, db_url: str, job_id: int, worker_id: int, attempt: int
                    ) -> dict[str, int]:
     """What the lost worker sends when it wakes up, through the statements a worker records
-    outcomes with: success (finish_jobs), a failure to retry (retry_later), a warm-shutdown
-    give-back (release_jobs). Returns how many rows each changed."""
+    outcomes with: a final failure (finish_jobs), a failure to retry (retry_later), a
+    warm-shutdown give-back (release_jobs), and last a success (finish_jobs). Returns how
+    many rows each changed."""
     changed = {}
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
-        finished = conn.execute(app.statements.finish_jobs, {
-            "ids": [job_id], "attempts": [attempt], "states": ["succeeded"], "errors": [None],
-            "from_state": "running"}).fetchone()
-        changed["finish"] = finished["finished"]
+        changed["fail"] = conn.execute(app.statements.finish_jobs, {
+            "ids": [job_id], "attempts": [attempt], "states": ["failed"],
+            "errors": ["stale failure"], "from_state": "running"}).fetchone()["finished"]
         changed["retry"] = len(conn.execute(app.statements.retry_later, {
             "ids": [job_id], "attempts": [attempt], "delays": [0.0],
             "errors": ["stale failure"]}).fetchall())
         changed["release"] = len(conn.execute(app.statements.release_jobs, {
             "ids": [job_id], "worker_id": worker_id}).fetchall())
+        changed["finish"] = conn.execute(app.statements.finish_jobs, {
+            "ids": [job_id], "attempts": [attempt], "states": ["succeeded"], "errors": [None],
+            "from_state": "running"}).fetchone()["finished"]
     return changed
 
 
@@ -141,7 +145,7 @@ def test_stale_outcomes_while_the_rerun_runs_change_nothing(app: Queue, db_url: 
         job = app.get_job(job_id)
         assert (job.state, job.attempt, job.rescues) == (JobState.RUNNING, 2, 1)
         assert stale_outcomes(app, db_url, job_id, lost_worker, attempt) == \
-            {"finish": 0, "retry": 0, "release": 0}
+            {"fail": 0, "retry": 0, "release": 0, "finish": 0}
         assert app.rescue_expired() == {"requeued": 0, "failed": 0}  # its lease is live
         job = app.get_job(job_id)
         assert (job.state, job.attempt) == (JobState.RUNNING, 2)
@@ -170,18 +174,15 @@ def test_stale_outcomes_while_the_rescued_job_waits_change_nothing(app: Queue, d
     job_id, lost_worker, attempt = claim_and_lose(app, db_url, "work")
     before = app.get_job(job_id)
     assert (before.state, before.attempt) == (JobState.QUEUED, 1)  # same attempt, other state
+    # Its failures and give-backs change nothing; its success, the work done, is kept
+    # (issue 23: a frozen worker's completed attempt was discarded, and the job run again).
     assert stale_outcomes(app, db_url, job_id, lost_worker, attempt) == \
-        {"finish": 0, "retry": 0, "release": 0}
-    after = app.get_job(job_id)
-    assert (after.state, after.attempt, after.run_at, after.last_error) == \
-        (JobState.QUEUED, 1, before.run_at, before.last_error)
-    assert app.get_group(group.id).pending == 1
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("UPDATE pgqueue.jobs SET run_at = now()")
-    app.work(["work", "followup"], burst=True)
+        {"fail": 0, "retry": 0, "release": 0, "finish": 1}
     job = app.get_job(job_id)
-    assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 2, 1)
-    assert [item for _, item, _ in effects(db_url)] == [1, 0]
+    assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 1, 1)
+    assert app.get_group(group.id).pending == 0
+    app.work(["work", "followup"], burst=True)
+    assert [item for _, item, _ in effects(db_url)] == [0]  # the follow-up, once; no re-run
 
 
 def test_followups_fire_on_the_first_completion_only(app: Queue, db_url: str) -> None:
