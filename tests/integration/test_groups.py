@@ -356,7 +356,8 @@ def test_property_followups_fire_once_per_group(
                 "host": "lost-host", "pid": 1, "queues": ["m"], "concurrency": 1,
                 "metadata": Jsonb({})}).fetchone()["id"]
             stale = conn.execute(queue.statements.claim, {
-                "queue": "m", "limit": lost, "worker_id": worker_id, "lease_seconds": 30}
+                "queue": "m", "limit": lost, "worker_id": worker_id, "lease_seconds": 30,
+                "free": lost, "floor": None, "buffered": None}
             ).fetchall()
             conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'"
                          " WHERE state = 'running'")
