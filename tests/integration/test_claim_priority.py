@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from pgqueue import Queue
+from pgqueue.claiming import ClaimSizer
 from pgqueue.worker import Worker
 
 HIGH = 10
@@ -110,3 +111,12 @@ def test_jobs_of_a_queue_not_yet_measured_are_not_hoarded(db_url: str) -> None:
     # The first slow job ran alone: the others stayed queued for any worker to take. (Once
     # one has finished, slow's run time is known, and these no-op jobs may be buffered.)
     assert len(held) == 5 and held[0] == 1, held
+
+
+def test_the_sizer_names_the_queues_it_may_buffer() -> None:
+    sizer = ClaimSizer(concurrency=2)
+    assert sizer.buffered_queues() == []  # nothing measured: free slots only, any queue
+    sizer.observe_job("fast", 0.001)
+    sizer.observe_job("ocr", 30.0)
+    assert sizer.buffered_queues() == ["fast", "ocr"]
+    assert ClaimSizer(concurrency=2, prefetch=10).buffered_queues() is None  # the user's call
