@@ -24,17 +24,46 @@ $$;
 CREATE FUNCTION pgqueue.fire_chain() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    problem text;
 BEGIN
-    PERFORM "pgqueue".insert_specs(NEW.on_success, NEW.priority, NEW.tag, NEW.origin_group_id);
+    BEGIN
+        PERFORM "pgqueue".insert_specs(NEW.on_success, NEW.priority, NEW.tag, NEW.origin_group_id);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+        RAISE WARNING 'pgqueue: job % could not enqueue its on_success chain: %', NEW.id, problem;
+        BEGIN
+            PERFORM "pgqueue".record_unusable_specs(NEW.on_success, NEW.priority, NEW.tag,
+                                                   NEW.origin_group_id, problem);
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+    END;
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION pgqueue.fire_group() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    problem text;
 BEGIN
     IF NEW.cancelled_at IS NULL THEN
-        PERFORM "pgqueue".insert_specs(NEW.on_complete, NEW.priority, NEW.tag, NEW.id);
+        BEGIN
+            PERFORM "pgqueue".insert_specs(NEW.on_complete, NEW.priority, NEW.tag, NEW.id);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+            RAISE WARNING 'pgqueue: group % (%) could not enqueue its follow-ups: %',
+                NEW.id, NEW.key, problem;
+            UPDATE "pgqueue".groups SET error = 'follow-ups could not be enqueued: ' || problem
+            WHERE id = NEW.id;
+            BEGIN
+                PERFORM "pgqueue".record_unusable_specs(NEW.on_complete, NEW.priority, NEW.tag,
+                                                       NEW.id, problem);
+            EXCEPTION WHEN OTHERS THEN
+                NULL;  -- the group's error column still says what happened
+            END;
+        END;
     END IF;
     RETURN NULL;
 END
@@ -71,6 +100,27 @@ BEGIN
             PERFORM pg_notify('pgqueue' || '.' || inserted_queue, '');
         END IF;
     END LOOP;
+    RETURN n;
+END
+$$;
+CREATE FUNCTION pgqueue.record_unusable_specs(specs jsonb, default_priority smallint, default_tag text, origin_group bigint, problem text) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    n integer := 0;
+BEGIN
+    INSERT INTO "pgqueue".job_history (id, queue, task, args, priority, state, attempt,
+                                      max_attempts, run_at, origin_group_id, tag, last_error,
+                                      created_at, finished_at)
+    SELECT nextval(pg_get_serial_sequence('pgqueue' || '.jobs', 'id')),
+           coalesce(spec->>'queue', '?'), coalesce(spec->>'task', '?'),
+           CASE WHEN jsonb_typeof(spec->'args') = 'object' THEN spec->'args' ELSE '{}' END,
+           default_priority, 'failed', 0, 1, now(), origin_group,
+           coalesce(spec->>'tag', default_tag),
+           'follow-up could not be enqueued: ' || problem, now(), now()
+    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(specs) = 'array' THEN specs
+                                   ELSE jsonb_build_array(specs) END) AS spec;
+    GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
@@ -192,6 +242,7 @@ CREATE TABLE pgqueue.jobs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     started_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    unknown_returns integer DEFAULT 0 NOT NULL,
     CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['queued'::pgqueue.job_state, 'running'::pgqueue.job_state])))
 );
@@ -260,6 +311,7 @@ CREATE TABLE pgqueue.groups (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     completed_at timestamp with time zone,
     cancelled_at timestamp with time zone,
+    error text,
     CONSTRAINT groups_pending_check CHECK ((pending >= 0))
 );
 CREATE VIEW pgqueue.group_progress AS
@@ -279,7 +331,8 @@ CREATE VIEW pgqueue.group_progress AS
     groups.created_at AS started_at,
     groups.updated_at,
     groups.completed_at,
-    groups.cancelled_at
+    groups.cancelled_at,
+    groups.error
    FROM pgqueue.groups;
 CREATE SEQUENCE pgqueue.groups_id_seq
     START WITH 1
