@@ -59,7 +59,7 @@ def worker_pids(dsn: str, ids_sql: str, params: tuple[object, ...]) -> set[int]:
 
 @pytest.mark.netns
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_two_hosts_share_a_run_and_survive_a_cut_link(
         netlab: tuple[NetLab, NamespacedServer], fleet: Fleet,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +120,9 @@ def test_two_hosts_share_a_run_and_survive_a_cut_link(
     assert orphans
     wait_for(lambda: scalar(here, "SELECT count(*) FROM pgqueue.job_history WHERE task = 'collect' "
                                   "AND origin_group_id = %s", (second.id,)) == 1,
-             timeout=90, what="the second group's follow-up after the cut")
+             # leases expire, the leader's keepalives notice the cut, B re-runs what A held:
+             # under a loaded CI machine that took more than 90 s once
+             timeout=180, what="the second group's follow-up after the cut")
     assert b_follow.poll() is None and b_work.poll() is None, "host B's workers died"
 
     with psycopg.connect(here, autocommit=True) as conn:
