@@ -168,7 +168,7 @@ def test_stale_outcomes_while_the_rerun_runs_change_nothing(app: Queue, db_url: 
     assert (progress.done, progress.pending) == (1, 0)
 
 
-def test_stale_outcomes_while_the_rescued_job_waits_change_nothing(app: Queue, db_url: str) -> None:
+def test_stale_outcomes_while_the_rescued_job_waits_keep_only_its_success(app: Queue, db_url: str) -> None:
     with app.group("site:e:run-2", on_complete=[worker_app.collect.spec()]) as group:
         (job_id,) = group.enqueue_many(worker_app.record, [{"item": 1}])
     job_id, lost_worker, attempt = claim_and_lose(app, db_url, "work")

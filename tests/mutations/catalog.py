@@ -35,9 +35,17 @@ GROUPS = "tests/integration/test_groups.py"
 QUEUE = "tests/integration/test_queue.py"
 MIGRATE = "tests/integration/test_migrate.py"
 ATTACKS = "tests/acceptance/test_attacks.py"
+QATTACKS = "tests/integration/test_attacks_queue.py"
+
+ROBUST_FOLLOWUPS = "sql/pgqueue/migrations/0004_robust_followups.sql"
+# The fan-in's catch (line 47); the chain's catch further down reads the same, so the
+# context names the group's warning.
+_FANIN_CATCH = ("        EXCEPTION WHEN OTHERS THEN\n"
+                "            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;\n"
+                "            RAISE WARNING 'pgqueue: group")
 
 RERUN_RUNNING = f"{GROUPS}::test_stale_outcomes_while_the_rerun_runs_change_nothing"
-RESCUED_WAITING = f"{GROUPS}::test_stale_outcomes_while_the_rescued_job_waits_change_nothing"
+RESCUED_WAITING = f"{GROUPS}::test_stale_outcomes_while_the_rescued_job_waits_keep_only_its_success"
 
 _FINISH_GUARD = "    WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state\n"
 # retry_later's WHERE; requeue_rescued has the same line, so the context names the statement.
@@ -216,6 +224,56 @@ MUTATIONS: tuple[Mutation, ...] = (
          Edit("clerk/pipeline.py", "                taken = numbers[:max(0, budget)]\n",
               "                taken = numbers\n")),
         (f"{ATTACKS}::test_pages_are_bounded_per_document_and_per_run",)),
+    # -- issue 23, pgqueue side ---------------------------------------------------------------
+    Mutation(
+        "followup-range-check", "a follow-up out of its column's range is refused at enqueue",
+        (Edit("pgqueue/tasks.py",
+              "        if self.priority is not None:\n            check_priority(self.priority, what)",
+              "        pass"),),
+        (f"{QATTACKS}::test_a_followup_out_of_range_is_refused_at_enqueue",)),
+    Mutation(
+        "broken-fanin-recorded", "a fan-in that cannot insert its follow-ups fails its group, not a worker",
+        (Edit(ROBUST_FOLLOWUPS, _FANIN_CATCH, _FANIN_CATCH.replace("OTHERS", "division_by_zero")),),
+        (f"{QATTACKS}::test_a_broken_fanin_fails_its_group_visibly_and_rescue_goes_on",)),
+    Mutation(
+        "error-text-storable", "an error with a NUL or a lone surrogate is stored, the worker lives",
+        (Edit("pgqueue/store.py", '"errors": [storable(f[3]) for f in finals]',
+              '"errors": [f[3] for f in finals]'),
+         Edit("pgqueue/execution.py", '    return storable(text[-MAX_ERROR_CHARS:]) or ""',
+              '    return text[-MAX_ERROR_CHARS:] or ""')),
+        (f"{QATTACKS}::test_a_nul_or_lone_surrogate_in_an_error_is_stored_sanitized",)),
+    Mutation(
+        "undecodable-args-fail-alone", "args too deep to decode fail that job alone",
+        (Edit("pgqueue/db.py", "    set_json_loads(_loads_or_mark, conn)", "    pass"),),
+        (f"{QATTACKS}::test_args_nested_too_deep_fail_that_job_alone",)),
+    Mutation(
+        "unknown-task-bounded", "an unknown task is given back a bounded number of times",
+        (Edit(QUERIES, "  AND j.unknown_returns < %(max_returns)s\n", ""),),
+        (f"{QATTACKS}::test_an_unknown_task_fails_after_a_bounded_number_of_returns",)),
+    Mutation(
+        "frozen-worker-waits-for-its-attempt", "a worker never runs a job twice at once",
+        (Edit("pgqueue/slots.py", "if older is not None and older.outcome is None:", "if False:"),),
+        (f"{QATTACKS}::test_a_frozen_worker_does_not_rerun_its_rescued_job",)),
+    Mutation(
+        "rescued-success-kept", "a frozen worker's success is kept while its rescued job waits",
+        (Edit(QUERIES,
+              "       OR j.attempt = o.attempt AND j.state = 'queued' AND o.state = 'succeeded'",
+              "       OR false AND j.state = 'queued' AND o.state = 'succeeded'"),),
+        (f"{QATTACKS}::test_a_frozen_workers_success_is_kept_while_its_rescued_job_waits",)),
+    Mutation(
+        "kill-process-group", "a timeout, cancel or warm stop kills the job's whole process group",
+        (Edit("pgqueue/execution.py", "for kill in (os.killpg, os.kill):", "for kill in (os.kill,):"),),
+        (f"{QATTACKS}::test_a_timeout_kills_the_jobs_whole_process_group",)),
+    Mutation(
+        "lease-connection-first", "no claim without a connection for the leases",
+        (Edit("pgqueue/worker.py", "self.leases.open()", "None"),),
+        (f"{QATTACKS}::test_leases_hold_when_connections_run_short",)),
+    Mutation(
+        "retry-keeps-record", "a retry never deletes a failure record",
+        (Edit(QUERIES,
+              "USING inserted WHERE h.id = inserted.id",
+              "USING inserted WHERE h.id = ANY(%(ids)s::bigint[])"),),
+        (f"{QATTACKS}::test_retry_keeps_a_failed_job_whose_dedupe_key_is_taken",)),
     # -- processes, migrations, retention, compile -------------------------------------------
     Mutation(
         "pdeathsig", "a job process never outlives its worker",

@@ -116,7 +116,7 @@ def run_one(base: Path, work: Path, mutation: Mutation, keep: bool) -> Result:
                    "--no-header", *mutation.tests]
         try:
             done = subprocess.run(command, cwd=copy, env=environment(copy), capture_output=True,
-                                  text=True, timeout=TIMEOUT_SECONDS)
+                                  text=True, errors="replace", timeout=TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             return Result(mutation.id, "killed", time.monotonic() - started,
                           f"tests still running after {TIMEOUT_SECONDS} s (a hang counts as killed)")
