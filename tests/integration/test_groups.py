@@ -363,20 +363,24 @@ def test_property_followups_fire_once_per_group(
                          " WHERE state = 'running'")
         assert queue.rescue_expired() == {"requeued": len(stale), "failed": 0}
 
-        def send_stale_finishes() -> None:
+        def send_stale_finishes(state: str) -> None:
             for _ in range(duplicates):
                 with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
                     result = conn.execute(queue.statements.finish_jobs, {
                         "ids": [r["id"] for r in stale], "attempts": [r["attempt"] for r in stale],
-                        "states": ["succeeded"] * len(stale), "errors": [None] * len(stale),
+                        "states": [state] * len(stale), "errors": ["stale"] * len(stale),
                         "from_state": "running"}).fetchone()
                 assert result["finished"] == 0
 
-        send_stale_finishes()  # while the rescued jobs wait to re-run
+        # While the rescued jobs wait to re-run, a stale failure changes nothing (a stale
+        # success would be kept: the rescued attempt's work was done; see
+        # test_stale_outcomes_while_the_rescued_job_waits_keep_only_its_success).
+        send_stale_finishes("failed")
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("UPDATE pgqueue.jobs SET run_at = now()")
         queue.work(["m", "f"], concurrency=3, burst=True)
-        send_stale_finishes()  # and after they ran
+        send_stale_finishes("succeeded")  # and after they ran, neither does a success
+        send_stale_finishes("failed")
         queue.work(["m", "f"], burst=True)
         assert sorted(fired) == list(range(len(sizes)))
         for number, size in enumerate(sizes):
