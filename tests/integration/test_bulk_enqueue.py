@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pgqueue import Queue
+import pytest
+
+from pgqueue import Queue, SerializationError
 from pgqueue.enqueue import COPY_THRESHOLD
 
 HOSTILE = ["back\\slash", "tab\there", "new\nline", "cr\rhere", "\\N", "quote\"s 'and' more",
@@ -27,3 +29,26 @@ def test_hostile_values_survive_the_copy_path(app: Queue) -> None:
         members = group.enqueue_many(keep, args)
     assert [app.get_job(i).args for i in members[:20]] == args[:20]
     assert app.get_group(group.id).total == len(args)
+
+
+def test_a_bad_arg_midway_through_a_copy_inserts_nothing_and_spares_the_callers_transaction(
+        app: Queue) -> None:
+    """Rows are written to the COPY as they are made, so a bad one can come after the first
+    rows have gone to the server: the COPY is abandoned with them, and the caller's own
+    transaction carries on."""
+    @app.task(name="keep", queue="copy")
+    def keep(**kwargs: object) -> None:
+        return None
+
+    args: list[dict[str, object]] = [{"i": i} for i in range(COPY_THRESHOLD * 3)]
+    args[COPY_THRESHOLD * 2] = {"i": float("nan")}
+    with app.connect() as conn:
+        with conn.transaction():
+            before = app.enqueue(keep, {"i": "before"}, conn=conn)
+            with pytest.raises(SerializationError, match="not JSON"):
+                app.enqueue_many(keep, args, conn=conn)
+            after = app.enqueue(keep, {"i": "after"}, conn=conn)
+    with app.connect() as conn:
+        rows = conn.execute("SELECT args FROM pgqueue.jobs WHERE queue = 'copy' ORDER BY id").fetchall()
+    assert [row["args"] for row in rows] == [{"i": "before"}, {"i": "after"}]
+    assert [app.get_job(i).args for i in (before, after)] == [{"i": "before"}, {"i": "after"}]
