@@ -208,6 +208,22 @@ def _source_url(url: str) -> str:
     return url
 
 
+def _client_url(kind: str | None, client: str, url: str | None) -> str:
+    """The source URL of a platform client (`--kind legistar --client oakland`)."""
+    from clerk.sources import SourceError, get_source
+    if url is not None:
+        raise click.ClickException("give --url or --client, not both")
+    source = get_source(kind or "index")
+    make = getattr(source, "client_url", None)
+    if make is None:
+        raise click.ClickException(f"--client is for a platform kind (--kind legistar, civicplus "
+                                   f"or primegov), not --kind {kind or 'index'}")
+    try:
+        return str(make(client))
+    except SourceError as error:
+        raise click.ClickException(str(error)) from None
+
+
 @site_group.command("add")
 @click.argument("subdomain")
 @click.option("--url", default=None,
@@ -215,20 +231,35 @@ def _source_url(url: str) -> str:
 @click.option("--name", default=None, help="A display name (default: the subdomain).")
 @click.option("--kind", type=click.Choice(sorted(SOURCES)), default=None,
               help="How to read the page  [default: index]")
+@click.option("--client", default=None,
+              help="For --kind legistar, civicplus or primegov: the platform's name for the "
+                   "city (oakland; nc-nashcounty; cityofpaloalto), instead of --url.")
+@click.option("--token", default=None,
+              help="For --kind legistar: the API token the client requires (stored apart "
+                   "from the URL, never shown).")
 @pass_context
 def site_add(obj: Context, subdomain: str, url: str | None, name: str | None,
-             kind: str | None) -> None:
-    """Add a site, or update it: on an existing site only the options given change."""
+             kind: str | None, client: str | None, token: str | None) -> None:
+    """Add a site, or update it: on an existing site only the options given change.
+
+    \b
+    clerk site add pleasanton --url https://www.pleasanton.gov/meetings/
+    clerk site add oakland --kind legistar --client oakland
+    clerk site add nash-county.nc --kind civicplus --client nc-nashcounty
+    clerk site add paloalto --kind primegov --client cityofpaloalto
+    """
     subdomain = _subdomain(subdomain)
     if url is not None:
         url = _source_url(url)
+    if client is not None:
+        url = _client_url(kind, client, url)
     pipeline = obj.pipeline()
     current = pipeline.fetch_one("get_site", {"subdomain": subdomain}) or {}
     if not current and url is None:
         raise click.ClickException(f"no site {subdomain!r} yet: --url is needed to add it")
     row = pipeline.fetch_all("add_site", {
         "subdomain": subdomain, "name": name or current.get("name") or subdomain,
-        "source_url": url or current["source_url"],
+        "source_url": url or current["source_url"], "token": token or None,
         "source_kind": kind or current.get("source_kind") or "index"})
     click.echo(f"{'added' if row and row[0]['created'] else 'updated'} site {subdomain}")
 

@@ -62,6 +62,13 @@ class Settings:
     allow_private_hosts: str = ""  # non-public addresses the fetcher may reach (clerk.network)
     max_pages_per_document: int = 2000  # a longer PDF is refused, not queued page by page
     max_pages_per_run: int = 20000  # pages one run of a site queues; the rest wait a run
+    # Platform sources (Legistar, CivicPlus, PrimeGov): how far back a first run reaches,
+    # how far ahead (agendas of coming meetings), and how far before the last successful
+    # run a later run looks again (published files change for days after a meeting).
+    source_history_days: int = 365
+    source_lookahead_days: int = 60
+    source_back_window_days: int = 14
+    contact: str = ""  # an e-mail or URL for the User-Agent, so a city can reach the operator
     spacy_model: str | None = None
     deploy_backend: str = "directory"
     fetch_workers: int = 1
@@ -166,6 +173,9 @@ RULES: dict[str, Rule] = {
     "max_pdf_bytes": _at_least(0, strict=True),
     "http_timeout": _at_least(0, strict=True),
     "download_deadline": _at_least(0, strict=True),
+    "source_history_days": _at_least(0),
+    "source_lookahead_days": _at_least(0),
+    "source_back_window_days": _at_least(0),
     **{f"{queue}_workers": _at_least(0) for queue in QUEUES},
     **{f"{queue}_timeout": _at_least(0, strict=True) for queue in QUEUES},
     "max_jobs_per_worker": _at_least(1),

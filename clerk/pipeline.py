@@ -17,6 +17,7 @@ import logging
 import re
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -254,12 +255,22 @@ class Pipeline:
         # The credential of `--url http://user:pass@host/`, stored apart from the URL, is sent
         # to that origin only (the index page and the PDFs it serves).
         secret = self.fetch_one("site_auth", {"subdomain": site}) or {}
+        # A platform's API token (Legistar) is given to its source; any other credential is
+        # a user:password for HTTP basic auth.
+        try:
+            source = get_source(row["source_kind"])
+        except SourceError as error:
+            raise PermanentFailure(f"site {site}: {error}") from error
+        token = (secret.get("source_auth")
+                 if getattr(source, "CREDENTIAL", "basic") == "token" else None)
         auth = (OriginAuth(row["source_url"], secret["source_auth"])
-                if secret.get("source_auth") else None)
+                if secret.get("source_auth") and token is None else None)
         session = guarded_session(self.network)
         session.auth = auth
         try:
-            refs, refused = discover(row["source_kind"], row["source_url"], session, settings)
+            refs, refused, meetings = discover(
+                row["source_kind"], row["source_url"], session, settings,
+                since=row.get("last_success_at"), token=token)
         except TransientSourceError as error:  # retried with backoff, then fails for good
             raise RuntimeError(f"site {site}: cannot read its source now: {error}") from error
         except (SourceError, FetchError) as error:
@@ -296,7 +307,8 @@ class Pipeline:
                         site, deferred, settings.max_pages_per_run,
                         extra={"action": "run_bounded", "site": site})
         root = site_dir(settings.storage_dir, site)
-        summary = (f"{len(refs)} documents listed, {len(changed)} new or changed, "
+        summary = ((f"{meetings} meetings, " if meetings is not None else "")
+                   + f"{len(refs)} documents listed, {len(changed)} new or changed, "
                    f"{sum(len(p) for _, p in changed)} pages to read, {problems} failed"
                    + (f", {len(refused)} links refused" if refused else "")
                    + (f", {deferred} pages left for the next run (MAX_PAGES_PER_RUN="
@@ -506,19 +518,31 @@ def _unfinished(site: dict[str, Any]) -> bool:
     return site.get("last_success_at") is None or site["last_success_at"] < site["last_fetch_at"]
 
 
-def discover(kind: str, source_url: str, session: requests.Session, settings: Settings
-             ) -> tuple[list[DocumentRef], list[RejectedLink]]:
-    """The documents a site's source lists, and the links it refused to turn into one.
+def discover(kind: str, source_url: str, session: requests.Session, settings: Settings, *,
+             since: datetime | None = None, token: str | None = None
+             ) -> tuple[list[DocumentRef], list[RejectedLink], int | None]:
+    """The documents a site's source lists, the links it refused to turn into one, and
+    the number of meetings it listed when the source counts them (platforms do).
 
     A source that can say what it refused (the index page: other schemes, undated PDFs)
-    provides `discover_index`; for the others every problem is an error of the whole source.
+    provides `discover_index`; a platform source (clerk.sources.platform) provides
+    `discover_platform`, given the site's token and last successful run; for the others
+    every problem is an error of the whole source.
     """
     source = get_source(kind)
+    platform = getattr(source, "discover_platform", None)
+    if platform is not None:
+        from clerk.sources.platform import SourceRequest
+        found = platform(SourceRequest(source_url, session, settings, since=since, token=token))
+        log.info("%s source listed %s meetings, %s documents%s", kind, found.meetings,
+                 len(found.documents), "" if found.complete else " (changed since the last run)",
+                 extra={"action": "source.listed", "meetings": found.meetings})
+        return list(found.documents), list(found.rejected), found.meetings
     detailed = getattr(source, "discover_index", None)
     if detailed is None:
-        return source.discover(source_url, session, settings), []
+        return source.discover(source_url, session, settings), [], None
     result = detailed(source_url, session, settings)
-    return list(result.documents), list(result.rejected)
+    return list(result.documents), list(result.rejected), None
 
 
 def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:

@@ -2,8 +2,18 @@
 
 Every kind is a module with one function,
 `discover(source_url, session, settings) -> list[DocumentRef]`, registered by name in
-`SOURCES` below. Adding Legistar later is one new module `clerk/sources/legistar.py`
-and one line here; nothing else in clerk knows which kinds exist.
+`SOURCES` below; nothing else in clerk knows which kinds exist. A module may offer more:
+
+- `discover_index(...)` (the `index` kind) also returns the links it refused and why;
+- `discover_platform(request: SourceRequest) -> Discovery` (Legistar, CivicPlus, PrimeGov;
+  see clerk.sources.platform) is also given the site's credential and its last successful
+  run, for incremental listings, and says how many meetings it saw, so "0 meetings" is
+  told apart from "could not read the reply";
+- `client_url(client) -> str` turns `clerk site add --client NAME` into the source URL;
+- `CREDENTIAL = "token"` says the site's credential is an API token for the source, not a
+  user:password for HTTP basic auth.
+
+A new platform is one module here and one line in `SOURCES`.
 """
 
 from __future__ import annotations
@@ -22,6 +32,9 @@ Kind = Literal["agenda", "minutes"]
 SOURCES: dict[str, str] = {
     "index": "clerk.sources.index",
     "manifest": "clerk.sources.manifest",
+    "legistar": "clerk.sources.legistar",
+    "civicplus": "clerk.sources.civicplus",
+    "primegov": "clerk.sources.primegov",
 }
 
 

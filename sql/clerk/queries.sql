@@ -1,14 +1,17 @@
 -- Every statement clerk runs, one `-- name:` block each. `{schema}` is clerk's schema.
 
 -- name: add_site
--- The URL's user:password (if any) goes to source_auth, and the URL is stored without it.
+-- The URL's user:password (if any), or a platform's API token, goes to source_auth, and the
+-- URL is stored without it. An update that gives no new credential keeps the one stored.
 INSERT INTO {schema}.sites (subdomain, name, source_url, source_auth, source_kind)
 VALUES (%(subdomain)s, %(name)s,
         regexp_replace(%(source_url)s, '^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@', '\1'),
-        substring(%(source_url)s from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@'),
+        coalesce(%(token)s,
+                 substring(%(source_url)s from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@')),
         %(source_kind)s)
 ON CONFLICT (subdomain) DO UPDATE
-SET name = excluded.name, source_url = excluded.source_url, source_auth = excluded.source_auth,
+SET name = excluded.name, source_url = excluded.source_url,
+    source_auth = coalesce(excluded.source_auth, {schema}.sites.source_auth),
     source_kind = excluded.source_kind
 RETURNING subdomain, (xmax = 0) AS created;
 

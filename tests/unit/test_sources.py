@@ -132,7 +132,8 @@ def test_manifest_date_must_be_iso() -> None:
 
 
 def test_registry() -> None:
-    assert set(SOURCES) == {"index", "manifest"}
-    assert callable(get_source("index").discover)
-    with pytest.raises(SourceError, match="unknown source kind 'legistar'"):
-        get_source("legistar")
+    assert set(SOURCES) == {"index", "manifest", "legistar", "civicplus", "primegov"}
+    for kind in SOURCES:
+        assert callable(get_source(kind).discover)
+    with pytest.raises(SourceError, match="unknown source kind 'granicus'"):
+        get_source("granicus")
