@@ -65,7 +65,9 @@ def discover_platform(request: SourceRequest) -> Discovery:
     params = {"term": "", "CIDs": "all", "startDate": start.strftime("%m/%d/%Y"),
               "endDate": end.strftime("%m/%d/%Y"), "dateRange": "", "dateSelector": ""}
     reply = get(request, url, what="AgendaCenter search", accept="text/html", params=params)
-    return parse_search(reply.text(), reply.url)
+    found = parse_search(reply.text(), reply.url)
+    found.complete = request.since is None  # later runs search from the last success only
+    return found
 
 
 def discover(source_url: str, session: requests.Session, settings: Settings) -> list[DocumentRef]:

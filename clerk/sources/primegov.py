@@ -49,7 +49,7 @@ def discover_platform(request: SourceRequest) -> Discovery:
     parts = urlsplit(request.url)
     root = f"{parts.scheme}://{parts.netloc}"
     start, end = request.window()
-    discovery = Discovery()
+    discovery = Discovery(complete=request.since is None)  # later runs: recent years only
     meetings: dict[Any, dict[str, Any]] = {}
     for year in range(start.year, min(end.year, request.today.year) + 1):
         for meeting in _meetings(request, f"{root}{ARCHIVED}", {"year": str(year)}):
