@@ -268,7 +268,7 @@ class Pipeline:
         session = guarded_session(self.network)
         session.auth = auth
         try:
-            refs, refused, meetings = discover(
+            refs, refused, meetings_listed = discover(
                 row["source_kind"], row["source_url"], session, settings,
                 since=row.get("last_success_at"), token=token)
         except TransientSourceError as error:  # retried with backoff, then fails for good
@@ -307,7 +307,7 @@ class Pipeline:
                         site, deferred, settings.max_pages_per_run,
                         extra={"action": "run_bounded", "site": site})
         root = site_dir(settings.storage_dir, site)
-        summary = ((f"{meetings} meetings, " if meetings is not None else "")
+        summary = ((f"{meetings_listed} meetings, " if meetings_listed is not None else "")
                    + f"{len(refs)} documents listed, {len(changed)} new or changed, "
                    f"{sum(len(p) for _, p in changed)} pages to read, {problems} failed"
                    + (f", {len(refused)} links refused" if refused else "")
