@@ -62,6 +62,7 @@ RUNNERS = {  # every block of the README, and the test that runs it
     ("clerk and pgqueue", "bash"): "test_readme_opens_with_the_demo_and_the_tests (the demo: "
                                    "tests/acceptance/test_demo.py; pytest: CI)",
     ("Using clerk", "bash"): "test_readme_using_clerk_runs_in_order",
+    ("City platforms as sources", "bash"): "test_readme_platform_sites_are_added",
     (LIBRARY, "bash"): "test_readme_library_section_runs",
     (LIBRARY, "python"): "test_readme_library_section_runs",
     (LIBRARY, "sql"): "test_readme_library_section_runs",
@@ -180,6 +181,26 @@ def test_readme_using_clerk_runs_in_order(empty_db_url: str, tmp_path: Path) -> 
     assert database.is_file()
     assert re.search(r"^City Council\s+2024-01-09\s+1$", out, re.M), out  # the FTS search
     assert "pleasanton" in out
+
+
+def test_readme_platform_sites_are_added(empty_db_url: str, tmp_path: Path) -> None:
+    """The platform examples as written: adding a site reaches no network, so the block
+    runs as it is, and each site's source URL is the platform's address for that client
+    (the sources themselves: tests/integration/test_platform_sources.py)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".venv").symlink_to(ROOT / ".venv")
+    env = {**clean_env(tmp_path / "home"), "DATABASE_URL": empty_db_url}
+    subprocess.run([str(ROOT / ".venv" / "bin" / "clerk"), "db", "upgrade"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    code, out, err = run_script(block("City platforms as sources", "bash"), cwd=work, env=env,
+                                timeout=120)
+    assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
+    for site, kind, url in [
+            ("oakland", "legistar", "https://webapi.legistar.com/v1/oakland"),
+            ("nash-county.nc", "civicplus", "https://nc-nashcounty.civicplus.com/"),
+            ("paloalto", "primegov", "https://cityofpaloalto.primegov.com/")]:
+        assert re.search(rf"^{re.escape(site)}\s+{kind}\s+{re.escape(url)}\s", out, re.M), out
 
 
 def test_readme_library_section_runs(empty_db_url: str, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from clerk.compile import DATABASE_FILE
 from clerk.pipeline import Pipeline
+from pgqueue.db import connect
 from tests.acceptance.conftest import Cli, pages, run_workers, search
 from tests.support.pipeline import PdfFactory
 from tests.support.platforms import (
@@ -109,3 +110,25 @@ def test_a_site_of_each_platform_becomes_a_searchable_database(
     run_workers(pipeline)
     again = granicus.requests_to("/v1/springfield/events")[len(first):]
     assert again and all("EventLastModifiedUtc ge datetime'" in r.query["$filter"] for r in again)
+
+
+def test_site_add_client_names_are_checked_in_one_line(cli: Cli, db_url: str) -> None:
+    for args, expected in [
+            (("--kind", "legistar", "--client", "a'; drop"), "not a Legistar client name"),
+            (("--kind", "civicplus", "--client", "../etc"), "not a CivicPlus site name"),
+            (("--kind", "primegov", "--client", "Palo Alto"), "not a PrimeGov portal name"),
+            (("--client", "oakland"), "--client is for a platform kind"),
+            (("--kind", "legistar", "--client", "oakland", "--url", "https://x.org/"),
+             "give --url or --client, not both")]:
+        result = cli("site", "add", "somewhere", *args, ok=False)
+        assert expected in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    cli("site", "add", "oakland", "--kind", "legistar", "--client", "oakland", "--token", "t0k")
+    cli("site", "add", "oakland", "--name", "Oakland")  # an update without --token keeps it
+    listed = cli("site", "list", "--json").output
+    assert "t0k" not in listed
+    (site,) = json.loads(listed)
+    assert (site["name"], site["source_url"]) == ("Oakland", "https://webapi.legistar.com/v1/oakland")
+    with connect(db_url) as conn:
+        stored = conn.execute("SELECT source_auth FROM clerk.sites WHERE subdomain = 'oakland'").fetchone()
+    assert stored["source_auth"] == "t0k"
