@@ -296,6 +296,25 @@ MUTATIONS: tuple[Mutation, ...] = (
         (Edit(QUERIES, "      AND finished_at < now() - %(older_than)s * interval '1 second'\n",
               "      AND finished_at < now()\n"),),
         (f"{GROUPS}::test_prune_deletes_old_history_in_batches",)),
+    # -- platform sources -----------------------------------------------------------------
+    Mutation(
+        "platform-layout-change", "a platform reply of a new shape is an error, never 0 meetings",
+        (Edit("clerk/sources/civicplus.py",
+              "    if not parser.rows and not _NO_RESULTS.search(html):\n", "    if False:\n"),
+         Edit("clerk/sources/legistar.py",
+              '        if "EventDate" not in row or "EventBodyName" not in row:\n',
+              "        if False:\n")),
+        ("tests/integration/test_platform_sources.py::"
+         "test_civicplus_no_meetings_is_a_result_and_a_changed_layout_is_an_error",
+         "tests/integration/test_platform_sources.py::"
+         "test_legistar_token_unknown_client_and_changed_api_are_one_line_errors")),
+    Mutation(
+        "legistar-paging", "every Legistar event is read, past the 1,000-row cap",
+        (Edit("clerk/sources/legistar.py", "        if len(events) < PAGE_ROWS:\n",
+              "        if True:\n"),),
+        ("tests/integration/test_platform_sources.py::test_legistar_pages_past_the_1000_row_cap",
+         "tests/acceptance/test_platform_pipeline.py::"
+         "test_a_site_of_each_platform_becomes_a_searchable_database")),
     Mutation(
         "compile-fast-after-full", "a fast compile never replaces the full one of the same run",
         (Edit("clerk/compile.py", "if not entities and previous.get(\"entities\"):",
