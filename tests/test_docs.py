@@ -388,3 +388,22 @@ def test_readme_person_votes_query_runs(tmp_path: Path) -> None:
         rows = db.execute(block("What the full path extracts", "sql")).fetchall()
     assert [(row[1], row[3], row[4], row[6]) for row in rows] == [
         ("aye", "passed", "3-0", "2024-01-05"), ("no", "passed", "2-1", "2024-02-02")]
+
+
+def test_guarantees_table_and_mutation_catalog_agree() -> None:
+    """Every mutation the README's Guarantees table names exists in the catalog, every one
+    in the catalog is named by a promise, and every test a row or a mutation cites exists."""
+    from tests.mutations.catalog import MUTATIONS
+
+    text = README.read_text()
+    table = text[text.index("## Guarantees"):]
+    table = table[:table.index("\n## ", 1)]
+    rows = [line for line in table.splitlines() if line.startswith("| **")]
+    named = {name for row in rows for name in re.findall(r"`([a-z0-9-]+)`", row.rsplit("|", 2)[-2])}
+    catalog = {mutation.id for mutation in MUTATIONS}
+    assert named - catalog == set(), "README names mutations the catalog lacks"
+    assert catalog - named == set(), "catalog mutations no README promise names"
+    cited = {path for row in rows for path in re.findall(r"`(tests/[^`:]+)", row)}
+    cited |= {test.split("::")[0] for mutation in MUTATIONS for test in mutation.tests}
+    missing = sorted(path for path in cited if not (ROOT / path).exists())
+    assert missing == [], f"cited tests that do not exist: {missing}"
