@@ -27,9 +27,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from clerk.config import Settings
-from clerk.fetch import UnsupportedScheme, check_scheme, redact_url
+from clerk.fetch import redact_url
 from clerk.sources import DocumentRef, Kind, SourceError
-from clerk.sources.index import RejectedLink
 from clerk.sources.platform import Discovery, SourceRequest, get
 
 SEARCH_PATH = "/AgendaCenter/Search/"
@@ -84,24 +83,16 @@ def parse_search(html: str, page_url: str) -> Discovery:
                           "'No results found': not an AgendaCenter search page (has the layout "
                           "changed, or is the URL wrong?)")
     discovery = Discovery(meetings=len(parser.rows))
-    seen: set[str] = set()
     for body, links in parser.rows:
         for href in links:
             url = urljoin(page_url, href)
-            path = urlsplit(url).path
-            found = _VIEW_FILE.search(path) if not urlsplit(url).query else None
-            if found is None or url in seen:
-                continue
-            seen.add(url)
-            try:
-                check_scheme(url)
-            except UnsupportedScheme as error:
-                discovery.rejected.append(RejectedLink(redact_url(url), str(error)))
+            parts = urlsplit(url)
+            found = None if parts.query else _VIEW_FILE.search(parts.path)
+            if found is None:
                 continue
             word, month, day, year, _ = found.groups()
             kind: Kind = "minutes" if word.lower() == "minutes" else "agenda"
-            discovery.documents.append(DocumentRef(
-                url=url, meeting=body or "Meeting", date=f"{year}-{month}-{day}", kind=kind))
+            discovery.add(url, meeting=body or "Meeting", date=f"{year}-{month}-{day}", kind=kind)
     if parser.rows and not discovery.documents and not discovery.rejected:
         raise SourceError(f"AgendaCenter search {redact_url(page_url)}: {len(parser.rows)} "
                           "meeting rows but no ViewFile links (has the layout changed?)")

@@ -25,9 +25,7 @@ from urllib.parse import urlsplit
 import requests
 
 from clerk.config import Settings
-from clerk.fetch import UnsupportedScheme, check_scheme, redact_url
 from clerk.sources import DocumentRef, Kind, SourceError
-from clerk.sources.index import RejectedLink
 from clerk.sources.platform import (
     Discovery,
     Reply,
@@ -76,7 +74,6 @@ def discover_platform(request: SourceRequest) -> Discovery:
         where = (f"EventLastModifiedUtc ge {moment} or EventAgendaLastPublishedUTC ge {moment}"
                  f" or EventMinutesLastPublishedUTC ge {moment}")
     discovery = Discovery(complete=changed is None)
-    seen: set[str] = set()
     for page in range(MAX_PAGES):
         params = {"$filter": where, "$orderby": "EventId", "$top": str(PAGE_ROWS),
                   "$skip": str(page * PAGE_ROWS)}
@@ -85,7 +82,7 @@ def discover_platform(request: SourceRequest) -> Discovery:
         events = _events(request, f"{base}/events", client, params)
         for event in events:
             discovery.meetings += 1
-            _add_files(event, client, discovery, seen)
+            _add_files(event, client, discovery)
         if len(events) < PAGE_ROWS:
             return discovery
     raise SourceError(f"Legistar client {client!r}: more than {MAX_PAGES * PAGE_ROWS} events; "
@@ -177,22 +174,11 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _add_files(event: dict[str, Any], client: str, discovery: Discovery, seen: set[str]) -> None:
+def _add_files(event: dict[str, Any], client: str, discovery: Discovery) -> None:
     where = f"Legistar client {client!r} event {event.get('EventId')}"
     date = date_of(event.get("EventDate"), where).isoformat()
     meeting = str(event.get("EventBodyName") or "").strip() or "Meeting"
     for field_name, kind in FILES:
         url = event.get(field_name)
-        if not url:
-            continue  # not published yet
-        url = str(url).strip()
-        if url in seen:
-            continue
-        seen.add(url)
-        try:
-            check_scheme(url)
-        except UnsupportedScheme as error:
-            discovery.rejected.append(RejectedLink(redact_url(url), str(error)))
-            continue
-        discovery.documents.append(DocumentRef(url=url, meeting=meeting, date=date, kind=kind))
-
+        if url:  # null until published
+            discovery.add(str(url).strip(), meeting=meeting, date=date, kind=kind)

@@ -24,9 +24,9 @@ from typing import Any
 import requests
 
 from clerk.config import Settings
-from clerk.fetch import USER_AGENT, check_scheme, redact_url
+from clerk.fetch import USER_AGENT, UnsupportedScheme, check_scheme, redact_url
 from clerk.network import BlockedAddress
-from clerk.sources import DocumentRef, SourceError, TransientSourceError
+from clerk.sources import DocumentRef, Kind, SourceError, TransientSourceError
 from clerk.sources.index import RejectedLink
 
 MAX_REPLY_BYTES = 20 * 1024 * 1024  # one API page or search page; real ones are < 1 MB
@@ -70,6 +70,24 @@ class Discovery:
     rejected: list[RejectedLink] = field(default_factory=list)
     meetings: int = 0
     complete: bool = True
+    _seen: set[str] = field(default_factory=set, repr=False)
+
+    def add(self, url: str, *, meeting: str, date: str, kind: Kind) -> None:
+        """List a document once; a URL that is not http(s) is refused, with the reason."""
+        if url in self._seen:
+            return
+        self._seen.add(url)
+        try:
+            check_scheme(url)
+        except UnsupportedScheme as error:
+            self.rejected.append(RejectedLink(redact_url(url), str(error)))
+            return
+        self.documents.append(DocumentRef(url=url, meeting=meeting, date=date, kind=kind))
+
+    def refuse(self, url: str, reason: str) -> None:
+        if url not in self._seen:
+            self._seen.add(url)
+            self.rejected.append(RejectedLink(redact_url(url), reason))
 
 
 def user_agent(settings: Settings) -> str:

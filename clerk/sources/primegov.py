@@ -25,7 +25,6 @@ import requests
 
 from clerk.config import Settings
 from clerk.sources import DocumentRef, Kind, SourceError
-from clerk.sources.index import RejectedLink
 from clerk.sources.platform import Discovery, SourceRequest, date_of, get, parse_json
 
 PDF_OUTPUT = 1
@@ -56,7 +55,6 @@ def discover_platform(request: SourceRequest) -> Discovery:
             meetings.setdefault(meeting["id"], meeting)
     for meeting in _meetings(request, f"{root}{UPCOMING}", None):
         meetings.setdefault(meeting["id"], meeting)
-    seen: set[str] = set()
     for meeting in meetings.values():
         where = f"PrimeGov meeting {meeting['id']}"
         day = date_of(meeting.get("dateTime"), where)
@@ -68,16 +66,11 @@ def discover_platform(request: SourceRequest) -> Discovery:
             if output != PDF_OUTPUT:
                 continue
             url = root + DOCUMENT.format(id=document_id)
-            if url in seen:
-                continue
-            seen.add(url)
             kind = _kind(template)
             if kind is None:
-                discovery.rejected.append(RejectedLink(
-                    url, f"template {template!r} is neither an agenda nor minutes"))
-                continue
-            discovery.documents.append(DocumentRef(url=url, meeting=title, date=day.isoformat(),
-                                                   kind=kind))
+                discovery.refuse(url, f"template {template!r} is neither an agenda nor minutes")
+            else:
+                discovery.add(url, meeting=title, date=day.isoformat(), kind=kind)
     return discovery
 
 
