@@ -151,8 +151,12 @@ WITH outcome AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(states)s::text[],
                          %(errors)s::text[]) AS o(id, attempt, state, error)
 ),
+-- `locked` carries each outcome on to the DELETE, which joins nothing else: a second join
+-- with `outcome` was planned (estimates of 10 and 1 rows) as a nested loop scanning the
+-- whole batch for every row, quadratic: 20 ms for a finish of 340 jobs, half the drain rate.
 locked AS (
-    SELECT j.id FROM {schema}.jobs AS j JOIN outcome AS o USING (id)
+    SELECT j.id, o.state AS final_state, o.error AS final_error
+    FROM {schema}.jobs AS j JOIN outcome AS o USING (id)
     WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state
        -- A success of the attempt a job was rescued after, while it waits to run again
        -- (its worker was frozen or cut off, not dead): the work is done, so it is kept.
@@ -164,9 +168,9 @@ locked AS (
 ),
 done AS (
     DELETE FROM {schema}.jobs AS j
-    USING outcome AS o, locked
-    WHERE j.id = o.id AND j.id = locked.id
-    RETURNING j.*, o.state AS final_state, o.error AS final_error
+    USING locked
+    WHERE j.id = locked.id
+    RETURNING j.*, locked.final_state, locked.final_error
 ),
 recorded AS (
     INSERT INTO {schema}.job_history (id, queue, task, args, priority, state, attempt,
