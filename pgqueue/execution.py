@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pgqueue import connections
 from pgqueue.context import CANCELLED, JobContext, set_current
 from pgqueue.db import mask_url
 from pgqueue.errors import JobCancelled, JobInterrupted, JobTimeout, PermanentFailure, UnknownTask
@@ -131,6 +132,7 @@ def _child_main(tasks: Tasks, pipe: multiprocessing.connection.Connection,
     # The parent decides when a job stops; a Ctrl-C to the process group must not.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    connections.enter_job_child()  # sessions: one connection, under the worker's cap
     for _ in range(max_jobs):
         try:
             message = pipe.recv()
@@ -141,7 +143,10 @@ def _child_main(tasks: Tasks, pipe: multiprocessing.connection.Connection,
         fields, seconds_left = message
         job = ClaimedJob(**fields)
         deadline = None if seconds_left is None else time.monotonic() + seconds_left
-        outcome = execute(tasks, job, JobContext.for_job(job, deadline))
+        try:
+            outcome = execute(tasks, job, JobContext.for_job(job, deadline))
+        finally:
+            connections.end_job()  # an idle child holds no connection
         pipe.send((outcome.state, outcome.error, outcome.retryable))
 
 

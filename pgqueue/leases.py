@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from pgqueue.connections import LEASE
 from pgqueue.context import CANCELLED, JobContext
 from pgqueue.db import Outage
 from pgqueue.errors import DatabaseUnavailable
@@ -51,7 +52,7 @@ class Leases:
     def open(self) -> None:
         """Open the keeper's own connection, before the worker claims anything (it is
         held for the worker's life: no beat waits for a pooled or a fresh connection)."""
-        self._conn = self.store.connect(autocommit=True)
+        self._conn = self.store.connect(autocommit=True, role=LEASE)
         self._opened = time.monotonic()
         self.connected.set()
 
@@ -68,7 +69,7 @@ class Leases:
                     return
                 try:
                     if conn is None or conn.closed:
-                        conn = self.store.connect(autocommit=True)
+                        conn = self.store.connect(autocommit=True, role=LEASE)
                         opened = time.monotonic()
                     self.beat(conn)
                     self.connected.set()

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from pgqueue.connections import MAINTENANCE
 from pgqueue.db import Outage, translate_errors
 from pgqueue.errors import DatabaseError, DatabaseUnavailable
 from pgqueue.retry import MAX_RESCUES, Backoff, decide
@@ -88,7 +89,8 @@ def prune(store: JobStore, *, succeeded_after: float = KEEP_SUCCEEDED_SECONDS,
     """
     key = lock_key("prune", store.schema)
     deleted = {"succeeded": 0, "failed": 0, "cancelled": 0, "groups": 0, "workers": 0}
-    with translate_errors(), store.connect(autocommit=True) as conn:
+    with translate_errors(), store.connect(autocommit=True, role=MAINTENANCE,
+                                          direct=True) as conn:  # a session lock
         if not store.try_lock(conn, key):
             return None
         try:
@@ -155,6 +157,9 @@ class Maintenance:
                             if pruned and any(pruned.values()):
                                 log.info("pruned %s", pruned, extra={"action": "pruned"})
                     self.outage.reached(opened)
+                    if not self.leader.is_set():  # another leads: no idle connection held
+                        self._close(conn)
+                        conn = opened = None
                 except DatabaseUnavailable as error:
                     self.outage.failed(error, opened)
                     self._close(conn)
@@ -170,7 +175,8 @@ class Maintenance:
             self._close(conn)
 
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = self.store.connect(autocommit=True, keepalives=1, keepalives_idle=5,
+        conn = self.store.connect(autocommit=True, role=MAINTENANCE, direct=True,
+                                  keepalives=1, keepalives_idle=5,
                                   keepalives_interval=2, keepalives_count=3)
         for name, value in LEADER_KEEPALIVES.items():
             self.store.run(conn, "set_setting", {"name": name, "value": value})

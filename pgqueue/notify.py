@@ -1,6 +1,7 @@
 """The listener: LISTEN on a worker's queue channels and wake its claim loop.
 
-One autocommit connection of its own. A NOTIFY on `<schema>.<queue>` (sent by enqueue, at
+One autocommit connection of its own, to PostgreSQL itself (`listen_dsn`: a transaction
+pooler would drop the LISTEN). A NOTIFY on `<schema>.<queue>` (sent by enqueue, at
 most once per transaction and queue) wakes the claim loop; one on `<schema>.cancel` wakes
 the lease keeper, which learns which job to stop. An idle socket can die silently, so a
 trivial query probes it every `PROBE_SECONDS`; a lost connection is reopened with backoff.
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from psycopg import sql
 
+from pgqueue.connections import LISTEN
 from pgqueue.db import Outage, translate_errors
 from pgqueue.errors import DatabaseUnavailable
 from pgqueue.store import JobStore
@@ -45,7 +47,8 @@ class Listener:
         while not self.stop.is_set():
             opened: float | None = None
             try:
-                with self.store.connect(autocommit=True) as conn, translate_errors():
+                with self.store.connect(autocommit=True, role=LISTEN, direct=True) as conn, \
+                        translate_errors():
                     opened = time.monotonic()
                     for channel in [*self.channels, self.cancel_channel]:
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

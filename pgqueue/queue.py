@@ -23,6 +23,8 @@ import psycopg
 
 from pgqueue import admin, maintenance
 from pgqueue.admin import CancelResult
+from pgqueue.connections import JOB_CONNECTIONS
+from pgqueue.db import translate_errors
 from pgqueue.enqueue import DEFAULT_BATCH_SIZE, run_at_for
 from pgqueue.errors import ConfigurationError, JobNotFound, UnknownTask
 from pgqueue.groups import Group, GroupProgress, create_group
@@ -50,14 +52,19 @@ class Queue:
 
     `dsn=None` starts (or reuses) an embedded PostgreSQL in `embedded_dir`, so a new user
     needs no server set-up; it needs the `embedded` extra.
+
+    Behind a transaction pooler (PgBouncer), `dsn` is the pooler's and `listen_dsn`
+    PostgreSQL's own: LISTEN and the session advisory locks (maintenance leader, prune)
+    go there, everything else through the pooler, never as prepared statements.
     """
 
     def __init__(self, dsn: str | None = None, *, schema: str = "pgqueue",
-                 embedded_dir: str | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+                 embedded_dir: str | None = None, pool_size: int = DEFAULT_POOL_SIZE,
+                 listen_dsn: str | None = None) -> None:
         if dsn is None:
             from pgqueue.embedded import embedded_url
             dsn = embedded_url(embedded_dir)
-        self.store = JobStore(dsn, schema, pool_size=pool_size)
+        self.store = JobStore(dsn, schema, pool_size=pool_size, listen_dsn=listen_dsn)
         self.schema = self.store.schema
         self.tasks: dict[str, Task] = {}
         self._durations = DurationTally()  # /metrics' job durations, a running total
@@ -222,6 +229,19 @@ class Queue:
         with self.store.transaction(atomic=False) as db:
             return self.store.run(db, "queue_depth").fetchall()
 
+    def connections(self) -> dict[str, Any]:
+        """The server's limit and who holds its connections: `max_connections`, the
+        reserved ones, and the connections in use by `application_name` (pgqueue's roles,
+        clerk's, anyone's); asked of PostgreSQL itself (`listen_dsn`)."""
+        with translate_errors(), self.store.connect(autocommit=True, direct=True,
+                                                    role="pgqueue:admin") as conn:
+            limits = self.store.run(conn, "connection_limits").fetchone()
+            held = self.store.run(conn, "connections_by_role").fetchall()
+        assert limits is not None
+        return {"max_connections": int(limits["max_connections"]),
+                "reserved": int(limits["reserved"]),
+                "held": {row["role"]: int(row["connections"]) for row in held}}
+
     def active_workers(self) -> list[dict[str, Any]]:
         with self.store.transaction(atomic=False) as db:
             return self.store.run(db, "active_workers").fetchall()
@@ -264,7 +284,8 @@ class Queue:
                shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
                max_jobs: int | None = None, max_jobs_per_child: int = 1000,
                prefetch: int | None = None, install_signals: bool | None = None,
-               on_event: Callable[[str, dict[str, Any]], None] | None = None) -> Worker:
+               on_event: Callable[[str, dict[str, Any]], None] | None = None,
+               job_connections: int = JOB_CONNECTIONS) -> Worker:
         """A worker over `queues` (default: every queue with a registered task); see
         `Worker` for the options. Call `.run()` on it, or use `work()`."""
         names = list(queues) if queues else sorted({t.queue for t in self.tasks.values()})
@@ -272,7 +293,8 @@ class Queue:
                       isolation=isolation, lease_seconds=lease_seconds,
                       poll_interval=poll_interval, shutdown_grace=shutdown_grace,
                       max_jobs=max_jobs, max_jobs_per_child=max_jobs_per_child,
-                      prefetch=prefetch, install_signals=install_signals, on_event=on_event)
+                      prefetch=prefetch, install_signals=install_signals, on_event=on_event,
+                      job_connections=job_connections)
 
     def work(self, queues: Sequence[str] | None = None, *, concurrency: int = 1,
              burst: bool = False, isolation: str = "thread",
@@ -281,14 +303,16 @@ class Queue:
              shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
              max_jobs: int | None = None, max_jobs_per_child: int = 1000,
              prefetch: int | None = None, install_signals: bool | None = None,
-             on_event: Callable[[str, dict[str, Any]], None] | None = None) -> int:
+             on_event: Callable[[str, dict[str, Any]], None] | None = None,
+             job_connections: int = JOB_CONNECTIONS) -> int:
         """Run a worker in this process until stopped (or, with burst, until idle);
         returns its exit status (0, or 1 after a fatal error)."""
         return self.worker(queues, concurrency=concurrency, burst=burst, isolation=isolation,
                            lease_seconds=lease_seconds, poll_interval=poll_interval,
                            shutdown_grace=shutdown_grace, max_jobs=max_jobs,
                            max_jobs_per_child=max_jobs_per_child, prefetch=prefetch,
-                           install_signals=install_signals, on_event=on_event).run()
+                           install_signals=install_signals, on_event=on_event,
+                           job_connections=job_connections).run()
 
     # -- admin and maintenance ------------------------------------------------------------
 

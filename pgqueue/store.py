@@ -8,7 +8,12 @@ translated at that one boundary.
 
 Connections: short work (enqueueing, reads, admin) borrows from a small pool, one per
 process; a worker holds its own dedicated connections (`connect()`), because a claim loop
-must not wait behind an application's enqueues.
+must not wait behind an application's enqueues. Each names its role in
+`application_name` (`pgqueue.connections`). With a pooler in front of the server,
+`listen_dsn` reaches PostgreSQL itself: LISTEN and session advisory locks go there
+(`connect(direct=True)`), and statements on the pooled `dsn` are never prepared
+(PgBouncer in transaction mode before 1.21 cannot keep them). In a job child (process
+isolation) a session is the child's one gated connection, closed when the job ends.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from pgqueue import connections
 from pgqueue.db import (
     CONNECT_TIMEOUT,
     connect,
@@ -83,6 +89,14 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _end_job() -> None:
+    for store in list(_stores):
+        store.end_job()
+
+
+connections.on_job_end(_end_job)
+
+
 def lock_key(purpose: str, schema: str) -> int:
     """The advisory lock of one duty in one schema (prune, maintenance)."""
     return zlib.crc32(f"pgqueue-{purpose}:{schema}".encode())
@@ -92,8 +106,10 @@ class JobStore:
     """The statements of one schema and the connections to one database."""
 
     def __init__(self, dsn: str, schema: str = "pgqueue", *,
-                 pool_size: int = DEFAULT_POOL_SIZE) -> None:
+                 pool_size: int = DEFAULT_POOL_SIZE, listen_dsn: str | None = None) -> None:
         self._dsn = dsn
+        self._listen_dsn = listen_dsn
+        self._job_conn: psycopg.Connection[Any] | None = None
         self.statements = Statements(schema)
         self.schema = self.statements.schema
         self.pool_size = pool_size
@@ -115,9 +131,31 @@ class JobStore:
             self.close()  # the pool belongs to the old database
         self._dsn = value
 
-    def connect(self, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A dedicated connection (workers hold their own); see `session` for short work."""
-        return connect(self._dsn, autocommit=autocommit, **kwargs)
+    @property
+    def listen_dsn(self) -> str:
+        """PostgreSQL itself, for LISTEN and session locks: `dsn` unless a pooler is used."""
+        return self._listen_dsn or self._dsn
+
+    @property
+    def pooled(self) -> bool:
+        """A separate direct URL was given: `dsn` goes through a (transaction) pooler."""
+        return self.listen_dsn != self._dsn
+
+    def _options(self, role: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"application_name": role}
+        if self.pooled:
+            options["prepare_threshold"] = None  # a pooler may hand us another backend
+        return options
+
+    def connect(self, *, autocommit: bool = False, role: str = connections.POOL,
+                direct: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A dedicated connection (workers hold their own), named `role`; `direct`: to
+        PostgreSQL itself (LISTEN, session locks), past any pooler. See `session` for
+        short work."""
+        if direct:
+            return connect(self.listen_dsn, autocommit=autocommit,
+                           **{"application_name": role, **kwargs})
+        return connect(self._dsn, autocommit=autocommit, **{**self._options(role), **kwargs})
 
     def _connection_pool(self) -> ConnectionPool:
         key = (os.getpid(), self._dsn)  # a forked process must not share its parent's sockets
@@ -132,7 +170,9 @@ class JobStore:
                     self._dsn, min_size=1, max_size=self.pool_size, open=True, name="pgqueue",
                     timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
                     kwargs={"autocommit": True, "row_factory": dict_row,
-                            "connect_timeout": CONNECT_TIMEOUT}, configure=decode_json_safely)
+                            "connect_timeout": CONNECT_TIMEOUT,
+                            **self._options(connections.POOL)},
+                    configure=decode_json_safely)
                 self._pool_key = key
             return self._pool
 
@@ -142,6 +182,8 @@ class JobStore:
         """A connection for short work: the caller's (joining its transaction), or a pooled
         one. `atomic` wraps the work in a transaction (a savepoint inside the caller's);
         a single statement needs none, which saves two round trips."""
+        if conn is None and connections.in_job_child():
+            conn = self._job_connection()
         if conn is not None:
             if atomic:
                 with conn.transaction():
@@ -168,6 +210,32 @@ class JobStore:
         included. (`session()` itself leaves a caller's own SQL its psycopg errors.)"""
         with translate_errors(), self.session(conn, atomic=atomic) as db:
             yield db
+
+    def _job_connection(self) -> psycopg.Connection[Any]:
+        """A job child's connection: one per child, opened under one of its worker's
+        job-connection slots when the job first needs it, closed when the job ends."""
+        conn = self._job_conn
+        if conn is not None and not conn.closed:
+            return conn
+        gate = connections.job_gate()
+        if gate is not None:
+            gate.acquire()
+        try:
+            self._job_conn = self.connect(autocommit=True, role=connections.JOB)
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
+        return self._job_conn
+
+    def end_job(self) -> None:
+        """A job child's job ended: its connection goes (the slot is freed by the caller)."""
+        conn, self._job_conn = self._job_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
 
     def close(self) -> None:
         """Close the pooled connections of this process."""

@@ -13,10 +13,13 @@ loudly rather than run without leases):
   listener     `pgqueue.notify`: LISTEN, wakes the main loop
   maintenance  `pgqueue.maintenance`: rescue, prune, stale workers, on the elected leader
 
-Connections: four per worker process (the loop's, the lease keeper's, the listener's and
-maintenance's), whatever its concurrency, plus the pool of any task that enqueues or reads
-through the Queue. Twelve single-slot clerkd workers hold about 50 of PostgreSQL's default
-100; run more slots per process rather than more processes where that matters.
+Connections: a fixed number per worker process, whatever its concurrency
+(`pgqueue.connections`): the loop's, the lease keeper's, the listener's and, on the
+maintenance leader only, maintenance's (the others hold none between their tries for the
+lock), the process's pool (at most `pool_size`, for in-thread tasks that enqueue or
+read), and, with process isolation, at most `job_connections` for the job children,
+which open one per job and only while it runs.
+Run more slots per process rather than more processes: 16 slots cost what 1 slot does.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pgqueue import connections
 from pgqueue.claiming import ClaimSizer
 from pgqueue.db import Outage
 from pgqueue.errors import DatabaseUnavailable
@@ -102,7 +106,8 @@ class Worker:
                  shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
                  max_jobs: int | None = None, max_jobs_per_child: int = 1000,
                  prefetch: int | None = None, install_signals: bool | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 job_connections: int = connections.JOB_CONNECTIONS) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
         if isolation not in ("thread", "process"):
@@ -120,6 +125,7 @@ class Worker:
         self.max_jobs_per_child = max_jobs_per_child
         self.install_signals = install_signals
         self.on_event = on_event
+        self.job_connections = max(1, job_connections)
         self.worker_id: int | None = None
         self.stats = WorkerStats()
         self.sizer = ClaimSizer(self.concurrency, prefetch)
@@ -189,7 +195,7 @@ class Worker:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = self.store.connect(autocommit=True)
+            self._conn = self.store.connect(autocommit=True, role=connections.WORK)
             self._conn_opened = time.monotonic()
         return self._conn
 
@@ -366,6 +372,9 @@ class Worker:
                             "(not pgqueue's); start the worker before any thread to avoid "
                             "the fork-with-threads hazard", others,
                             extra={"action": "fork_with_threads"})
+            # Job children share this many connections, whatever the number of slots.
+            gate = connections.JobGate(min(self.concurrency, self.job_connections))
+            connections.set_job_gate(gate)
             self._hosts.extend(SlotHost(self.tasks, self.max_jobs_per_child)
                                for _ in range(self.concurrency))
             self.threads_at_fork = others + 1
@@ -384,6 +393,10 @@ class Worker:
         finally:
             for host in self._hosts:
                 host.close()
+            made = connections.job_gate()
+            if self._hosts and made is not None:
+                connections.set_job_gate(None)
+                made.close()
         return 1 if self._fatal else 0
 
     def _loop(self) -> None:

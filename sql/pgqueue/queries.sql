@@ -283,6 +283,22 @@ SELECT pg_advisory_unlock(%(key)s) AS unlocked;
 -- A session setting (the maintenance leader's TCP keepalives); set_config takes parameters.
 SELECT set_config(%(name)s, %(value)s, false) AS value;
 
+-- name: connection_limits
+-- What the server allows clients that are not superusers: max_connections less the slots
+-- reserved for superusers (and, from PostgreSQL 16, for pg_use_reserved_connections).
+SELECT current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int
+       + coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0) AS reserved;
+
+-- name: connections_by_role
+-- Client connections to the whole server by application_name (pgqueue:work, clerk:cli...).
+-- A role without pg_read_all_stats sees other roles' rows with application_name hidden:
+-- they count under '(other)'.
+SELECT coalesce(nullif(application_name, ''), '(other)') AS role, count(*) AS connections
+FROM pg_stat_activity
+WHERE backend_type = 'client backend'
+GROUP BY 1 ORDER BY 2 DESC, 1;
+
 -- name: expired_leases
 -- The rescuer's scan: running jobs whose lease ran out (their worker died or lost the
 -- database). Locked so two rescuers never handle the same job.
