@@ -31,6 +31,7 @@ DEFAULT_EMBEDDED_DIR = "~/.local/share/clerk/postgres"
 # 150 misses more words (3.5 % against 2.8 %) for 4 % less time.
 DEFAULT_OCR_DPI = 200
 DEFAULT_MAX_PDF_BYTES = 200 * 1024 * 1024
+DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024  # the PDFs a host keeps (clerk.blobs)
 DEFAULT_HTTP_TIMEOUT = 30.0
 DEFAULT_MAX_PAGE_PIXELS = 60_000_000  # about a 36 x 48 inch page at 150 dpi
 
@@ -49,6 +50,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    # PostgreSQL itself when DATABASE_URL is a transaction pooler's (PgBouncer): LISTEN and
+    # session advisory locks go here, everything else through the pooler.
+    listen_database_url: str | None = None
     storage_dir: Path = field(default_factory=lambda: Path(DEFAULT_STORAGE_DIR).expanduser())
     deploy_dir: Path = field(default_factory=lambda: Path(DEFAULT_DEPLOY_DIR).expanduser())
     embedded_dir: Path = field(default_factory=lambda: Path(DEFAULT_EMBEDDED_DIR).expanduser())
@@ -57,6 +61,7 @@ class Settings:
     ocr_dpi: int = DEFAULT_OCR_DPI
     max_page_pixels: int = DEFAULT_MAX_PAGE_PIXELS
     max_pdf_bytes: int = DEFAULT_MAX_PDF_BYTES
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # this host's PDFs under STORAGE_DIR/.cache
     http_timeout: float = DEFAULT_HTTP_TIMEOUT
     download_deadline: float = 600.0  # one document, retries included: a slow drip ends
     allow_private_hosts: str = ""  # non-public addresses the fetcher may reach (clerk.network)
@@ -82,6 +87,7 @@ class Settings:
     compilation_timeout: int = 1800
     deploy_timeout: int = 600
     max_jobs_per_worker: int = 500  # recycle a worker process to bound memory growth
+    job_connections: int = 2  # a queue's job processes share this many connections
     shutdown_grace: float = 30.0
     retry_backoff: float = 10.0  # seconds before a pipeline job's second attempt (doubling)
     lease_seconds: float = 30.0  # a dead worker's jobs come back after this
@@ -171,6 +177,7 @@ RULES: dict[str, Rule] = {
     "ocr_dpi": _at_least(0, strict=True),
     "max_page_pixels": _at_least(0, strict=True),
     "max_pdf_bytes": _at_least(0, strict=True),
+    "cache_max_bytes": _at_least(0),
     "http_timeout": _at_least(0, strict=True),
     "download_deadline": _at_least(0, strict=True),
     "source_history_days": _at_least(0),
@@ -179,6 +186,7 @@ RULES: dict[str, Rule] = {
     **{f"{queue}_workers": _at_least(0) for queue in QUEUES},
     **{f"{queue}_timeout": _at_least(0, strict=True) for queue in QUEUES},
     "max_jobs_per_worker": _at_least(1),
+    "job_connections": _at_least(1),
     "shutdown_grace": _at_least(0),
     "retry_backoff": _at_least(0),
     "lease_seconds": _at_least(0, strict=True),

@@ -189,6 +189,7 @@ class _Request:
     max_redirects: int
     session: requests.Session
     policy: AddressPolicy | None = None
+    known_sha256: str | None = None  # the version stored elsewhere (clerk's database)
 
 
 def _remaining(request: _Request, url: str) -> float:
@@ -304,7 +305,7 @@ def clean_text(text: str) -> str:
 
 def _attempt(request: _Request) -> DownloadResult:
     headers = {"User-Agent": USER_AGENT, "Accept": "application/pdf,*/*;q=0.5"}
-    have_file = request.dest.is_file()
+    have_file = request.dest.is_file() or request.known_sha256 is not None
     # Conditional headers only make sense when the file they describe is still there.
     if have_file and request.etag:
         headers["If-None-Match"] = request.etag
@@ -324,6 +325,8 @@ def _handle(request: _Request, response: requests.Response, have_file: bool) -> 
     if response.status_code == 304:
         if not have_file:
             raise FetchError(url, "304 Not Modified but there is no local copy")
+        if request.known_sha256 is not None:
+            return DownloadResult(False, etag, last_modified, request.known_sha256, None)
         return DownloadResult(
             False, etag, last_modified, sha256_file(request.dest), request.dest.stat().st_size
         )
@@ -332,7 +335,8 @@ def _handle(request: _Request, response: requests.Response, have_file: bool) -> 
     if response.status_code != 200:
         raise HttpStatusError(url, response.status_code, response.reason or "")
     temp, sha256, size = _stream_to_temp(request, response, url)
-    if have_file and sha256_file(request.dest) == sha256:
+    if request.known_sha256 == sha256 or (
+            request.known_sha256 is None and have_file and sha256_file(request.dest) == sha256):
         temp.unlink(missing_ok=True)
         return DownloadResult(False, etag, last_modified, sha256, size)
     os.replace(temp, request.dest)
@@ -362,6 +366,7 @@ def download(
     wait_max: float = 8.0,
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     policy: AddressPolicy | None = None,
+    known_sha256: str | None = None,
 ) -> DownloadResult:
     """Fetch `url` into `dest` if it changed, and say whether it did.
 
@@ -374,6 +379,10 @@ def download(
     Without a `session`, the download makes a guarded one (clerk.network): only public
     addresses, plus those `policy` allows. A caller's session is used as it is (clerk's
     pipeline passes a guarded one).
+
+    `known_sha256` is the version kept elsewhere (clerk stores documents in the database):
+    the conditional headers are sent without a local copy, and a 304 or the same bytes
+    is unchanged, with nothing written to `dest`.
     """
     check_scheme(url)
     if isinstance(timeout, tuple):
@@ -392,6 +401,7 @@ def download(
         max_redirects=max_redirects,
         session=session or guarded_session(policy),
         policy=policy,
+        known_sha256=known_sha256,
     )
     retrying = Retrying(
         retry=retry_if_exception(_is_transient),

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
+import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import requests
 
+from clerk import blobs
 from clerk import db as clerk_db
 from clerk.compile import DATABASE_FILE, compile_site
 from clerk.config import Settings
@@ -29,7 +31,7 @@ from clerk.deploy import deploy as deploy_database
 from clerk.extract import extract_site
 from clerk.fetch import FetchError, OriginAuth, download, redact_url
 from clerk.network import AddressPolicy, guarded_session
-from clerk.ocr import read_page, write_page_text
+from clerk.ocr import read_page
 from clerk.pdf import PdfError, pdf_info
 from clerk.sites import site_dir, validate_subdomain
 from clerk.sources import DocumentRef, SourceError, TransientSourceError, get_source
@@ -42,7 +44,6 @@ from clerk.storage import (
     meeting_slug,
     safe_meeting_name,
 )
-from clerk.triage import record_page_read
 from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
 from pgqueue.db import remember_secrets
 from pgqueue.errors import ConfigurationError
@@ -132,6 +133,11 @@ class Pipeline:
     @property
     def dsn(self) -> str:
         return self.queue.dsn
+
+    @property
+    def cache(self) -> blobs.BlobCache:
+        """This host's cache of documents (STORAGE_DIR/.cache, CACHE_MAX_BYTES)."""
+        return blobs.BlobCache(self.settings.storage_dir, self.settings.cache_max_bytes)
 
     def fetch_all(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         # Through the queue's pool: a fetch touches the database a few times per document.
@@ -278,7 +284,7 @@ class Pipeline:
         finally:
             session.close()
         self._record_refused(site, refused)
-        changed: list[tuple[Document, list[int]]] = []
+        changed: list[tuple[Document, list[int], str]] = []
         problems = 0
         budget = settings.max_pages_per_run  # pages this run may queue, whatever is listed
         deferred = 0
@@ -296,24 +302,26 @@ class Pipeline:
                 if outcome is None:
                     continue
                 # A page left out is missing its text, so the next run reads it.
-                document, numbers = outcome
+                document, numbers, sha256 = outcome
                 taken = numbers[:max(0, budget)]
                 budget -= len(taken)
                 deferred += len(numbers) - len(taken)
                 if taken:
-                    changed.append((document, taken))
+                    changed.append((document, taken, sha256))
         if deferred:
             log.warning("site %s: %s pages left for the next run: MAX_PAGES_PER_RUN=%s reached",
                         site, deferred, settings.max_pages_per_run,
                         extra={"action": "run_bounded", "site": site})
-        root = site_dir(settings.storage_dir, site)
         summary = ((f"{meetings_listed} meetings, " if meetings_listed is not None else "")
                    + f"{len(refs)} documents listed, {len(changed)} new or changed, "
-                   f"{sum(len(p) for _, p in changed)} pages to read, {problems} failed"
+                   f"{sum(len(p) for _, p, _ in changed)} pages to read, {problems} failed"
                    + (f", {len(refused)} links refused" if refused else "")
                    + (f", {deferred} pages left for the next run (MAX_PAGES_PER_RUN="
                       f"{settings.max_pages_per_run})" if deferred else ""))
-        if not changed and (root / DATABASE_FILE).exists() and not _unfinished(row):
+        # Compiled before (on whichever host compiles: the fetch host may have no meetings.db)
+        compiled = row.get("last_success_at") is not None or (
+            site_dir(settings.storage_dir, site) / DATABASE_FILE).exists()
+        if not changed and compiled and not _unfinished(row):
             self._record_fetch(site, run_key, f"nothing new: {summary}")
             log.info("site %s: nothing new (%s)", site, summary,
                      extra={"action": "nothing_new", "site": site})
@@ -321,53 +329,71 @@ class Pipeline:
         self._fan_out(site, run_key, changed, job.priority if job else 0, summary)
 
     def _fetch_document(self, site: str, ref: DocumentRef, meeting: str,
-                        session: requests.Session) -> tuple[Document, list[int]] | None:
-        """Download a document if it changed; return it with the pages to read, if any.
+                        session: requests.Session) -> tuple[Document, list[int], str] | None:
+        """Download a document if it changed and store it in the database; return it with
+        the pages to read, if any, and the version (sha256) they are read from.
 
-        An unchanged document still has pages to read when some of its page texts are
-        missing: a fetch that failed between the download and the fan-out (the next fetch
-        finds the file unchanged), or a page that failed for good in an earlier run.
+        The conditional GET needs no local copy: the version stored in the database is
+        the one compared with. A changed document's bytes, its row and the removal of the
+        pages read from its old version commit in one transaction. An unchanged document
+        still has pages to read when some of its page texts are missing from the database:
+        a fetch that failed between the download and the fan-out, or a page that failed for
+        good in an earlier run. A download that fails keeps the stored version: nothing is
+        lost, and the error is recorded on the document's row.
         """
         settings = self.settings
         document = Document(site, ref.kind, meeting, ref.date)
         key = {"site": site, "kind": document.kind, "meeting": document.meeting,
                "date": document.date}
         previous = self.fetch_one("get_document", key)
-        pdf = document.pdf_path(settings.storage_dir)
-        have_file = pdf.exists() and previous is not None and previous["pages"]
+        known = previous["sha256"] if previous is not None and previous["pages"] else None
+        if known is not None:
+            with self.queue.session(atomic=False) as conn:
+                known = known if blobs.blob_exists(conn, known) else None
         record = {**key, "url": redact_url(ref.url), "etag": None, "last_modified": None, "sha256": None,
                   "pages": None, "error": None}
+        incoming = self.cache.dir / "incoming" / f"{uuid.uuid4().hex}.pdf"
+        incoming.parent.mkdir(parents=True, exist_ok=True)
         try:
-            result = download(ref.url, pdf,
-                              etag=previous["etag"] if have_file else None,
-                              last_modified=previous["last_modified"] if have_file else None,
-                              max_bytes=settings.max_pdf_bytes, timeout=settings.http_timeout,
-                              deadline=settings.download_deadline, session=session,
-                              policy=self.network)
-            record.update(etag=result.etag, last_modified=result.last_modified,
-                          sha256=result.sha256 or (previous or {}).get("sha256"))
-            # Unchanged means the bytes on disk are those the pages were read from: a crash
-            # between the download's rename and this record would otherwise keep stale pages.
-            if not result.changed and have_file and result.sha256 == previous["sha256"]:
-                record.update(pages=previous["pages"], error=previous["error"])
+            try:
+                result = download(ref.url, incoming,
+                                  etag=previous["etag"] if known else None,
+                                  last_modified=previous["last_modified"] if known else None,
+                                  max_bytes=settings.max_pdf_bytes, timeout=settings.http_timeout,
+                                  deadline=settings.download_deadline, session=session,
+                                  policy=self.network, known_sha256=known)
+                record.update(etag=result.etag, last_modified=result.last_modified,
+                              sha256=result.sha256)
+                if not result.changed and known is not None and previous is not None:
+                    record.update(pages=previous["pages"], error=previous["error"])
+                    self._save_document(record)
+                    self._check_pages(previous["pages"])
+                    with self.queue.session(atomic=False) as conn:
+                        have = blobs.pages_with_text(conn, document)
+                    missing = [page for page in range(1, previous["pages"] + 1)
+                               if page not in have]
+                    return (document, missing, known) if missing else None
+                info = pdf_info(incoming)
+                record["pages"] = info.pages
+                if info.warnings:
+                    record["error"] = f"read with warnings: {info.warnings[0]}"
+                self._check_pages(info.pages)
+            except (FetchError, PdfError, TooManyPages) as error:
+                # The stored version stays this document's (so it is not collected).
+                record.update(error=f"{type(error).__name__}: {error}", pages=None,
+                              sha256=(previous or {}).get("sha256"))
                 self._save_document(record)
-                self._check_pages(previous["pages"])
-                missing = [page for page in range(1, previous["pages"] + 1)
-                           if not document.page_text_path(settings.storage_dir, page).exists()]
-                return (document, missing) if missing else None
-            info = pdf_info(pdf)
-            record["pages"] = info.pages
-            if info.warnings:
-                record["error"] = f"read with warnings: {info.warnings[0]}"
-            self._check_pages(info.pages)
-        except (FetchError, PdfError, TooManyPages) as error:
-            record["error"] = f"{type(error).__name__}: {error}"
-            self._save_document(record)
-            raise
-        self._save_document(record)
-        # The document changed: its old page texts go, so no stale page survives.
-        shutil.rmtree(document.text_dir(settings.storage_dir), ignore_errors=True)
-        return document, list(range(1, info.pages + 1))
+                raise
+            sha256 = str(result.sha256)
+            with self.queue.session() as conn:
+                blobs.store_file(conn, incoming, sha256=sha256, max_bytes=settings.max_pdf_bytes)
+                clerk_db.execute(conn, "save_document", record)
+                # The document changed: the pages read from its old version go.
+                blobs.clear_page_texts(conn, document)
+            self.cache.adopt(incoming, sha256)
+        finally:
+            incoming.unlink(missing_ok=True)
+        return document, list(range(1, info.pages + 1)), sha256
 
     def _check_pages(self, pages: int) -> None:
         """Refuse a document longer than MAX_PAGES_PER_DOCUMENT (a 5,000-page blank PDF
@@ -401,7 +427,7 @@ class Pipeline:
         with self.queue.session() as own:
             clerk_db.execute(own, "site_fetched", params)
 
-    def _fan_out(self, site: str, run_key: str, changed: list[tuple[Document, list[int]]],
+    def _fan_out(self, site: str, run_key: str, changed: list[tuple[Document, list[int], str]],
                  priority: int, summary: str) -> None:
         """One group of page jobs and the follow-ups, in one transaction."""
         compile_fast = self.compile_task.spec(site=site, entities=False, run=run_key)
@@ -409,8 +435,8 @@ class Pipeline:
             self.compile_task.spec(site=site, entities=True, run=run_key).then(
                 self.deploy_task.spec(site=site)))
         pages = [{"site": site, "kind": doc.kind, "meeting": doc.meeting, "date": doc.date,
-                  "page": page}
-                 for doc, numbers in changed for page in numbers]
+                  "page": page, "sha256": sha256}
+                 for doc, numbers, sha256 in changed for page in numbers]
         with self.queue.session() as conn:
             try:
                 with self.queue.group(run_key, tag=site, priority=priority, conn=conn,
@@ -423,25 +449,54 @@ class Pipeline:
             self._record_fetch(site, run_key, summary, conn)
         log.info("site %s: %s", site, summary, extra={"action": "fanned_out", "site": site})
 
-    def ocr_page(self, site: str, kind: str, meeting: str, date: str, page: int) -> None:
+    def ocr_page(self, site: str, kind: str, meeting: str, date: str, page: int,
+                 sha256: str | None = None) -> None:
+        """Read one page of the document version `sha256` (its current one if not given):
+        from this host's cache, streamed in from the database when the host lacks it, and
+        store its text and how it was read. A page of a version that has since changed
+        writes nothing (the run that stored the new version reads its pages)."""
         settings = self.settings
         try:
             document = Document(site, kind, meeting, date)  # type: ignore[arg-type]
-            pdf = document.pdf_path(settings.storage_dir)
-            text = read_page(pdf, page, settings)
-        except (PdfError, StorageError) as error:
+        except StorageError as error:
             raise PermanentFailure(f"site {site}, {kind} {meeting} {date}, page {page}: "
                                    f"{error}") from error
-        write_page_text(document.page_text_path(settings.storage_dir, page), text.text)
-        with self.queue.session() as conn:  # how the page was read, for status (issue 17)
-            record_page_read(conn, document, page, text)
+        row = self.fetch_one("get_document", {"site": site, "kind": document.kind,
+                                              "meeting": document.meeting, "date": document.date})
+        current = row["sha256"] if row is not None else None
+        if current is None or (sha256 is not None and sha256 != current):
+            log.info("site %s: %s %s %s changed or went since page %s was queued: skipped",
+                     site, kind, meeting, date, page, extra={"action": "page_stale", "site": site})
+            return
+        loader = blobs.database_loader(lambda: self.queue.session(atomic=False), current)
+        try:
+            with self.cache.use(current, loader) as pdf:
+                started = time.monotonic()
+                text = read_page(pdf, page, settings)
+                seconds = time.monotonic() - started
+        except (PdfError, StorageError, blobs.BlobMissing) as error:
+            raise PermanentFailure(f"site {site}, {kind} {meeting} {date}, page {page}: "
+                                   f"{error}") from error
+        dpi = settings.ocr_dpi if text.decision not in ("", "text-layer") else None
+        with self.queue.session() as conn:  # the text and how it was read (issues 16, 17)
+            blobs.save_page_text(conn, document, page, text, sha256=current, dpi=dpi,
+                                 seconds=seconds)
+
+    def export(self, site: str, *, pdfs: bool = True) -> blobs.ExportResult:
+        """Write the site's `txt/` and `pdfs/` under this host's STORAGE_DIR from the
+        database (what compile and extraction then read, and Datasette users know)."""
+        with self.queue.session(atomic=False) as conn:
+            return blobs.export_site(conn, site, self.settings.storage_dir, self.cache,
+                                     pdfs=pdfs)
 
     def extract(self, site: str) -> None:
+        self.export(site, pdfs=False)
         stats = extract_site(site_dir(self.settings.storage_dir, site), self.settings)
         log.info("site %s: entities from %s pages (%s extracted, %s cached)", site, stats.pages,
                  stats.extracted, stats.cached, extra={"action": "extracted", "site": site})
 
     def compile(self, site: str, entities: bool, run: str | None = None) -> None:
+        self.export(site)
         root = site_dir(self.settings.storage_dir, site)
         urls = {f"{r['kind']}/{r['meeting']}/{r['date']}": r["url"]
                 for r in self.fetch_all("document_urls", {"site": site})}
@@ -553,7 +608,7 @@ def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:
         raise ConfigurationError(str(error)) from None
     dsn = dsn or resolve_dsn(settings)
     remember_secrets(dsn)  # masked in every message, even a parse error quoting a piece
-    queue = Queue(dsn, schema=settings.queue_schema)
+    queue = Queue(dsn, schema=settings.queue_schema, listen_dsn=settings.listen_database_url)
     pipeline = Pipeline(settings, queue, network)
     pipeline.fetch_task = queue.task(pipeline.fetch, name="clerk.fetch", queue="fetch",
                                      max_attempts=3, timeout=settings.fetch_timeout,

@@ -124,6 +124,22 @@ BEGIN
     RETURN n;
 END
 $$;
+CREATE TABLE clerk.blob_chunks (
+    sha256 text NOT NULL,
+    seq integer NOT NULL,
+    data bytea NOT NULL,
+    CONSTRAINT blob_chunks_seq_check CHECK ((seq >= 0))
+);
+ALTER TABLE ONLY clerk.blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE clerk.blobs (
+    sha256 text NOT NULL,
+    size bigint NOT NULL,
+    chunks integer NOT NULL,
+    stored_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT blobs_chunks_check CHECK ((chunks >= 0)),
+    CONSTRAINT blobs_sha256_check CHECK ((sha256 ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT blobs_size_check CHECK ((size >= 0))
+);
 CREATE TABLE clerk.documents (
     site text NOT NULL,
     kind text NOT NULL,
@@ -157,8 +173,12 @@ CREATE TABLE clerk.page_reads (
     engine text NOT NULL,
     chars integer NOT NULL,
     read_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT page_reads_decision_check CHECK ((decision = ANY (ARRAY['text-layer'::text, 'ocr'::text, 'compare'::text]))),
-    CONSTRAINT page_reads_method_check CHECK ((method = ANY (ARRAY['text-layer'::text, 'ocr'::text, 'blank'::text]))),
+    text text,
+    sha256 text,
+    dpi integer,
+    seconds real,
+    CONSTRAINT page_reads_decision_check CHECK ((decision = ANY (ARRAY['text-layer'::text, 'ocr'::text, 'compare'::text, 'imported'::text]))),
+    CONSTRAINT page_reads_method_check CHECK ((method = ANY (ARRAY['text-layer'::text, 'ocr'::text, 'blank'::text, 'imported'::text]))),
     CONSTRAINT page_reads_page_check CHECK ((page >= 1))
 );
 CREATE TABLE clerk.refused_links (
@@ -355,6 +375,49 @@ CREATE TABLE pgqueue.migrations (
     checksum text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
+CREATE TABLE pgqueue.periodic (
+    name text NOT NULL,
+    task text NOT NULL,
+    queue text NOT NULL,
+    args jsonb DEFAULT '{}'::jsonb NOT NULL,
+    priority smallint DEFAULT 0 NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    timeout_seconds integer,
+    tag text,
+    cron text,
+    every_seconds double precision,
+    missed text DEFAULT 'run_once'::text NOT NULL,
+    grace_seconds double precision DEFAULT 60 NOT NULL,
+    next_run_at timestamp with time zone NOT NULL,
+    last_slot timestamp with time zone,
+    last_job_id bigint,
+    enqueued bigint DEFAULT 0 NOT NULL,
+    skipped bigint DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT periodic_check CHECK (((cron IS NULL) <> (every_seconds IS NULL))),
+    CONSTRAINT periodic_every_seconds_check CHECK ((every_seconds >= (1)::double precision)),
+    CONSTRAINT periodic_grace_seconds_check CHECK ((grace_seconds >= (0)::double precision)),
+    CONSTRAINT periodic_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT periodic_missed_check CHECK ((missed = ANY (ARRAY['run_once'::text, 'skip'::text]))),
+    CONSTRAINT periodic_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200)))
+);
+CREATE VIEW pgqueue.periodic_schedules AS
+ SELECT p.name,
+    p.task,
+    p.queue,
+    p.tag,
+    COALESCE(p.cron, (('every '::text || p.every_seconds) || ' s'::text)) AS schedule,
+    p.missed,
+    p.next_run_at,
+    p.last_slot,
+    p.last_job_id,
+    p.enqueued,
+    p.skipped,
+    COALESCE((j.state)::text, (h.state)::text) AS last_job_state
+   FROM ((pgqueue.periodic p
+     LEFT JOIN pgqueue.jobs j ON ((j.id = p.last_job_id)))
+     LEFT JOIN pgqueue.job_history h ON (((h.id = p.last_job_id) AND (j.id IS NULL))));
 CREATE VIEW pgqueue.queue_depth AS
  SELECT jobs.queue,
         CASE
@@ -424,6 +487,10 @@ ALTER SEQUENCE pgqueue.workers_id_seq OWNED BY pgqueue.workers.id;
 ALTER TABLE ONLY pgqueue.groups ALTER COLUMN id SET DEFAULT nextval('pgqueue.groups_id_seq'::regclass);
 ALTER TABLE ONLY pgqueue.jobs ALTER COLUMN id SET DEFAULT nextval('pgqueue.jobs_id_seq'::regclass);
 ALTER TABLE ONLY pgqueue.workers ALTER COLUMN id SET DEFAULT nextval('pgqueue.workers_id_seq'::regclass);
+ALTER TABLE ONLY clerk.blob_chunks
+    ADD CONSTRAINT blob_chunks_pkey PRIMARY KEY (sha256, seq);
+ALTER TABLE ONLY clerk.blobs
+    ADD CONSTRAINT blobs_pkey PRIMARY KEY (sha256);
 ALTER TABLE ONLY clerk.documents
     ADD CONSTRAINT documents_pkey PRIMARY KEY (site, kind, meeting, date);
 ALTER TABLE ONLY clerk.migrations
@@ -444,8 +511,11 @@ ALTER TABLE ONLY pgqueue.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY pgqueue.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (component, version);
+ALTER TABLE ONLY pgqueue.periodic
+    ADD CONSTRAINT periodic_pkey PRIMARY KEY (name);
 ALTER TABLE ONLY pgqueue.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+CREATE INDEX documents_sha256 ON clerk.documents USING btree (sha256);
 CREATE INDEX groups_completed ON pgqueue.groups USING btree (completed_at) WHERE (completed_at IS NOT NULL);
 CREATE INDEX groups_tag ON pgqueue.groups USING btree (tag, created_at DESC);
 CREATE INDEX job_history_failed ON pgqueue.job_history USING btree (queue, finished_at DESC) WHERE (state = 'failed'::pgqueue.job_state);
@@ -457,6 +527,7 @@ CREATE UNIQUE INDEX jobs_dedupe ON pgqueue.jobs USING btree (dedupe_key) WHERE (
 CREATE INDEX jobs_group ON pgqueue.jobs USING btree (group_id) WHERE (group_id IS NOT NULL);
 CREATE INDEX jobs_lease ON pgqueue.jobs USING btree (lease_until) WHERE (state = 'running'::pgqueue.job_state);
 CREATE INDEX jobs_tag ON pgqueue.jobs USING btree (tag) WHERE (tag IS NOT NULL);
+CREATE INDEX periodic_next ON pgqueue.periodic USING btree (next_run_at);
 CREATE OR REPLACE VIEW pgqueue.active_workers AS
  SELECT w.id,
     w.host,
@@ -474,6 +545,8 @@ CREATE OR REPLACE VIEW pgqueue.active_workers AS
   GROUP BY w.id;
 CREATE TRIGGER groups_fire AFTER UPDATE OF completed_at ON pgqueue.groups FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION pgqueue.fire_group();
 CREATE TRIGGER job_history_chain AFTER INSERT ON pgqueue.job_history FOR EACH ROW WHEN (((new.state = 'succeeded'::pgqueue.job_state) AND (new.on_success IS NOT NULL))) EXECUTE FUNCTION pgqueue.fire_chain();
+ALTER TABLE ONLY clerk.blob_chunks
+    ADD CONSTRAINT blob_chunks_sha256_fkey FOREIGN KEY (sha256) REFERENCES clerk.blobs(sha256) ON DELETE CASCADE;
 ALTER TABLE ONLY clerk.documents
     ADD CONSTRAINT documents_site_fkey FOREIGN KEY (site) REFERENCES clerk.sites(subdomain) ON DELETE CASCADE;
 ALTER TABLE ONLY clerk.page_reads

@@ -295,10 +295,11 @@ def test_every_named_statement_parses(db_url: str) -> None:
     from pgqueue.sql import Statements, sql_root
     statements = Statements("pgqueue")
     clerk = Statements("clerk", sql_root() / "clerk" / "queries.sql")
+    stored = Statements("clerk", sql_root() / "clerk" / "blobs.sql")  # issue 16
     names = parse_named((sql_root() / "pgqueue" / "queries.sql").read_text())
     assert set(names) == set(statements.names())
     with psycopg.connect(db_url) as conn:
-        for source in (statements, clerk):
+        for source in (statements, clerk, stored):
             for name in source.names():
                 text = getattr(source, name).as_string(conn)
                 if text.startswith("COPY"):

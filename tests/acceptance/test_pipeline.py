@@ -17,6 +17,7 @@ import pytest
 from clerk.compile import DATABASE_FILE
 from clerk.pipeline import Pipeline
 from pgqueue import PermanentFailure
+from pgqueue.db import connect
 from tests.acceptance.conftest import (
     CLERK_BIN,
     CitySite,
@@ -243,7 +244,10 @@ def test_fetch_that_dies_before_fan_out_loses_no_pages(
     assert len(pages(database, "agendas")) == 2
     assert search(database, "agendas", "egret")
 
-    # A page text lost on disk is read again, alone.
+    # A page text lost in the database (where page texts live, issue 16) is read again,
+    # alone, and the copy on disk is rewritten from the database.
+    with connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM clerk.page_reads WHERE site = 'springfield' AND page = 2")
     (tmp_path / "storage" / "springfield" / "txt" / "_agendas" / "City Council" / "2024-04-02"
      / "2.txt").unlink()
     cli("enqueue", "springfield")
