@@ -243,6 +243,18 @@ def site_storage(conn: Any, site: str) -> dict[str, int]:
     return {key: int(value) for key, value in dict(row).items()}
 
 
+def site_storage_of(pipeline: Any, site: str) -> dict[str, int]:
+    """`site_storage` through a clerk Pipeline's pooled connections (for `clerk status`)."""
+    with pipeline.queue.session(atomic=False) as conn:
+        return site_storage(conn, site)
+
+
+def storage_line(storage: dict[str, int]) -> str:
+    """`clerk status --subdomain`'s line for what the site holds in the database."""
+    return (f"storage: {storage['documents']} documents, {human_bytes(storage['pdf_bytes'])} "
+            f"of PDFs, {storage['pages']} page texts ({human_bytes(storage['text_bytes'])})")
+
+
 def human_bytes(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -392,6 +404,67 @@ def database_loader(connection: Callable[[], contextlib.AbstractContextManager[A
         with connection() as conn:
             return read_blob(conn, sha256, out)
     return load
+
+
+# -- an existing installation's STORAGE_DIR, loaded into the database ---------------------
+
+@dataclass
+class ImportResult:
+    documents: int = 0  # PDFs stored (or found stored already)
+    bytes: int = 0
+    pages: int = 0  # page texts loaded
+    skipped: list[str] | None = None  # why a document was not loaded
+
+    def line(self, site: str) -> str:
+        skipped = self.skipped or []
+        return (f"{site}: {self.documents} documents ({human_bytes(self.bytes)}), "
+                f"{self.pages} page texts loaded"
+                + (f", {len(skipped)} skipped" if skipped else ""))
+
+
+def import_site(connection: Callable[[], contextlib.AbstractContextManager[Any]], site: str,
+                storage_dir: Path, *, max_bytes: int) -> ImportResult:
+    """Load what an installation from before issue 16 keeps on disk: each document's PDF
+    when it is the version the database records (its sha256), and the page texts read
+    from it that the database lacks. A PDF that differs from the record is skipped (the
+    site's next run fetches it), and its page texts with it. One transaction per
+    document, so an interrupted import is resumed by running it again."""
+    from clerk.storage import Document
+    from clerk.triage import alnum_count
+
+    result = ImportResult(skipped=[])
+    assert result.skipped is not None
+    with connection() as conn:
+        documents = _run(conn, "site_documents", {"site": site}).fetchall()
+    for row in documents:
+        document = Document(site, row["kind"], row["meeting"], row["date"])
+        name = f"{row['kind']} {row['meeting']} {row['date']}"
+        pdf = document.pdf_path(storage_dir)
+        if not row["sha256"] or not pdf.is_file():
+            result.skipped.append(f"{name}: no PDF on disk")
+            continue
+        if sha256_file(pdf) != row["sha256"]:
+            result.skipped.append(f"{name}: the PDF on disk is not the version recorded")
+            continue
+        try:
+            with connection() as conn, conn.transaction():
+                stored = store_file(conn, pdf, sha256=row["sha256"], max_bytes=max_bytes)
+                for page in range(1, int(row["pages"] or 0) + 1):
+                    path = document.page_text_path(storage_dir, page)
+                    if not path.is_file():
+                        continue
+                    text = path.read_text(encoding="utf-8", errors="replace").replace("\x00", "")
+                    if _run(conn, "import_page_text", {
+                            "site": site, "kind": document.kind, "meeting": document.meeting,
+                            "date": document.date, "page": page, "chars": alnum_count(text),
+                            "text": text}).fetchone() is not None:
+                        result.pages += 1
+        except BlobError as error:
+            result.skipped.append(f"{name}: {error}")
+            continue
+        result.documents += 1
+        result.bytes += stored.size
+    return result
 
 
 # -- the on-disk layout, written from the database -----------------------------------------

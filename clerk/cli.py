@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import click
 import psycopg
 
+from clerk import blobs
 from clerk import db as clerk_db
 from clerk.config import QUEUES, ConfigError, Settings, load_settings
 from clerk.logs import configure as configure_logging
@@ -190,6 +191,40 @@ def db_stop_embedded(obj: Context) -> None:
                else f"no embedded PostgreSQL is running in {directory}")
 
 
+# -- storage (issue 16) -----------------------------------------------------------------
+
+@main.group("storage")
+def storage_group() -> None:
+    """Documents and page texts in the database."""
+
+
+@storage_group.command("import")
+@click.argument("subdomains", nargs=-1)
+@pass_context
+def storage_import(obj: Context, subdomains: tuple[str, ...]) -> None:
+    """Load the PDFs and page texts an existing STORAGE_DIR holds into the database (every
+    site, or the ones named); safe to run again."""
+    pipeline = obj.pipeline()
+    names = ([_subdomain(name) for name in subdomains] if subdomains
+             else [row["subdomain"] for row in pipeline.fetch_all("list_sites")])
+    for name in names:
+        if pipeline.fetch_one("get_site", {"subdomain": name}) is None:
+            raise click.ClickException(f"no site {name!r}: `clerk site list` shows the sites")
+    for name in names:
+        result = blobs.import_site(lambda: pipeline.queue.session(atomic=False), name,
+                                   obj.settings.storage_dir, max_bytes=obj.settings.max_pdf_bytes)
+        click.echo(result.line(name))
+        for reason in result.skipped or []:
+            click.echo(f"  skipped {printable(reason)}")
+
+
+def _collect_garbage(pipeline: Pipeline) -> str:
+    """Delete the documents no site refers to any more (clerk.blobs' rule); a phrase."""
+    with pipeline.queue.session() as conn:
+        count, size = blobs.collect_garbage(conn)
+    return f"{count} stored {'document' if count == 1 else 'documents'} ({blobs.human_bytes(size)}) deleted"
+
+
 # -- sites ------------------------------------------------------------------------------
 
 @main.group("site")
@@ -314,7 +349,8 @@ def _fetch_failure(pipeline: Pipeline, site: dict[str, Any]) -> dict[str, str] |
 @click.argument("subdomain")
 @pass_context
 def site_remove(obj: Context, subdomain: str) -> None:
-    """Remove a site from the database and cancel its run (its files on disk stay)."""
+    """Remove a site from the database and cancel its run: its documents and page texts
+    in the database go (files under STORAGE_DIR stay)."""
     subdomain = _subdomain(subdomain)
     pipeline = obj.pipeline()
     if pipeline.fetch_one("get_site", {"subdomain": subdomain}) is None:
@@ -323,10 +359,12 @@ def site_remove(obj: Context, subdomain: str) -> None:
     # status would show it as active while `status --subdomain` says "no site".
     stopped = pipeline.queue.cancel(tag=subdomain)
     clerk_db.fetch_all(pipeline.dsn, "remove_site", {"subdomain": subdomain})
+    collected = _collect_garbage(pipeline)  # its documents go from the database (issue 16)
     run = (f"; {stopped.cancelled} queued {_jobs(stopped.cancelled)} cancelled, "
            f"{stopped.signalled} running told to stop"
            if stopped.cancelled or stopped.signalled else "")
-    click.echo(f"removed site {subdomain}{run} (files under STORAGE_DIR are kept)")
+    click.echo(f"removed site {subdomain}{run}; {collected} (files under STORAGE_DIR are "
+               "kept)")
 
 
 def _jobs(count: int) -> str:
@@ -435,7 +473,11 @@ def status(obj: Context, subdomain: str | None, as_json: bool) -> None:
     if as_json:
         _emit_json(data)
         return
-    click.echo(f"database: {data['database']}\n")
+    click.echo(f"database: {data['database']}")
+    held = data["connections"]
+    click.echo(f"connections: {sum(held['held'].values())} in use of "
+               f"{held['max_connections'] - held['reserved']} allowed ("
+               + ", ".join(f"{printable(role)} {n}" for role, n in held["held"].items()) + ")\n")
     click.echo(f"{'queue':<13}" + "".join(f"{s:>11}" for s in
                                           ("queued", "scheduled", "running", "succeeded", "failed",
                                            "cancelled", "workers")))
@@ -498,6 +540,8 @@ def _print_site(data: dict[str, Any]) -> None:
     for link in data["refused_links"]:
         click.echo(f"  refused link: {printable(link['url'])}: "
                    f"{about_url(link['error'], link['url'])}")
+    if data.get("storage"):  # what the site holds in the database (issue 16)
+        click.echo(f"  {blobs.storage_line(data['storage'])}")
     for line in page_read_lines(data.get("page_reads") or {"counts": []}):  # issue 17
         click.echo(f"  {printable(line)}")
 
@@ -516,7 +560,8 @@ def purge(obj: Context, subdomain: str) -> None:
                                    "`clerk site list` shows the sites")
     result = pipeline.queue.cancel(tag=subdomain)
     click.echo(f"{subdomain}: {result.cancelled} queued jobs cancelled, {result.signalled} "
-               f"running jobs told to stop, {result.groups} runs cancelled")
+               f"running jobs told to stop, {result.groups} runs cancelled; "
+               f"{_collect_garbage(pipeline)}")
 
 
 @main.command("purge-queue")
@@ -570,9 +615,12 @@ def failed(obj: Context, queue_name: str | None, subdomain: str | None, retry: b
 @main.command("prune")
 @pass_context
 def prune(obj: Context) -> None:
-    """Delete finished jobs past their retention (successes 1 day, failures 7 days)."""
-    result = obj.pipeline().queue.prune()
+    """Delete finished jobs past their retention (successes 1 day, failures 7 days), and
+    the stored documents no site refers to any more."""
+    pipeline = obj.pipeline()
+    result = pipeline.queue.prune()
     click.echo("another machine is pruning" if result is None else json.dumps(result))
+    click.echo(_collect_garbage(pipeline))
 
 
 # -- workers ----------------------------------------------------------------------------

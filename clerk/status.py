@@ -15,6 +15,7 @@ from typing import Any, LiteralString, cast
 
 from psycopg import sql
 
+from clerk.blobs import site_storage_of
 from clerk.config import QUEUES
 from clerk.db import CLERK_SCHEMA
 from clerk.output import error_line, printable
@@ -254,10 +255,11 @@ def overview(pipeline: Pipeline) -> dict[str, Any]:
     per_queue = {name: 0 for name in QUEUES}
     for worker in found:
         for name in worker["queues"]:
-            per_queue[name] = per_queue.get(name, 0) + 1
+            per_queue[name] = per_queue.get(name, 0) + worker["concurrency"]  # slots
     database = describe_embedded(pipeline.dsn) or mask_url(pipeline.dsn)  # no fake password
     return {"database": database, "queues": queue_table(pipeline),
-            "workers": found, "workers_per_queue": per_queue, "sites": active_sites(pipeline)}
+            "workers": found, "workers_per_queue": per_queue, "sites": active_sites(pipeline),
+            "connections": pipeline.queue.connections()}  # the server's, by role (issue 21)
 
 
 def site_status(pipeline: Pipeline, site: str) -> dict[str, Any]:
@@ -290,6 +292,7 @@ def with_failures(pipeline: Pipeline, run: dict[str, Any]) -> dict[str, Any]:
         "document_errors": [{**d, "date": str(d["date"])} for d in documents],
         "refused_links": [{"url": r["url"], "error": r["reason"]} for r in refused],
         "page_reads": site_page_reads(pipeline, site),  # how each page was read (issue 17)
+        "storage": site_storage_of(pipeline, site),  # what it holds in the database (issue 16)
     }
 
 

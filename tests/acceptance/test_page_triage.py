@@ -108,12 +108,13 @@ def test_a_page_that_crashes_the_engine_fails_alone(
 def test_a_page_whose_document_is_gone_is_read_without_a_record(
         pipeline: Pipeline, tmp_path: Path) -> None:
     """An OCR job whose document row is gone (its site removed mid-run) still succeeds; the
-    page's read is not recorded against a document that does not exist."""
+    page's read is not recorded against a document that does not exist, and a PDF left on
+    this host's disk is not read (the database is the truth, issue 16)."""
     pipeline.migrate()
     document = Document("seabright", "agenda", "Harbor Commission", "2024-03-05")
     pdf = document.pdf_path(pipeline.settings.storage_dir)
     pdf.parent.mkdir(parents=True)
     make_page("born_digital", pdf)
     pipeline.ocr_page(document.site, document.kind, document.meeting, document.date, 1)
-    assert document.page_text_path(pipeline.settings.storage_dir, 1).exists()
+    assert not document.page_text_path(pipeline.settings.storage_dir, 1).exists()
     assert pipeline.fetch_all("document_urls", {"site": "seabright"}) == []
