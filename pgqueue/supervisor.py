@@ -253,6 +253,14 @@ class Supervisor:
             self._pending = dict(pools)
         self._pipe.post(_WAKE)
 
+    def restart(self, pool: str) -> None:
+        """Replace the pool's running children: each is asked to stop warm (SIGTERM: its
+        jobs finish) and a new one starts as soon as it exits, as after a recycle (a
+        reload whose new settings a child reads when it starts). Safe from any thread."""
+        with self._lock:
+            for slot in self._slots.get(pool, []):
+                self._terminate(slot)
+
     def status(self) -> dict[str, Any]:
         """A JSON-ready picture of every pool and slot, crash loops included."""
         now = time.monotonic()

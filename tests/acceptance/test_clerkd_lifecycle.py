@@ -29,6 +29,13 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 90.0) 
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def ocr_slots(db_url: str) -> list[int]:
+    """The slots of each active OCR worker."""
+    with psycopg.connect(db_url) as conn:
+        return [n for (n,) in conn.execute(
+            "SELECT concurrency FROM pgqueue.active_workers WHERE 'ocr' = ANY (queues)")]
+
+
 def worker_queues(db_url: str) -> list[str]:
     """The queue of every worker registered in the database, sorted."""
     with psycopg.connect(db_url) as conn:
@@ -101,10 +108,11 @@ def test_a_sigkilled_clerkd_leaves_no_worker_running(env: dict[str, str], db_url
              "COMPILATION_WORKERS": "0", "DEPLOY_WORKERS": "0"}
     log = tmp_path / "clerkd.log"
     clerkd = start_clerkd({**env, **pools}, started, log)
-    wait_for(lambda: worker_queues(db_url) == ["fetch", "ocr", "ocr"],
-             "three workers registered", timeout=120)
+    # One worker process per queue (the OCR one with two slots: issue 21).
+    wait_for(lambda: worker_queues(db_url) == ["fetch", "ocr"],
+             "two workers registered", timeout=120)
     workers = children(clerkd.pid)
-    assert len(workers) == 3, (workers, log.read_text())
+    assert len(workers) == 2, (workers, log.read_text())
 
     os.kill(clerkd.pid, signal.SIGKILL)  # no cleanup runs in clerkd: the kernel must act
     clerkd.wait(10)
@@ -151,7 +159,8 @@ def test_sighup_rereads_the_named_env_file(env: dict[str, str], db_url: str, tmp
 
     settings.write_text(settings.read_text().replace("OCR_WORKERS=1", "OCR_WORKERS=2"))
     clerkd.send_signal(signal.SIGHUP)
-    wait_for(lambda: worker_queues(db_url) == ["ocr", "ocr"], "a second ocr worker after SIGHUP",
+    # One worker process per queue, with the new number of slots (issue 21).
+    wait_for(lambda: ocr_slots(db_url) == [2], "an ocr worker of two slots after SIGHUP",
              timeout=120)
     clerkd.send_signal(signal.SIGTERM)
     assert clerkd.wait(90) == 0, log.read_text()
