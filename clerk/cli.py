@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import re
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import click
@@ -20,7 +22,26 @@ from clerk.logs import configure as configure_logging
 from clerk.output import about_url, error_line, printable
 from clerk.pipeline import PRIORITIES, Pipeline, SiteNotFound, build_pipeline
 from clerk.progress import Waiter, outcome_problem, wait_for_runs
-from clerk.sites import InvalidSubdomain, validate_subdomain
+from clerk.sites import (
+    REFRESH_DEFAULT,
+    InvalidRefresh,
+    InvalidSubdomain,
+    SiteFileError,
+    enqueue_sites,
+    export_records,
+    file_format,
+    import_sites,
+    next_refresh,
+    parse_since,
+    read_site_records,
+    refresh_schedule_name,
+    refresh_summary,
+    site_names,
+    sync_refresh,
+    validate_refresh,
+    validate_subdomain,
+    write_site_records,
+)
 from clerk.sources import SOURCES
 from clerk.status import (
     MARKS,
@@ -272,9 +293,13 @@ def _client_url(kind: str | None, client: str, url: str | None) -> str:
 @click.option("--token", default=None,
               help="For --kind legistar: the API token the client requires (stored apart "
                    "from the URL, never shown).")
+@click.option("--refresh", default=None,
+              help="Re-run the site on a schedule: daily, weekly (both staggered), off, a cron "
+                   "expression (UTC; 6 fields for seconds), or default (the REFRESH setting).")
 @pass_context
 def site_add(obj: Context, subdomain: str, url: str | None, name: str | None,
-             kind: str | None, client: str | None, token: str | None) -> None:
+             kind: str | None, client: str | None, token: str | None,
+             refresh: str | None) -> None:
     """Add a site, or update it: on an existing site only the options given change.
 
     \b
@@ -282,8 +307,14 @@ def site_add(obj: Context, subdomain: str, url: str | None, name: str | None,
     clerk site add oakland --kind legistar --client oakland
     clerk site add nash-county.nc --kind civicplus --client nc-nashcounty
     clerk site add paloalto --kind primegov --client cityofpaloalto
+    clerk site add pleasanton --refresh daily
     """
     subdomain = _subdomain(subdomain)
+    if refresh is not None:
+        try:
+            refresh = validate_refresh(refresh, allow_default=True)
+        except InvalidRefresh as error:
+            raise click.ClickException(f"--refresh: {error}") from None
     if url is not None:
         url = _source_url(url)
     if client is not None:
@@ -296,7 +327,74 @@ def site_add(obj: Context, subdomain: str, url: str | None, name: str | None,
         "subdomain": subdomain, "name": name or current.get("name") or subdomain,
         "source_url": url or current["source_url"], "token": token or None,
         "source_kind": kind or current.get("source_kind") or "index"})
-    click.echo(f"{'added' if row and row[0]['created'] else 'updated'} site {subdomain}")
+    if refresh is not None:
+        pipeline.fetch_all("set_site_refresh", {
+            "subdomain": subdomain, "refresh": None if refresh == REFRESH_DEFAULT else refresh})
+    sync_refresh(pipeline, [subdomain])
+    click.echo(f"{'added' if row and row[0]['created'] else 'updated'} site {subdomain}"
+               + _refresh_note(pipeline, subdomain))
+
+
+def _refresh_note(pipeline: Pipeline, subdomain: str) -> str:
+    scheduled = next_refresh(pipeline, subdomain)
+    if scheduled is None:
+        return ""
+    return f" (refresh {scheduled['schedule']}, next {_when(scheduled['next_run_at'])})"
+
+
+def _text_file(path: str, mode: str) -> contextlib.AbstractContextManager[TextIO]:
+    """A file, or standard input/output for '-', as text (UTF-8; the csv module's newlines)."""
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin if mode == "r" else sys.stdout)
+    return open(path, mode, encoding="utf-8", newline="")
+
+
+@site_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="Default: by the file's suffix (.csv, .jsonl), else by its first line.")
+@pass_context
+def site_import(obj: Context, file: str, fmt: str | None) -> None:
+    """Add or update many sites from a CSV or JSON-lines file (- for standard input).
+
+    Fields: subdomain, and any of name, url (needed for a new site), kind, refresh
+    (off, daily, weekly, a cron, or default). A blank field keeps the stored value. Rows go
+    in one transaction per batch of 500; a bad row is reported with its line number and the
+    others go in. Importing the same file again changes nothing.
+    """
+    pipeline = obj.pipeline()
+    try:
+        with _text_file(file, "r") as stream:
+            lines = iter(stream)
+            first = next(lines, "")
+            report = import_sites(pipeline, read_site_records(
+                itertools.chain([first], lines), file_format(file, first, fmt)))
+    except SiteFileError as error:
+        raise click.ClickException(f"{file}: {error}") from None
+    except OSError as error:
+        raise click.ClickException(f"{file}: cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file}: is not UTF-8 text") from None
+    for number, problem in report.errors:
+        click.echo(f"{file}:{number}: {printable(problem)}", err=True)
+    click.echo(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+               f"{len(report.errors)} {'row' if len(report.errors) == 1 else 'rows'} refused")
+    if report.errors:
+        sys.exit(1)
+
+
+@site_group.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
+              show_default=True)
+@click.option("-o", "--output", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="A file to write (default: standard output).")
+@pass_context
+def site_export(obj: Context, fmt: str, output: str) -> None:
+    """Write every site in the format `site import` reads (no credentials)."""
+    pipeline = obj.pipeline()
+    records = export_records(pipeline)
+    with _text_file(output, "w") as out:
+        write_site_records(records, out, fmt)
 
 
 @site_group.command("list")
@@ -359,6 +457,7 @@ def site_remove(obj: Context, subdomain: str) -> None:
     # status would show it as active while `status --subdomain` says "no site".
     stopped = pipeline.queue.cancel(tag=subdomain)
     clerk_db.fetch_all(pipeline.dsn, "remove_site", {"subdomain": subdomain})
+    pipeline.queue.unschedule(refresh_schedule_name(subdomain))
     collected = _collect_garbage(pipeline)  # its documents go from the database (issue 16)
     run = (f"; {stopped.cancelled} queued {_jobs(stopped.cancelled)} cancelled, "
            f"{stopped.signalled} running told to stop"
@@ -387,13 +486,29 @@ def require_sites(pipeline: Pipeline, names: tuple[str, ...] | list[str]) -> lis
 
 
 @main.command("enqueue")
-@click.argument("subdomains", nargs=-1, required=True)
+@click.argument("subdomains", nargs=-1)
 @click.option("--priority", type=click.Choice(sorted(PRIORITIES)), default="normal",
               show_default=True, help="high: every job of the run overtakes the backlog.")
 @click.option("--wait", is_flag=True, help="Show progress until the runs are done.")
+@click.option("--all", "all_sites", is_flag=True, help="Every site.")
+@click.option("--stale", "stale", default=None, metavar="SINCE",
+              help="Every site not refreshed (no successful run) since SINCE: a date "
+                   "(2026-11-01), a date and time, or a duration (12h, 7d, 2w).")
 @pass_context
-def enqueue(obj: Context, subdomains: tuple[str, ...], priority: str, wait: bool) -> None:
-    """Start a run of each site (or join the one in progress)."""
+def enqueue(obj: Context, subdomains: tuple[str, ...], priority: str, wait: bool,
+            all_sites: bool, stale: str | None) -> None:
+    """Start a run of each site (or join the one in progress).
+
+    \b
+    clerk enqueue pleasanton oakland
+    clerk enqueue --all
+    clerk enqueue --stale 7d
+    """
+    if all_sites or stale is not None:
+        _enqueue_many(obj, subdomains, priority, wait, stale)
+        return
+    if not subdomains:
+        raise click.ClickException("name the sites to enqueue, or use --all or --stale SINCE")
     pipeline = obj.pipeline()
     require_sites(pipeline, subdomains)
     sites = [_subdomain(s) for s in subdomains]
@@ -409,6 +524,28 @@ def enqueue(obj: Context, subdomains: tuple[str, ...], priority: str, wait: bool
         else:
             click.echo(f"{site}: enqueued (job {result['job_id']}, priority {priority})")
     if wait:
+        _wait_for(pipeline, sites)
+
+
+def _enqueue_many(obj: Context, subdomains: tuple[str, ...], priority: str, wait: bool,
+                  stale: str | None) -> None:
+    """--all and --stale: the sites chosen in the database, enqueued in batches."""
+    if subdomains:
+        raise click.ClickException("give site names, or --all / --stale, not both")
+    pipeline = obj.pipeline()
+    since = None
+    if stale is not None:
+        try:
+            since = parse_since(stale, datetime.now(UTC))
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+    sites = site_names(pipeline, stale_before=since)
+    result = enqueue_sites(pipeline, sites, PRIORITIES[priority])
+    chosen = plural(len(sites), "site") + (
+        f" not refreshed since {_when(since)}" if since is not None else "")
+    click.echo(f"{chosen}: {result['enqueued']} runs started (priority {priority}), "
+               f"{result['joined']} joined the run in progress")
+    if wait and sites:
         _wait_for(pipeline, sites)
 
 
@@ -467,13 +604,19 @@ def status(obj: Context, subdomain: str | None, as_json: bool) -> None:
             data = site_status(pipeline, _subdomain(subdomain))
         except LookupError as error:
             raise click.ClickException(str(error)) from None
+        data["next_refresh"] = next_refresh(pipeline, subdomain)  # its schedule, if any
         _emit_json(data) if as_json else _print_site(data)
         return
     data = overview(pipeline)
+    data["refresh"] = refresh_summary(pipeline)  # sites re-run on a schedule
     if as_json:
         _emit_json(data)
         return
     click.echo(f"database: {data['database']}")
+    if data["refresh"]["sites"]:
+        click.echo(f"refresh: {plural(data['refresh']['sites'], 'site')} on a schedule, next "
+                   f"{printable(data['refresh']['next_site'])} at "
+                   f"{_when(data['refresh']['next_run_at'])}")
     held = data["connections"]
     click.echo(f"connections: {sum(held['held'].values())} in use of "
                f"{held['max_connections'] - held['reserved']} allowed ("
@@ -515,6 +658,9 @@ def _print_site(data: dict[str, Any]) -> None:
         click.echo(f"  run started {data['started_at']}, updated {data['updated_at'] or '-'}")
     if data["last_result"]:
         click.echo(f"  this run's fetch: {printable(data['last_result'])}")
+    if data.get("next_refresh"):
+        click.echo(f"  next scheduled run: {_when(data['next_refresh']['next_run_at'])} "
+                   f"(refresh {printable(data['next_refresh']['schedule'])})")
     previous = data["previous_run"]
     if previous is not None:
         deployed = f", deployed {previous['deployed_at']}" if previous["deployed_at"] else ""

@@ -87,6 +87,7 @@ class Settings:
     compilation_timeout: int = 1800
     deploy_timeout: int = 600
     max_jobs_per_worker: int = 500  # recycle a worker process to bound memory growth
+    refresh: str = "off"  # a site's refresh unless it has its own: off, daily, weekly, cron
     job_connections: int = 2  # a queue's job processes share this many connections
     shutdown_grace: float = 30.0
     retry_backoff: float = 10.0  # seconds before a pipeline job's second attempt (doubling)
@@ -161,6 +162,15 @@ def _deployers() -> Mapping[str, object]:
     return DEPLOYERS
 
 
+def _refresh(value: object) -> object:
+    from clerk.sites import InvalidRefresh, validate_refresh
+    try:
+        return validate_refresh(str(value))
+    except InvalidRefresh:
+        raise ValueError("is not off, daily, weekly, nor a cron expression (5 fields, or 6 "
+                         "with seconds first; UTC)") from None
+
+
 def _schema(value: object) -> object:
     from pgqueue.errors import ConfigurationError
     from pgqueue.sql import validate_schema
@@ -186,6 +196,7 @@ RULES: dict[str, Rule] = {
     **{f"{queue}_workers": _at_least(0) for queue in QUEUES},
     **{f"{queue}_timeout": _at_least(0, strict=True) for queue in QUEUES},
     "max_jobs_per_worker": _at_least(1),
+    "refresh": _refresh,
     "job_connections": _at_least(1),
     "shutdown_grace": _at_least(0),
     "retry_backoff": _at_least(0),

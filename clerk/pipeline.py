@@ -33,7 +33,7 @@ from clerk.fetch import FetchError, OriginAuth, download, redact_url
 from clerk.network import AddressPolicy, guarded_session
 from clerk.ocr import read_page
 from clerk.pdf import PdfError, pdf_info
-from clerk.sites import site_dir, validate_subdomain
+from clerk.sites import register_refresh, site_dir, validate_subdomain
 from clerk.sources import DocumentRef, SourceError, TransientSourceError, get_source
 from clerk.sources.index import RejectedLink
 from clerk.storage import (
@@ -129,6 +129,7 @@ class Pipeline:
     extract_task: Task = field(init=False)
     compile_task: Task = field(init=False)
     deploy_task: Task = field(init=False)
+    refresh_task: Task = field(init=False)  # a site's scheduled run (clerk.sites)
 
     @property
     def dsn(self) -> str:
@@ -622,5 +623,6 @@ def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:
                                        max_attempts=3, timeout=settings.compilation_timeout)
     pipeline.deploy_task = queue.task(pipeline.deploy, name="clerk.deploy", queue="deploy",
                                       max_attempts=5, timeout=settings.deploy_timeout)
+    pipeline.refresh_task = register_refresh(pipeline)
     return pipeline
 

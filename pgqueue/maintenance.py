@@ -8,6 +8,10 @@ it, and another worker takes over within one interval. So that a leader cut off 
 network (its socket still open on the server) does not hold the lock for the kernel's
 two-hour keepalive, its session asks the server to probe the link every few seconds.
 
+The leader also enqueues the due slots of periodic jobs (`pgqueue.periodic`), waking for
+the soonest one rather than waiting out the interval; every worker first writes the
+schedules it declares (`@q.periodic`), so a schedule exists once any worker knowing it ran.
+
 The rescuer decides through `pgqueue.retry.decide`, the rule that also decides a failed
 attempt's fate, with the job's rescue count as an input: a job whose worker died too often
 (`MAX_RESCUES`) is a poison job and fails.
@@ -18,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -26,6 +30,7 @@ import psycopg
 from pgqueue.connections import MAINTENANCE
 from pgqueue.db import Outage, translate_errors
 from pgqueue.errors import DatabaseError, DatabaseUnavailable
+from pgqueue.periodic import Schedule, declare, enqueue_due, seconds_until_due
 from pgqueue.retry import MAX_RESCUES, Backoff, decide
 from pgqueue.store import Final, JobStore, lock_key
 
@@ -41,6 +46,9 @@ RESCUE_BATCH = 1000
 # A worker beats every lease/3 (10 s with the default 30 s lease): two minutes without a
 # beat is a dozen missed beats, not a slow one; its row is marked stopped.
 STALE_WORKER_SECONDS = 120
+# The shortest wait for a periodic slot: a due slot is enqueued at once, then the leader
+# sleeps until the next one (a slot is never enqueued before its time).
+PERIODIC_MIN_WAIT = 0.05
 # The server probes an idle leader's socket after 5 s, then every 2 s, 3 times: a leader
 # cut off by the network loses the lock within about 11 s.
 LEADER_KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
@@ -121,7 +129,8 @@ class Maintenance:
 
     def __init__(self, store: JobStore, backoff_for: BackoffFor, *, interval: float,
                  stop: threading.Event, outage: Outage,
-                 prune_every: float = PRUNE_EVERY_SECONDS) -> None:
+                 prune_every: float = PRUNE_EVERY_SECONDS,
+                 schedules: Sequence[Schedule] = ()) -> None:
         self.store = store
         self.backoff_for = backoff_for
         self.interval = interval
@@ -130,6 +139,8 @@ class Maintenance:
         self.prune_every = prune_every
         self.leader = threading.Event()  # set while this process holds the lock
         self._key = lock_key("maintenance", store.schema)
+        self.schedules = list(schedules)  # declared by this process's tasks (@q.periodic)
+        self._declared = not self.schedules
 
     def run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
@@ -137,11 +148,15 @@ class Maintenance:
         next_prune = time.monotonic() + min(self.prune_every, 60.0)
         try:
             while not self.stop.is_set():
+                wait = self.interval
                 try:
                     if conn is None or conn.closed:
                         self.leader.clear()
                         conn = self._connect()
                         opened = time.monotonic()
+                    if not self._declared:
+                        declare(self.store, self.schedules, conn)
+                        self._declared = True
                     if not self.leader.is_set() and self.store.try_lock(conn, self._key):
                         self.leader.set()
                         log.info("maintenance leader for schema %s", self.store.schema,
@@ -156,6 +171,7 @@ class Maintenance:
                             pruned = prune(self.store)
                             if pruned and any(pruned.values()):
                                 log.info("pruned %s", pruned, extra={"action": "pruned"})
+                        wait = self.run_periodic(conn)
                     self.outage.reached(opened)
                     if not self.leader.is_set():  # another leads: no idle connection held
                         self._close(conn)
@@ -169,10 +185,28 @@ class Maintenance:
                     # again next interval. The rescuer of every queue must not die with it.
                     log.error("maintenance: %s; trying again in %.0f s", error, self.interval,
                               extra={"action": "maintenance_error"})
-                self.stop.wait(self.interval)
+                self.stop.wait(wait)
         finally:
             self.leader.clear()
             self._close(conn)
+
+    def run_periodic(self, conn: psycopg.Connection[Any]) -> float:
+        """Enqueue the due periodic slots (a batch per transaction); return how long to
+        wait: the interval, or less when a slot falls due sooner."""
+        while True:
+            tick = enqueue_due(self.store, conn)
+            if tick.skipped:
+                log.warning("periodic: %d missed slots skipped (nothing ran while they fell "
+                            "due)", tick.skipped, extra={"action": "periodic_skipped"})
+            if tick.enqueued:
+                log.debug("periodic: enqueued %d jobs", tick.enqueued,
+                         extra={"action": "periodic_enqueued", "jobs": tick.enqueued})
+            if not tick.more or self.stop.is_set():
+                break
+        due = seconds_until_due(self.store, conn)
+        if due is None:
+            return self.interval
+        return min(self.interval, max(PERIODIC_MIN_WAIT, due))
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = self.store.connect(autocommit=True, role=MAINTENANCE, direct=True,

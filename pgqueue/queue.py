@@ -4,7 +4,8 @@
           ├─ store (statements, pool)   pgqueue.store     enqueue, reads
           ├─ groups                     pgqueue.groups
           ├─ admin actions              pgqueue.admin
-          ├─ maintenance                pgqueue.maintenance (rescue, prune)
+          ├─ maintenance                pgqueue.maintenance (rescue, prune, periodic)
+          ├─ periodic jobs              pgqueue.periodic
           └─ workers                    pgqueue.worker
 
 No pgqueue module imports this one (an import-linter contract keeps it so): they get the
@@ -16,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from pgqueue import admin, maintenance
+from pgqueue import periodic as periodic_jobs
 from pgqueue.admin import CancelResult
 from pgqueue.connections import JOB_CONNECTIONS
 from pgqueue.db import translate_errors
@@ -67,6 +69,8 @@ class Queue:
         self.store = JobStore(dsn, schema, pool_size=pool_size, listen_dsn=listen_dsn)
         self.schema = self.store.schema
         self.tasks: dict[str, Task] = {}
+        # @q.periodic schedules: written to the database by this process's workers
+        self.declared_schedules: dict[str, periodic_jobs.Schedule] = {}
         self._durations = DurationTally()  # /metrics' job durations, a running total
 
     @property
@@ -131,6 +135,67 @@ class Queue:
             self.tasks[task_name] = registered
             return registered
         return register(func) if func is not None else register
+
+    # -- periodic jobs --------------------------------------------------------------------
+
+    def periodic(self, func: Callable[..., Any] | None = None, *, cron: str | None = None,
+                 every: timedelta | float | None = None, name: str | None = None,
+                 queue: str = DEFAULT_QUEUE, args: dict[str, Any] | None = None,
+                 missed: str = "run_once", grace: float = periodic_jobs.DEFAULT_GRACE_SECONDS,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, timeout: int | None = None,
+                 priority: int = 0, tag: str | None = None) -> Any:
+        """Register a task that runs on a schedule: `@q.periodic(cron="0 3 * * *")`, or
+        `every=timedelta(seconds=30)`. A cron may have 6 fields, seconds first; times are
+        UTC. One job per slot, whatever the number of workers (see `pgqueue.periodic`);
+        the schedule is written to the database when a worker of this process starts."""
+        def register(target: Callable[..., Any]) -> Task:
+            registered: Task = self.task(target, name=name, queue=queue,
+                                         max_attempts=max_attempts, timeout=timeout,
+                                         priority=priority)
+            self.declared_schedules[registered.name] = periodic_jobs.Schedule(
+                name=registered.name, task=registered.name, queue=queue, cron=cron,
+                every=None if every is None else periodic_jobs.every_seconds(every),
+                args=dict(args or {}), priority=priority, max_attempts=max_attempts,
+                timeout=timeout, tag=tag, missed=missed, grace=grace)
+            return registered
+        return register(func) if func is not None else register
+
+    def schedule(self, name: str, task: Task, *, cron: str | None = None,
+                 every: timedelta | float | None = None, args: dict[str, Any] | None = None,
+                 missed: str = "run_once", grace: float = periodic_jobs.DEFAULT_GRACE_SECONDS,
+                 priority: int | None = None, tag: str | None = None,
+                 conn: psycopg.Connection[Any] | None = None) -> None:
+        """Write (or update) one schedule of a registered task now, by name: schedules
+        made at run time (clerk keeps one per site). `unschedule` removes it."""
+        self.schedule_many([periodic_jobs.Schedule(
+            name=name, task=task.name, queue=task.queue, cron=cron,
+            every=None if every is None else periodic_jobs.every_seconds(every),
+            args=dict(args or {}), priority=task.priority if priority is None else priority,
+            max_attempts=task.max_attempts, timeout=task.timeout, tag=tag, missed=missed,
+            grace=grace)], conn=conn)
+
+    def schedule_many(self, schedules: Iterable[periodic_jobs.Schedule], *,
+                      conn: psycopg.Connection[Any] | None = None) -> int:
+        """Write many schedules in one statement; returns how many were given."""
+        return periodic_jobs.declare(self.store, schedules, conn)
+
+    def unschedule(self, *names: str, conn: psycopg.Connection[Any] | None = None) -> int:
+        """Remove schedules by name (jobs already enqueued stay); returns how many."""
+        return periodic_jobs.remove(self.store, names, conn)
+
+    def schedules(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The schedules with their next run and last job (`periodic_schedules` view)."""
+        return periodic_jobs.listing(self.store, names)
+
+    def enqueue_due(self) -> int:
+        """Enqueue the due periodic slots now (the maintenance leader does this anyway);
+        returns how many jobs were enqueued."""
+        enqueued = 0
+        while True:
+            tick = periodic_jobs.enqueue_due(self.store)
+            enqueued += tick.enqueued
+            if not tick.more:
+                return enqueued
 
     def get_task(self, name: str) -> Task:
         try:
@@ -294,7 +359,8 @@ class Queue:
                       poll_interval=poll_interval, shutdown_grace=shutdown_grace,
                       max_jobs=max_jobs, max_jobs_per_child=max_jobs_per_child,
                       prefetch=prefetch, install_signals=install_signals, on_event=on_event,
-                      job_connections=job_connections)
+                      job_connections=job_connections,
+                      schedules=list(self.declared_schedules.values()))
 
     def work(self, queues: Sequence[str] | None = None, *, concurrency: int = 1,
              burst: bool = False, isolation: str = "thread",

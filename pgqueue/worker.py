@@ -50,6 +50,7 @@ from pgqueue.slots import Held, Slots
 from pgqueue.store import Final, JobStore, Retry
 
 if TYPE_CHECKING:
+    from pgqueue.periodic import Schedule
     from pgqueue.tasks import Task
 
 log = logging.getLogger("pgqueue.worker")
@@ -107,7 +108,8 @@ class Worker:
                  max_jobs: int | None = None, max_jobs_per_child: int = 1000,
                  prefetch: int | None = None, install_signals: bool | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 job_connections: int = connections.JOB_CONNECTIONS) -> None:
+                 job_connections: int = connections.JOB_CONNECTIONS,
+                 schedules: Sequence[Schedule] = ()) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
         if isolation not in ("thread", "process"):
@@ -155,7 +157,8 @@ class Worker:
                                  outage=self.outage,
                                  on_listening=lambda: self._emit("listening"))
         self.maintenance = Maintenance(store, self._backoff, interval=max(1.0, lease_seconds / 2),
-                                       stop=self._exiting, outage=self.outage)
+                                       stop=self._exiting, outage=self.outage,
+                                       schedules=schedules)
 
     @property
     def listening(self) -> threading.Event:

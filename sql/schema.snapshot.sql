@@ -199,6 +199,8 @@ CREATE TABLE clerk.sites (
     last_result text,
     last_error text,
     source_auth text,
+    refresh text,
+    CONSTRAINT sites_refresh_check CHECK (((refresh IS NULL) OR ((length(refresh) >= 1) AND (length(refresh) <= 200)))),
     CONSTRAINT sites_source_url_check CHECK ((source_url ~* '^https?://'::text)),
     CONSTRAINT sites_subdomain_check CHECK ((subdomain ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'::text))
 );

@@ -77,3 +77,54 @@ SELECT url, reason FROM {schema}.refused_links WHERE site = %(site)s ORDER BY ur
 -- Held to the end of the transaction: makes "is a run in progress?" and the insert of a
 -- run's fetch job one step (two enqueues of one site serialise here).
 SELECT pg_advisory_xact_lock(hashtextextended('clerk.site:' || %(subdomain)s, 0));
+
+-- name: set_site_refresh
+-- Bulk site operations and refresh schedules (clerk/sites.py).
+UPDATE {schema}.sites SET refresh = %(refresh)s WHERE subdomain = %(subdomain)s
+RETURNING subdomain;
+
+-- name: site_refreshes
+-- Each site's refresh setting (NULL: the REFRESH default); all sites, or those named.
+SELECT subdomain, refresh FROM {schema}.sites
+WHERE %(subdomains)s::text[] IS NULL OR subdomain = ANY(%(subdomains)s::text[])
+ORDER BY subdomain;
+
+-- name: sites_for_import
+-- The stored values an import row leaves blank keeps (one query per batch).
+SELECT subdomain, name, source_url, source_kind, refresh FROM {schema}.sites
+WHERE subdomain = ANY(%(subdomains)s::text[]);
+
+-- name: import_sites
+-- One batch of an import, one statement. A credential in a URL moves to source_auth as in
+-- add_site; a row equal to the stored one is not written (a re-import changes nothing).
+INSERT INTO {schema}.sites AS s (subdomain, name, source_url, source_auth, source_kind, refresh)
+SELECT i.subdomain, i.name,
+       regexp_replace(i.url, '^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@', '\1'),
+       substring(i.url from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@'), i.kind, i.refresh
+FROM unnest(%(subdomains)s::text[], %(names)s::text[], %(urls)s::text[], %(kinds)s::text[],
+            %(refreshes)s::text[]) AS i (subdomain, name, url, kind, refresh)
+ON CONFLICT (subdomain) DO UPDATE
+SET name = excluded.name, source_url = excluded.source_url,
+    source_auth = coalesce(excluded.source_auth, s.source_auth),
+    source_kind = excluded.source_kind, refresh = excluded.refresh
+WHERE (s.name, s.source_url, s.source_kind, s.refresh)
+      IS DISTINCT FROM (excluded.name, excluded.source_url, excluded.source_kind, excluded.refresh)
+   OR (excluded.source_auth IS NOT NULL AND excluded.source_auth IS DISTINCT FROM s.source_auth)
+RETURNING subdomain, (xmax = 0) AS created;
+
+-- name: export_sites
+-- Every site as `site import` reads it; never the credential (source_auth).
+SELECT subdomain, name, source_url, source_kind, refresh FROM {schema}.sites
+ORDER BY subdomain;
+
+-- name: site_names
+-- All sites, or those whose last successful run is older than `stale_before` (or never).
+SELECT subdomain FROM {schema}.sites
+WHERE %(stale_before)s::timestamptz IS NULL
+   OR last_success_at IS NULL OR last_success_at < %(stale_before)s::timestamptz
+ORDER BY subdomain;
+
+-- name: lock_sites
+-- lock_site for a batch of sites, in one order (two bulk enqueues cannot deadlock).
+SELECT count(pg_advisory_xact_lock(hashtextextended('clerk.site:' || s, 0)))
+FROM (SELECT DISTINCT s FROM unnest(%(subdomains)s::text[]) AS s ORDER BY s) AS sites;

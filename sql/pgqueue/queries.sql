@@ -542,3 +542,90 @@ SELECT * FROM {schema}.group_progress WHERE tag = %(tag)s ORDER BY id DESC LIMIT
 
 -- name: live_tags
 SELECT tag, queue, count(*) AS jobs FROM {schema}.jobs WHERE tag IS NOT NULL GROUP BY 1, 2;
+
+-- name: periodic_now
+-- Periodic jobs (pgqueue/periodic.py). New schedules start from the database's clock.
+SELECT now() AS now;
+
+-- name: periodic_upsert
+-- Declare schedules, one statement for any number. An unchanged cron or period keeps its
+-- next_run_at (a restart neither skips nor repeats a slot); a changed one starts afresh.
+INSERT INTO {schema}.periodic AS p (name, task, queue, args, priority, max_attempts,
+                                    timeout_seconds, tag, cron, every_seconds, missed,
+                                    grace_seconds, next_run_at)
+SELECT * FROM unnest(%(names)s::text[], %(tasks)s::text[], %(queues)s::text[],
+                     %(args)s::jsonb[], %(priorities)s::smallint[], %(max_attempts)s::integer[],
+                     %(timeouts)s::integer[], %(tags)s::text[], %(crons)s::text[],
+                     %(everys)s::double precision[], %(missed)s::text[],
+                     %(graces)s::double precision[], %(next_run_ats)s::timestamptz[])
+ON CONFLICT (name) DO UPDATE SET
+    task = EXCLUDED.task, queue = EXCLUDED.queue, args = EXCLUDED.args,
+    priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+    timeout_seconds = EXCLUDED.timeout_seconds, tag = EXCLUDED.tag, missed = EXCLUDED.missed,
+    grace_seconds = EXCLUDED.grace_seconds, cron = EXCLUDED.cron,
+    every_seconds = EXCLUDED.every_seconds,
+    next_run_at = CASE WHEN p.cron IS NOT DISTINCT FROM EXCLUDED.cron
+                        AND p.every_seconds IS NOT DISTINCT FROM EXCLUDED.every_seconds
+                       THEN p.next_run_at ELSE EXCLUDED.next_run_at END,
+    updated_at = now()
+WHERE (p.task, p.queue, p.args, p.priority, p.max_attempts, p.timeout_seconds, p.tag, p.cron,
+       p.every_seconds, p.missed, p.grace_seconds)
+      IS DISTINCT FROM
+      (EXCLUDED.task, EXCLUDED.queue, EXCLUDED.args, EXCLUDED.priority, EXCLUDED.max_attempts,
+       EXCLUDED.timeout_seconds, EXCLUDED.tag, EXCLUDED.cron, EXCLUDED.every_seconds,
+       EXCLUDED.missed, EXCLUDED.grace_seconds);
+
+-- name: periodic_delete
+DELETE FROM {schema}.periodic WHERE name = ANY(%(names)s::text[]);
+
+-- name: periodic_due
+-- The leader's tick: due schedules, locked until the tick commits. SKIP LOCKED: a second
+-- scheduler (a leader cut off from its lock but still connected) passes over rows the
+-- first holds, and finds them advanced once it commits (periodic_next index).
+SELECT p.*, now() AS now FROM {schema}.periodic p
+WHERE p.next_run_at <= now()
+ORDER BY p.next_run_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: periodic_insert_jobs
+-- One job per due slot, run_at the slot; NOTIFY once per queue (see insert_jobs).
+WITH inserted AS (
+    INSERT INTO {schema}.jobs (queue, task, args, priority, max_attempts, run_at, tag,
+                               dedupe_key, timeout_seconds)
+    SELECT * FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(args)s::jsonb[],
+                         %(priorities)s::smallint[], %(max_attempts)s::integer[],
+                         %(run_ats)s::timestamptz[], %(tags)s::text[], %(dedupe_keys)s::text[],
+                         %(timeouts)s::integer[])
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+    RETURNING id, queue, dedupe_key
+)
+SELECT id, dedupe_key,
+       (SELECT count(pg_notify({schema_name} || '.' || q.queue, ''))
+        FROM (SELECT DISTINCT queue FROM inserted) AS q) AS notified
+FROM inserted;
+
+-- name: periodic_advance
+-- Move each schedule past the slots just enqueued, guarded by the next_run_at read.
+UPDATE {schema}.periodic p
+SET next_run_at = u.next_run_at, last_slot = coalesce(u.last_slot, p.last_slot),
+    last_job_id = coalesce(u.job_id, p.last_job_id), enqueued = p.enqueued + u.enqueued,
+    skipped = p.skipped + u.skipped, updated_at = now()
+FROM unnest(%(names)s::text[], %(expected)s::timestamptz[], %(next_run_ats)s::timestamptz[],
+            %(last_slots)s::timestamptz[], %(job_ids)s::bigint[], %(enqueued)s::bigint[],
+            %(skipped)s::bigint[])
+     AS u (name, expected, next_run_at, last_slot, job_id, enqueued, skipped)
+WHERE p.name = u.name AND p.next_run_at = u.expected;
+
+-- name: periodic_next_due
+SELECT extract(epoch FROM min(next_run_at) - now()) AS seconds FROM {schema}.periodic;
+
+-- name: periodic_list
+SELECT * FROM {schema}.periodic_schedules
+WHERE %(names)s::text[] IS NULL OR name = ANY(%(names)s::text[])
+ORDER BY next_run_at, name;
+
+-- name: live_tags_among
+-- Which of these tags have unfinished jobs (clerk's bulk enqueue: one query per batch).
+SELECT tag, count(*) AS jobs FROM {schema}.jobs
+WHERE tag = ANY(%(tags)s::text[]) GROUP BY tag;
