@@ -290,7 +290,12 @@ class BlobCache:
     def load(self, sha256: str, loader: Loader) -> Path:
         """Fill the cache entry from `loader` (which writes the bytes to a file), atomically:
         a temporary file, checked against its sha256, fsynced and renamed into place. On
-        any error the temporary file goes and the cache is as it was."""
+        any error the temporary file goes and the cache is as it was. Then evict."""
+        path = self._fill(sha256, loader)
+        self.evict()
+        return path
+
+    def _fill(self, sha256: str, loader: Loader) -> Path:
         path = self.path(sha256)
         descriptor, temp = self._temp(sha256)
         try:
@@ -304,7 +309,6 @@ class BlobCache:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        self.evict()
         return path
 
     def adopt(self, file: Path, sha256: str) -> Path:
@@ -330,11 +334,12 @@ class BlobCache:
                     os.utime(path)  # used: the newest, evicted last
                 break
             except FileNotFoundError:
-                self.load(sha256, loader)
+                self._fill(sha256, loader)  # evicted only once this job holds its link
         else:
             raise BlobError(f"document {sha256[:12]}: evicted from the cache as fast as it "
                             "was loaded (CACHE_MAX_BYTES too small for the jobs of this host?)")
         try:
+            self.evict()
             yield link
         finally:
             link.unlink(missing_ok=True)
