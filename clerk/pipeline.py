@@ -13,6 +13,7 @@ Every job of a run carries the site as its tag and the run's priority.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -25,7 +26,7 @@ import requests
 
 from clerk import blobs
 from clerk import db as clerk_db
-from clerk.compile import DATABASE_FILE, compile_site
+from clerk.compile import DATABASE_FILE, MARKER_FILE, compile_site
 from clerk.config import Settings
 from clerk.deploy import deploy as deploy_database
 from clerk.extract import extract_site
@@ -511,7 +512,21 @@ class Pipeline:
                  extra={"action": "compiled", "site": site})
 
     def deploy(self, site: str) -> None:
-        database = site_dir(self.settings.storage_dir, site) / DATABASE_FILE
+        """Publish the site's database through the deploy plugin, from the host that
+        compiled it: another host's meetings.db (none, or an older run's) is refused with
+        a clear error and the job retried, never published."""
+        root = site_dir(self.settings.storage_dir, site)
+        database = root / DATABASE_FILE
+        row = self.fetch_one("get_site", {"subdomain": site}) or {}
+        try:
+            compiled = json.loads((root / MARKER_FILE).read_text())
+        except (OSError, ValueError):
+            compiled = {}
+        if row.get("last_run_key") and (compiled.get("run") != row["last_run_key"]
+                                        or not compiled.get("entities")):
+            raise RuntimeError(f"site {site}: this host has not compiled the site's current run "
+                               f"in full (no {DATABASE_FILE} of it under {root}): run the deploy "
+                               "queue on the hosts that run the compilation queue")
         target = deploy_database(site, database, self.settings)
         with self.queue.session() as conn:
             clerk_db.execute(conn, "site_succeeded", {"subdomain": site})
