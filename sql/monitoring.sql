@@ -48,3 +48,7 @@ FROM pgqueue.jobs AS j
 WHERE j.state = 'queued' AND j.run_at <= now()
   AND NOT EXISTS (SELECT 1 FROM pgqueue.active_workers AS w WHERE j.queue = ANY (w.queues))
 GROUP BY j.queue ORDER BY j.queue;
+
+-- Periodic schedules (clerk: one per refreshed site), soonest first, with the last slot's job.
+SELECT name, task, schedule, next_run_at, last_slot, last_job_state, enqueued, skipped
+FROM pgqueue.periodic_schedules ORDER BY next_run_at LIMIT 20;

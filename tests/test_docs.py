@@ -5,6 +5,7 @@ installing on its own."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -63,6 +64,7 @@ RUNNERS = {  # every block of the README, and the test that runs it
                                    "tests/acceptance/test_demo.py; pytest: CI)",
     ("Using clerk", "bash"): "test_readme_using_clerk_runs_in_order",
     ("City platforms as sources", "bash"): "test_readme_platform_sites_are_added",
+    ("Many sites: import, export, schedules", "bash"): "test_readme_many_sites_runs",
     (LIBRARY, "bash"): "test_readme_library_section_runs",
     (LIBRARY, "python"): "test_readme_library_section_runs",
     (LIBRARY, "sql"): "test_readme_library_section_runs",
@@ -201,6 +203,27 @@ def test_readme_platform_sites_are_added(empty_db_url: str, tmp_path: Path) -> N
             ("nash-county.nc", "civicplus", "https://nc-nashcounty.civicplus.com/"),
             ("paloalto", "primegov", "https://cityofpaloalto.primegov.com/")]:
         assert re.search(rf"^{re.escape(site)}\s+{kind}\s+{re.escape(url)}\s", out, re.M), out
+
+
+def test_readme_many_sites_runs(empty_db_url: str, tmp_path: Path) -> None:
+    """The bulk block as written: no network (enqueue only queues the runs)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".venv").symlink_to(ROOT / ".venv")
+    env = {**clean_env(tmp_path / "home"), "DATABASE_URL": empty_db_url}
+    subprocess.run([str(ROOT / ".venv" / "bin" / "clerk"), "db", "upgrade"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    code, out, err = run_script(block("Many sites: import, export, schedules", "bash"), cwd=work,
+                                env=env, timeout=120)
+    assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
+    assert "3 added, 0 updated, 0 unchanged, 0 rows refused" in out
+    assert "0 added, 0 updated, 3 unchanged, 0 rows refused" in out
+    assert "(refresh 30 5 * * *, next " in out
+    assert "3 sites: 3 runs started (priority normal), 0 joined" in out
+    assert "3 sites not refreshed since" in out and "0 runs started" in out
+    exported = [json.loads(line) for line in (work / "sites.jsonl").read_text().splitlines()]
+    assert [(row["subdomain"], row["refresh"]) for row in exported] == [
+        ("alameda.ca", "weekly"), ("oakland", "0 6 * * 1"), ("pleasanton", "daily")]
 
 
 def test_readme_library_section_runs(empty_db_url: str, tmp_path: Path) -> None:

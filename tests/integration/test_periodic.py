@@ -204,6 +204,8 @@ def test_redeclaring_keeps_the_next_slot_and_a_changed_schedule_moves_it(db_url:
         before = queue.schedules(["nightly"])[0]["next_run_at"]
         queue.schedule("nightly", task, cron="0 3 * * *")  # a restart declares it again
         assert queue.schedules(["nightly"])[0]["next_run_at"] == before
+        queue.schedule("nightly", task, cron="0 3 * * *", args={"a": 1})  # a new version
+        assert queue.schedules(["nightly"])[0]["next_run_at"] == before
         queue.schedule("nightly", task, cron="30 4 * * *")
         moved = queue.schedules(["nightly"])[0]
         assert moved["next_run_at"] > before and moved["next_run_at"].minute == 30

@@ -35,6 +35,8 @@ GROUPS = "tests/integration/test_groups.py"
 QUEUE = "tests/integration/test_queue.py"
 MIGRATE = "tests/integration/test_migrate.py"
 ATTACKS = "tests/acceptance/test_attacks.py"
+PERIODIC = "tests/integration/test_periodic.py"
+SITE_BULK = "tests/acceptance/test_site_bulk.py"
 QATTACKS = "tests/integration/test_attacks_queue.py"
 
 ROBUST_FOLLOWUPS = "sql/pgqueue/migrations/0004_robust_followups.sql"
@@ -320,4 +322,44 @@ MUTATIONS: tuple[Mutation, ...] = (
         (Edit("clerk/compile.py", "if not entities and previous.get(\"entities\"):",
               "if False:"),),
         ("tests/integration/test_compile_marker.py",)),
+    # -- periodic jobs and bulk site operations (issues 15, 21) ---------------------------
+    Mutation(
+        "periodic-advance", "one job per periodic slot: the tick advances the schedule",
+        (Edit(QUERIES, "SET next_run_at = u.next_run_at, last_slot",
+              "SET next_run_at = p.next_run_at, last_slot"),),
+        (f"{PERIODIC}::test_three_workers_enqueue_one_job_per_slot",)),
+    Mutation(
+        "periodic-slot-once", "one job per slot with concurrent schedulers",
+        (Edit(QUERIES, "ORDER BY p.next_run_at\nLIMIT %(limit)s\nFOR UPDATE SKIP LOCKED;",
+              "ORDER BY p.next_run_at\nLIMIT %(limit)s;"),
+         Edit(QUERIES, "WHERE p.name = u.name AND p.next_run_at = u.expected;",
+              "WHERE p.name = u.name;"),
+         Edit("pgqueue/periodic.py",
+              "        return f\"{KEY_PREFIX}{self.name}:{_utc(slot).isoformat(timespec='seconds')}\"",
+              "        return f\"{KEY_PREFIX}{self.name}:{_utc(slot).isoformat()}:{id(self)}\"")),
+        (f"{PERIODIC}::test_concurrent_ticks_enqueue_each_slot_once",)),
+    Mutation(
+        "periodic-restart-keeps-slot", "a restart neither skips nor repeats a periodic slot",
+        (Edit(QUERIES, "THEN p.next_run_at ELSE EXCLUDED.next_run_at END",
+              "THEN EXCLUDED.next_run_at ELSE EXCLUDED.next_run_at END"),
+         Edit(QUERIES, "WHERE (p.task, p.queue, p.args, p.priority,",
+              "WHERE true OR (p.task, p.queue, p.args, p.priority,")),
+        (f"{PERIODIC}::test_restarting_every_worker_midway_neither_repeats_nor_loses_a_slot",
+         f"{PERIODIC}::test_redeclaring_keeps_the_next_slot_and_a_changed_schedule_moves_it")),
+    Mutation(
+        "periodic-missed-policy", "slots missed while down: one job (run_once) or none (skip)",
+        (Edit("pgqueue/periodic.py", "        if due <= cutoff:  # missed", "        if False:  # missed"),),
+        (f"{PERIODIC}::test_slots_missed_while_everything_was_down_follow_the_policy[run_once]",
+         f"{PERIODIC}::test_slots_missed_while_everything_was_down_follow_the_policy[skip]")),
+    Mutation(
+        "site-import-unchanged", "a re-import changes nothing",
+        (Edit("sql/clerk/queries.sql",
+              "WHERE (s.name, s.source_url, s.source_kind, s.refresh)\n      IS DISTINCT FROM",
+              "WHERE true OR (s.name, s.source_url, s.source_kind, s.refresh)\n      IS DISTINCT FROM"),),
+        (f"{SITE_BULK}::test_import_of_1000_rows_with_3_bad_ones",)),
+    Mutation(
+        "bulk-enqueue-joins-live-run", "enqueue --all starts no second run of a site",
+        (Edit("clerk/sites.py", "                if site not in live:\n",
+              "                if True:\n"),),
+        (f"{SITE_BULK}::test_enqueue_all_enqueues_each_site_once",)),
 )
