@@ -46,6 +46,8 @@ import json
 import logging
 import re
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -432,8 +434,53 @@ class _Found:
     seconder: str | None
 
 
+SPACY_EXCLUDE = ("lemmatizer", "textcat", "parser")  # NER needs none of them
+
+# One spaCy pipeline per process, built when the first extraction asks for it: loading
+# en_core_web_sm costs about 1 s of CPU, more than extracting a whole small site, and
+# a worker runs one extraction job after another (python -m bench.extraction --jobs).
+# Keyed by model and excluded components; a model that failed to load is remembered too,
+# so every job does not pay the failed import again.
+_pipelines: dict[tuple[str, tuple[str, ...]], tuple[Language | None, str | None]] = {}
+_pipelines_lock = threading.Lock()
+pipeline_builds = 0  # spacy.load calls in this process (tests and the bench read it)
+
+
+def shared_pipeline(model: str) -> tuple[Language | None, str | None]:
+    """This process's pipeline of `model`, built once: (the pipeline, None), or (None, why
+    not) when the model cannot be loaded."""
+    key = (model, SPACY_EXCLUDE)
+    with _pipelines_lock:
+        found = _pipelines.get(key)
+        if found is None:
+            found = _pipelines[key] = _build_pipeline(model)
+        return found
+
+
+def _build_pipeline(model: str) -> tuple[Language | None, str | None]:
+    global pipeline_builds
+    pipeline_builds += 1
+    started, cpu = time.perf_counter(), time.process_time()
+    import spacy
+
+    try:
+        nlp = spacy.load(model, exclude=list(SPACY_EXCLUDE))
+    except (ImportError, OSError) as error:
+        message = (
+            f"spaCy model {model!r} is not installed ({error}); "
+            f"using rules only (python -m spacy download {model} to add NER)"
+        )
+        log.warning(message, extra={"action": "extract.no_model"})
+        return None, message
+    log.info("spaCy model %s loaded in %.2f s (%.2f s CPU), once for this process", model,
+             time.perf_counter() - started, time.process_time() - cpu,
+             extra={"action": "extract.model_loaded"})
+    return nlp, None
+
+
 class Extractor:
-    """Rules are compiled at import; an optional spaCy model loads once per process."""
+    """Rules are compiled at import; an optional spaCy model loads once per process
+    (`shared_pipeline`), whatever the number of extractors and jobs."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -449,17 +496,9 @@ class Extractor:
     def _load(self, model: str | None) -> Language | None:
         if not model:
             return None
-        import spacy
-
-        try:
-            nlp = spacy.load(model, exclude=["lemmatizer", "textcat", "parser"])
-        except (ImportError, OSError) as error:
-            message = (
-                f"spaCy model {model!r} is not installed ({error}); "
-                f"using rules only (python -m spacy download {model} to add NER)"
-            )
-            log.warning(message, extra={"action": "extract.no_model"})
-            self.warnings.append(message)
+        nlp, problem = shared_pipeline(model)
+        if nlp is None:
+            self.warnings.append(problem or f"spaCy model {model!r} is not available")
             return None
         self.model_name = model
         return nlp
