@@ -19,6 +19,7 @@ import psycopg
 
 from pgqueue.enqueue import RowBatch, insert_batch
 from pgqueue.periodic import Schedule
+from pgqueue.periodic import summary as periodic_summary
 
 if TYPE_CHECKING:
     from clerk.pipeline import Pipeline
@@ -183,12 +184,11 @@ def next_refresh(pipeline: Pipeline, subdomain: str) -> dict[str, Any] | None:
 
 def refresh_summary(pipeline: Pipeline) -> dict[str, Any]:
     """How many sites refresh on a schedule, and the next one due."""
-    rows = [row for row in pipeline.queue.schedules()
-            if row["name"].startswith(REFRESH_SCHEDULE_PREFIX)]
-    first = rows[0] if rows else None
-    return {"sites": len(rows),
-            "next_site": first["name"].removeprefix(REFRESH_SCHEDULE_PREFIX) if first else None,
-            "next_run_at": first["next_run_at"] if first else None}
+    found = periodic_summary(pipeline.queue.store, REFRESH_SCHEDULE_PREFIX)
+    first = found["next_name"]
+    return {"sites": found["schedules"],
+            "next_site": first.removeprefix(REFRESH_SCHEDULE_PREFIX) if first else None,
+            "next_run_at": found["next_run_at"]}
 
 
 # -- bulk operations: import, export, enqueue --------------------------------------------

@@ -243,6 +243,17 @@ def listing(store: JobStore, names: Sequence[str] | None = None,
                          {"names": None if names is None else list(names)}).fetchall()
 
 
+def summary(store: JobStore, prefix: str = "",
+            conn: psycopg.Connection[Any] | None = None) -> dict[str, Any]:
+    """How many schedules are named `prefix...`, and the soonest: one aggregate, whatever
+    their number (clerk's status: one schedule per site)."""
+    with store.transaction(conn, atomic=False) as db:
+        row = store.run(db, "periodic_summary", {"prefix": prefix}).fetchone()
+    assert row is not None
+    return {"schedules": int(row["schedules"]), "next_name": row["next_name"],
+            "next_run_at": row["next_run_at"]}
+
+
 def enqueue_due(store: JobStore, conn: psycopg.Connection[Any] | None = None, *,
                 batch: int = DUE_BATCH) -> Tick:
     """Enqueue the due slots of up to `batch` schedules and advance them, atomically."""

@@ -629,3 +629,11 @@ ORDER BY next_run_at, name;
 -- Which of these tags have unfinished jobs (clerk's bulk enqueue: one query per batch).
 SELECT tag, count(*) AS jobs FROM {schema}.jobs
 WHERE tag = ANY(%(tags)s::text[]) GROUP BY tag;
+
+-- name: periodic_summary
+-- How many schedules have a name starting with `prefix`, and the soonest of them.
+SELECT count(*) AS schedules,
+       (SELECT name FROM {schema}.periodic WHERE starts_with(name, %(prefix)s)
+        ORDER BY next_run_at, name LIMIT 1) AS next_name,
+       min(next_run_at) AS next_run_at
+FROM {schema}.periodic WHERE starts_with(name, %(prefix)s);
