@@ -14,6 +14,10 @@
 - **Fan-in overhead**: N no-op jobs drained as members of one group (each completion
   counts down the group's row; the last fires a follow-up) against N ungrouped jobs, with
   the same worker processes as the queue bench's drain.
+- **Documents through the database** (issue 16): the OCR queue again with 1 worker, its
+  cache bounded to 0 bytes, so every page job streams its PDF from PostgreSQL into the
+  cache (what a host that lacks the document does), against a warm cache (a local file);
+  and the store's rates on a 50 MB PDF: into the database, and back into an empty cache.
 - **End to end**: a generated site served over HTTP on 127.0.0.1 (documents of 10 pages,
   9 born-digital and 1 scanned), added as a site, `enqueue_site`, workers for every queue
   until idle; the clock runs from the enqueue to the deploy job's commit.
@@ -235,15 +239,36 @@ def _ocr_args(pages: int) -> tuple[Any, list[dict[str, Any]]]:
                        "date": document.date, "page": p} for p in range(1, pages + 1)]
 
 
-def ocr_queue(cluster: Cluster, tmp: Path, scanned: Path, pages: int, workers: int
-              ) -> dict[str, Any]:
-    """`pages` ocr_page jobs drained by one worker with `workers` process-isolated slots."""
-    with clerk_database(cluster, f"ocr{workers}", tmp) as pipeline:
+def store_document(pipeline: Any, document: Any, pdf: Path, pages: int) -> str:
+    """The site, the document's row and its PDF in the database, as a fetch leaves them."""
+    from clerk import blobs
+    with pipeline.queue.session() as conn:
+        sha = blobs.store_file(conn, pdf).sha256
+        conn.execute("INSERT INTO clerk.sites (subdomain, name, source_url) VALUES (%s, %s, "
+                     "'http://127.0.0.1/') ON CONFLICT DO NOTHING", (document.site, document.site))
+        conn.execute("INSERT INTO clerk.documents (site, kind, meeting, date, url, sha256, pages) "
+                     "VALUES (%s, %s, %s, %s, 'http://127.0.0.1/a.pdf', %s, %s)",
+                     (document.site, document.kind, document.meeting, document.date, sha, pages))
+    return sha
+
+
+def ocr_queue(cluster: Cluster, tmp: Path, scanned: Path, pages: int, workers: int,
+              cache_bytes: int | None = None) -> dict[str, Any]:
+    """`pages` ocr_page jobs drained by one worker with `workers` process-isolated slots.
+    The PDF is in the database and in the worker's cache (a local file), or, with
+    `cache_bytes=0`, streamed from the database by every page job."""
+    from dataclasses import replace
+
+    from clerk import blobs
+    with clerk_database(cluster, f"ocr{workers}{'db' if cache_bytes == 0 else ''}",
+                        tmp) as pipeline:
         document, args = _ocr_args(pages)
-        storage = pipeline.settings.storage_dir
-        target = document.pdf_path(storage)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(scanned, target)
+        sha = store_document(pipeline, document, scanned, pages)
+        if cache_bytes is not None:
+            pipeline.settings = replace(pipeline.settings, cache_max_bytes=cache_bytes)
+        else:  # warm: the host has the file
+            pipeline.cache.load(sha, blobs.database_loader(
+                lambda: pipeline.queue.session(atomic=False), sha))
         pipeline.queue.enqueue_many(pipeline.ocr_task, args)
         started = time.perf_counter()
         pipeline.queue.work(["ocr"], concurrency=workers, isolation="process", burst=True,
@@ -254,8 +279,8 @@ def ocr_queue(cluster: Cluster, tmp: Path, scanned: Path, pages: int, workers: i
                    extract(epoch FROM max(finished_at) - min(started_at)),
                    extract(epoch FROM avg(finished_at - started_at))
             FROM pgqueue.job_history WHERE task = 'clerk.ocr_page'""")
-        written = sum(1 for p in range(1, pages + 1)
-                      if document.page_text_path(storage, p).exists())
+        (written,), = _rows(pipeline.dsn, "SELECT count(*) FROM clerk.page_reads "
+                                          "WHERE text IS NOT NULL")
     if done != pages or written != pages:
         raise RuntimeError(f"OCR with {workers} workers: {done} jobs succeeded, {written} "
                            f"page texts written, of {pages}")
@@ -336,11 +361,74 @@ def ocr_figures(cluster: Cluster, sizes: PipelineSizes, tmp: Path) -> dict[str, 
              f"pages/s = {entry['achieved_over_ideal']:.2f} of ideal, "
              f"{entry['over_backend_alone']:.2f} of read_page alone x {workers}")
     out["scaling_2_over_1"] = out["queue_2"]["value"] / out["queue_1"]["value"]
+    through = ocr_queue(cluster, tmp, scanned, sizes.ocr_pages, 1, cache_bytes=0)
+    through["over_local"] = through["value"] / out["queue_1"]["value"]
+    through["ms_per_page_added"] = (1 / through["value"] - 1 / out["queue_1"]["value"]) * 1000
+    through["pdf_bytes"] = scanned.stat().st_size
+    through["store"] = store_rates(cluster, tmp)
+    through["per_page"] = cache_overhead(cluster, tmp, scanned)
+    out["through_database"] = through
+    _say(f"  pipeline: every page's PDF from the database {through['value']:.2f} pages/s = "
+         f"{through['over_local']:.2f} of a local file ({through['ms_per_page_added']:+.0f} ms "
+         f"a page for {through['pdf_bytes'] / 1e6:.1f} MB); store "
+         f"{through['store']['store_mb_s']:.0f} MB/s, read back {through['store']['read_mb_s']:.0f} MB/s"
+         f"; a page's PDF from the database {through['per_page']['cold_ms']:.1f} ms vs from the "
+         f"cache {through['per_page']['warm_ms']:.2f} ms")
     skip = text_layer_skip(born_digital, scanned, sizes.ocr_pages, settings)
     out["text_layer"] = skip
     _say(f"  pipeline: read_page {skip['text_layer_ms_per_page']:.0f} ms (text layer) vs "
          f"{skip['scanned_ms_per_page']:.0f} ms (scan)")
     return out
+
+
+def store_rates(cluster: Cluster, tmp: Path, megabytes: int = 50) -> dict[str, Any]:
+    """A `megabytes` PDF into the database (one transaction, 1 MiB chunks) and back into
+    an empty cache (checked, renamed into place): MB/s each way."""
+    from clerk import blobs
+    from tests.support.big_pdf import padded_pdf
+    base = write_pdf(tmp / "base.pdf", [("text", page_text(0, 1))]).read_bytes()
+    pdf = padded_pdf(base, tmp / "store.pdf", megabytes * 1000 * 1000)
+    size = pdf.stat().st_size
+    with clerk_database(cluster, "store", tmp) as pipeline:
+        started = time.perf_counter()
+        with pipeline.queue.session() as conn:
+            sha = blobs.store_file(conn, pdf).sha256
+        stored = time.perf_counter() - started
+        started = time.perf_counter()
+        pipeline.cache.load(sha, blobs.database_loader(
+            lambda: pipeline.queue.session(atomic=False), sha))
+        read = time.perf_counter() - started
+    pdf.unlink()
+    return {"bytes": size, "store_mb_s": size / 1e6 / stored, "read_mb_s": size / 1e6 / read,
+            "store_seconds": stored, "read_seconds": read}
+
+
+def cache_overhead(cluster: Cluster, tmp: Path, pdf: Path, repeat: int = 25) -> dict[str, Any]:
+    """What a page job pays to get its PDF, without OCR's noise: `BlobCache.use` on a host
+    that lacks the document (streamed from the database into the cache, checked, renamed)
+    against one that has it (a hard link), medians of `repeat`; and storing it once."""
+    import statistics
+
+    from clerk import blobs
+    from clerk.storage import Document
+    document = Document(SITE, "agenda", "City Council", "2024-01-08")
+    with clerk_database(cluster, "cache", tmp) as pipeline:
+        started = time.perf_counter()
+        sha = store_document(pipeline, document, pdf, 1)
+        store_ms = (time.perf_counter() - started) * 1000
+        loader = blobs.database_loader(lambda: pipeline.queue.session(atomic=False), sha)
+        cache = pipeline.cache
+        cold: list[float] = []
+        warm: list[float] = []
+        for _ in range(repeat):
+            cache.path(sha).unlink(missing_ok=True)
+            for timings in (cold, warm):
+                started = time.perf_counter()
+                with cache.use(sha, loader) as path:
+                    path.stat()
+                timings.append((time.perf_counter() - started) * 1000)
+    return {"pdf_bytes": pdf.stat().st_size, "store_ms": store_ms,
+            "cold_ms": statistics.median(cold), "warm_ms": statistics.median(warm)}
 
 
 # ---------------------------------------------------------------- fan-in
@@ -431,7 +519,7 @@ def end_to_end(cluster: Cluster, sizes: PipelineSizes, tmp: Path) -> dict[str, A
         pipeline.allow_url(url)  # the bench site on 127.0.0.1 (clerk.network refuses it)
         clerk_db.fetch_all(dsn, "add_site", {"subdomain": SITE, "name": "Bench City",
                                              "source_url": url + "index.html",
-                                             "source_kind": "index"})
+                                             "source_kind": "index", "token": None})
         (origin,), = _rows(dsn, "SELECT clock_timestamp()")
         started = time.perf_counter()
         pipeline.enqueue_site(SITE, "normal")
@@ -507,6 +595,21 @@ def render(results: dict[str, Any]) -> str:
                        f"               {q['value']:6.2f} pages/s  ideal {q['ideal']:.2f}"
                        f"  achieved/ideal {q['achieved_over_ideal']:.2f}")
         out.append(f"    2 workers / 1 worker           {ocr['scaling_2_over_1']:6.2f}x")
+        through = ocr.get("through_database")
+        if through:
+            store = through["store"]
+            out.append(f"    1 worker, every page's PDF streamed from the database (cache 0 B) "
+                       f"{through['value']:.2f} pages/s = {through['over_local']:.2f} of a local "
+                       f"file ({through['ms_per_page_added']:+.0f} ms/page, "
+                       f"{through['pdf_bytes'] / 1e6:.1f} MB PDF)")
+            page = through["per_page"]
+            out.append(f"    a page job's PDF ({page['pdf_bytes'] / 1e6:.1f} MB): from the database "
+                       f"{page['cold_ms']:.1f} ms, from this host's cache {page['warm_ms']:.2f} ms "
+                       f"(median of 25; stored once in {page['store_ms']:.0f} ms); a scanned page's "
+                       f"read_page is {ocr['engines']['default_seconds_per_page'] * 1000:.0f} ms")
+            out.append(f"    store {store['bytes'] / 1e6:.0f} MB: into the database "
+                       f"{store['store_mb_s']:.0f} MB/s, back into an empty cache "
+                       f"{store['read_mb_s']:.0f} MB/s")
         engines = ocr.get("engines")
         if engines:
             out.append(f"  read_page per scanned page: {engines['default_engine']} "

@@ -9,6 +9,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -230,3 +231,26 @@ def test_a_200_mb_pdf_streams_through_a_worker_in_bounded_memory(
     assert growth < size // 8, f"peak RSS grew {growth / 1e6:.0f} MB for a {size / 1e6:.0f} MB document"
     assert count(db_url, "blob_chunks") == (-(-big_pdf.stat().st_size // CHUNK_BYTES)
                                             + -(-1000 * 1000 // CHUNK_BYTES))
+
+
+def test_a_page_read_from_an_older_version_writes_nothing(db_url: str, tmp_path: Path) -> None:
+    """The document changed while one of its pages was being read: that page's text,
+    of the old version, is not stored over the new version's."""
+    from clerk.ocr import PageText
+    from clerk.storage import Document
+
+    old, new = (hashlib.sha256(name.encode()).hexdigest() for name in ("old", "new"))
+    document = Document("town", "minutes", "Council", "2024-01-05")
+    with connect(db_url) as conn:
+        conn.execute("INSERT INTO clerk.sites (subdomain, name, source_url) "
+                     "VALUES ('town', 'Town', 'http://example.org/')")
+        conn.execute("INSERT INTO clerk.documents (site, kind, meeting, date, url, sha256, pages) "
+                     "VALUES ('town', 'minutes', 'Council', '2024-01-05', 'http://x/', %s, 1)",
+                     (new,))
+        text = PageText("the old version's words", "ocr", decision="ocr", engine="test")
+        assert not blobs.save_page_text(conn, document, 1, text, sha256=old, dpi=200, seconds=1.0)
+        assert blobs.save_page_text(conn, document, 1, replace(text, text="new words"),
+                                    sha256=new, dpi=200, seconds=1.0)
+        conn.commit()
+        rows = conn.execute("SELECT text, sha256, dpi FROM clerk.page_reads").fetchall()
+    assert rows == [{"text": "new words", "sha256": new, "dpi": 200}]

@@ -38,6 +38,8 @@ ATTACKS = "tests/acceptance/test_attacks.py"
 PERIODIC = "tests/integration/test_periodic.py"
 SITE_BULK = "tests/acceptance/test_site_bulk.py"
 QATTACKS = "tests/integration/test_attacks_queue.py"
+BLOBS = "tests/integration/test_blobs.py"
+STORAGE = "tests/acceptance/test_storage.py"
 
 ROBUST_FOLLOWUPS = "sql/pgqueue/migrations/0004_robust_followups.sql"
 # The fan-in's catch (line 47); the chain's catch further down reads the same, so the
@@ -362,4 +364,47 @@ MUTATIONS: tuple[Mutation, ...] = (
         (Edit("clerk/sites.py", "                if site not in live:\n",
               "                if True:\n"),),
         (f"{SITE_BULK}::test_enqueue_all_enqueues_each_site_once",)),
+    # -- documents and page texts in PostgreSQL (issue 16) --------------------------------
+    Mutation(
+        "blob-verified-on-store", "a stored document is complete and checked",
+        (Edit("clerk/blobs.py", "    if written != size or digest.hexdigest() != sha256:\n"
+                                "        raise BlobCorrupt(f\"{path.name}: the file changed",
+              "    if False:\n        raise BlobCorrupt(f\"{path.name}: the file changed"),),
+        (f"{BLOBS}::test_bytes_that_are_not_what_was_expected_leave_nothing",)),
+    Mutation(
+        "blob-store-one-transaction", "a document half-stored when the database goes away leaves nothing",
+        (Edit("clerk/blobs.py", "            seq += 1\n    if written != size",
+              "            seq += 1\n            conn.commit()\n    if written != size"),),
+        (f"{BLOBS}::test_the_database_going_away_mid_store_leaves_nothing",)),
+    Mutation(
+        "blob-gc-keeps-referenced", "garbage collection deletes only what no document refers to",
+        (Edit("sql/clerk/blobs.sql",
+              "WHERE NOT EXISTS (SELECT 1 FROM {schema}.documents AS d WHERE d.sha256 = b.sha256)",
+              "WHERE true"),),
+        (f"{BLOBS}::test_garbage_collection_keeps_what_a_document_refers_to",
+         f"{STORAGE}::test_a_truncated_download_is_recorded_and_loses_nothing",
+         f"{STORAGE}::test_a_removed_sites_documents_leave_the_database")),
+    Mutation(
+        "page-stale-version", "a page read from an older version of its document writes nothing",
+        (Edit("sql/clerk/blobs.sql", "  AND d.sha256 = %(sha256)s\nON CONFLICT", "ON CONFLICT"),),
+        (f"{BLOBS}::test_a_page_read_from_an_older_version_writes_nothing",)),
+    Mutation(
+        "cache-checked-rename", "a cache entry is checked against its sha256 before it is used",
+        (Edit("clerk/blobs.py", "            if sha256_file(temp) != sha256:\n"
+                                "                raise BlobCorrupt(f\"document {sha256[:12]}: the cached",
+              "            if False:\n"
+              "                raise BlobCorrupt(f\"document {sha256[:12]}: the cached"),),
+        (f"{BLOBS}::test_cache_entries_arrive_whole_and_checked",)),
+    Mutation(
+        "cache-temp-then-rename", "a cache entry arrives whole (a temporary file, then a rename)",
+        (Edit("clerk/blobs.py", "        return descriptor, Path(name)\n",
+              "        os.close(descriptor)\n        os.unlink(name)\n"
+              "        return os.open(self.path(sha256), os.O_WRONLY | os.O_CREAT), self.path(sha256)\n"),),
+        (f"{BLOBS}::test_cache_entries_arrive_whole_and_checked",)),
+    Mutation(
+        "cache-job-link", "a cached document is never evicted from under the job reading it",
+        (Edit("clerk/blobs.py", "                self._fill(sha256, loader)  # evicted only once",
+              "                self.load(sha256, loader)  # evicted only once"),),
+        (f"{STORAGE}::test_a_document_larger_than_the_cache_is_still_read",
+         f"{BLOBS}::test_the_cache_evicts_oldest_first_and_never_from_under_a_reader")),
 )
