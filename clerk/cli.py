@@ -27,12 +27,14 @@ from clerk.sites import (
     InvalidRefresh,
     InvalidSubdomain,
     SiteFileError,
+    UnknownSite,
     enqueue_sites,
     export_records,
     file_format,
     import_sites,
     next_refresh,
     parse_since,
+    purge_site,
     read_site_records,
     refresh_schedule_name,
     refresh_summary,
@@ -54,6 +56,7 @@ from clerk.status import (
 )
 from clerk.triage import page_read_lines
 from pgqueue.db import mask_url
+from pgqueue.embedded import describe_embedded
 from pgqueue.errors import ConfigurationError, DatabaseUnavailable
 
 
@@ -243,6 +246,10 @@ def _collect_garbage(pipeline: Pipeline) -> str:
     """Delete the documents no site refers to any more (clerk.blobs' rule); a phrase."""
     with pipeline.queue.session() as conn:
         count, size = blobs.collect_garbage(conn)
+    return _garbage_phrase(count, size)
+
+
+def _garbage_phrase(count: int, size: int) -> str:
     return f"{count} stored {'document' if count == 1 else 'documents'} ({blobs.human_bytes(size)}) deleted"
 
 
@@ -346,7 +353,8 @@ def _text_file(path: str, mode: str) -> contextlib.AbstractContextManager[TextIO
     """A file, or standard input/output for '-', as text (UTF-8; the csv module's newlines)."""
     if path == "-":
         return contextlib.nullcontext(sys.stdin if mode == "r" else sys.stdout)
-    return open(path, mode, encoding="utf-8", newline="")
+    # utf-8-sig: a spreadsheet's CSV often starts with a byte-order mark
+    return open(path, mode, encoding="utf-8-sig" if mode == "r" else "utf-8", newline="")
 
 
 @site_group.command("import")
@@ -692,6 +700,39 @@ def _print_site(data: dict[str, Any]) -> None:
         click.echo(f"  {printable(line)}")
 
 
+@main.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="CLERK_DASHBOARD_HOST",
+              help="The address to bind: any other than loopback needs DASHBOARD_PASSWORD.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
+              envvar="CLERK_DASHBOARD_PORT")
+@click.option("--read-only", is_flag=True, envvar="CLERK_DASHBOARD_READ_ONLY",
+              help="Pages only: no retry, cancel, pause, enqueue or purge.")
+@pass_context
+def dashboard(obj: Context, host: str, port: int, read_only: bool) -> None:
+    """The web dashboard: queues, jobs, workers, groups and sites.
+
+    Off loopback it needs DASHBOARD_PASSWORD (HTTP Basic, user DASHBOARD_USER or clerk).
+    """
+    try:  # here, not at the top: `clerk --help` does not load Starlette and Jinja
+        from clerk.web import create_dashboard
+        from pgqueue.web import bind_check, serve
+    except ImportError as error:
+        raise click.ClickException(f"the dashboard needs the web extra ({error.name} is not "
+                                   "installed): pip install 'clerk[web]'") from None
+    try:
+        credentials = bind_check(host)  # before anything else: one line, no database needed
+    except ConfigurationError as error:
+        raise click.ClickException(str(error)) from None
+    pipeline = obj.pipeline()
+    app = create_dashboard(pipeline, read_only=read_only)
+    database = describe_embedded(pipeline.dsn) or mask_url(pipeline.dsn)
+    address = f"[{host}]" if ":" in host else host
+    click.echo(f"clerk dashboard{' (read-only)' if read_only else ''} of {database}: "
+               f"http://{address}:{port}/"
+               + (f" (HTTP Basic, user {credentials[0]})" if credentials else ""))
+    serve(app, host, port)
+
+
 @main.command("purge")
 @click.argument("subdomain")
 @pass_context
@@ -699,15 +740,13 @@ def purge(obj: Context, subdomain: str) -> None:
     """Cancel a site's queued jobs and stop its running ones (files are kept)."""
     pipeline = obj.pipeline()
     subdomain = _subdomain(subdomain)
-    # a removed site may still have jobs: purge them; an unknown name with none is a typo
-    if pipeline.fetch_one("get_site", {"subdomain": subdomain}) is None \
-            and not pipeline.live_jobs(subdomain):
-        raise click.ClickException(f"no site {subdomain!r} (and no jobs tagged with it); "
-                                   "`clerk site list` shows the sites")
-    result = pipeline.queue.cancel(tag=subdomain)
-    click.echo(f"{subdomain}: {result.cancelled} queued jobs cancelled, {result.signalled} "
-               f"running jobs told to stop, {result.groups} runs cancelled; "
-               f"{_collect_garbage(pipeline)}")
+    try:  # a removed site may still have jobs: purge them; an unknown name with none is a typo
+        result = purge_site(pipeline, subdomain)
+    except UnknownSite as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{subdomain}: {result['cancelled']} queued jobs cancelled, {result['signalled']} "
+               f"running jobs told to stop, {result['groups']} runs cancelled; "
+               f"{_garbage_phrase(result['documents_deleted'], result['bytes_deleted'])}")
 
 
 @main.command("purge-queue")

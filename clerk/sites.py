@@ -444,3 +444,25 @@ def enqueue_sites(pipeline: Pipeline, sites: Sequence[str], priority: int, *,
         enqueued += len(ids)
         joined += len(chunk) - len(ids)
     return {"enqueued": enqueued, "joined": joined}
+
+
+class UnknownSite(LookupError):
+    """A name that is neither a site nor the tag of any job: a typo."""
+
+
+def purge_site(pipeline: Pipeline, subdomain: str) -> dict[str, int]:
+    """What `clerk purge` (and the dashboard's purge button) does: cancel the site's queued
+    jobs, tell its running ones to stop, cancel its open runs, then delete the stored
+    documents no site refers to any more (files under STORAGE_DIR stay). A removed site may
+    still have jobs, so those are purged too; a name with neither is refused (UnknownSite)."""
+    from clerk import blobs
+    validate_subdomain(subdomain)
+    if pipeline.fetch_one("get_site", {"subdomain": subdomain}) is None \
+            and not pipeline.live_jobs(subdomain):
+        raise UnknownSite(f"no site {subdomain!r} (and no jobs tagged with it); "
+                          "`clerk site list` shows the sites")
+    result = pipeline.queue.cancel(tag=subdomain)
+    with pipeline.queue.session() as conn:
+        documents, size = blobs.collect_garbage(conn)
+    return {"cancelled": result.cancelled, "signalled": result.signalled,
+            "groups": result.groups, "documents_deleted": documents, "bytes_deleted": size}
