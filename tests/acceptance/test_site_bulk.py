@@ -107,6 +107,8 @@ def test_a_file_without_a_subdomain_column_is_one_clear_error(cli: Cli, tmp_path
     (tmp_path / "latin1.csv").write_bytes("subdomain,name\nspringfield,M\xfcnchen\n".encode("latin-1"))
     assert "is not UTF-8 text" in cli("site", "import", str(tmp_path / "latin1.csv"),
                                       ok=False).output
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfsubdomain,url\nspringfield,https://s.example.org/\n")
+    assert "1 added" in cli("site", "import", str(tmp_path / "excel.csv")).stdout  # a BOM
 
 
 def test_export_then_import_round_trips(cli: Cli, db_url: str, tmp_path: Path) -> None:
