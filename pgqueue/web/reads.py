@@ -1,0 +1,204 @@
+"""The dashboard's reads: the named statements of sql/pgqueue/web.sql, and the filter of the
+jobs page. Expensive reads (the overview's) are cached for a few seconds per process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from pgqueue.db import query
+from pgqueue.sql import Statements, sql_root
+from pgqueue.store import JobStore
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+STALE_SECONDS = 60  # a worker whose heartbeat is older is flagged (as active_workers does)
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+CACHE_SECONDS = 2.0
+MAX_ID = 2**63 - 1
+
+T = TypeVar("T")
+
+
+class BadFilter(ValueError):
+    """A filter value the jobs page cannot use (shown as a 400 with this message)."""
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    state: str | None = None
+    queue: str | None = None
+    task: str | None = None
+    tag: str | None = None
+    priority: int | None = None
+    q: str | None = None  # text searched in the args
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+
+    @classmethod
+    def parse(cls, values: Any) -> JobFilter:
+        """From query parameters or a form (blank fields are no filter)."""
+        def text(name: str) -> str | None:
+            value = values.get(name)
+            return value.strip() or None if isinstance(value, str) else None
+
+        state = text("state")
+        if state is not None and state not in STATES:
+            raise BadFilter(f"unknown state {state!r}: one of {', '.join(STATES)}")
+        priority = text("priority")
+        try:
+            prio = int(priority) if priority is not None else None
+        except ValueError:
+            raise BadFilter(f"priority must be a whole number, not {priority!r}") from None
+        return cls(state=state, queue=text("queue"), task=text("task"), tag=text("tag"),
+                   priority=prio, q=text("q"), since=_time(text("since"), "since"),
+                   until=_time(text("until"), "until"))
+
+    def params(self) -> dict[str, Any]:
+        search = None
+        if self.q is not None:
+            escaped = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            search = f"%{escaped}%"
+        return {"state": self.state, "queue": self.queue, "task": self.task, "tag": self.tag,
+                "priority": self.priority, "search": search, "since": self.since,
+                "until": self.until}
+
+    def query(self) -> dict[str, str]:
+        """As query parameters (for links and hidden form fields)."""
+        out: dict[str, str] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                out[field.name] = value.isoformat() if isinstance(value, datetime) else str(value)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def without(self, **changes: Any) -> JobFilter:
+        return replace(self, **changes)
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadFilter(f"{name} must be a date or time like 2026-12-07T10:00, "
+                        f"not {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Reads:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.statements = Statements(store.schema, sql_root() / "pgqueue" / "web.sql")
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.store.transaction(atomic=False) as conn:
+            return query(conn, getattr(self.statements, name), params).fetchall()
+
+    def cached(self, key: str, make: Callable[[], T], seconds: float = CACHE_SECONDS) -> T:
+        """`make()`, or its result from less than `seconds` ago (one maker at a time)."""
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < seconds:
+                return hit[1]  # type: ignore[no-any-return]
+            value = make()
+            self._cache[key] = (time.monotonic(), value)
+            return value
+
+    # -- overview ---------------------------------------------------------------------------
+
+    def overview(self) -> dict[str, Any]:
+        return self.cached("overview", self._overview)
+
+    def _overview(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        hour_ago = now - timedelta(hours=1)
+        depth = self.rows("live_depth")
+        finished = self.rows("finished_since", {"since": hour_ago})
+        oldest = self.rows("oldest_runnable")
+        per_minute = self.rows("throughput_per_minute", {"since": hour_ago})
+        hosts = self.rows("workers_by_host", {"stale_seconds": STALE_SECONDS})
+        queues: dict[str, dict[str, Any]] = {}
+
+        def entry(name: str) -> dict[str, Any]:
+            return queues.setdefault(name, {
+                "queue": name, "queued": 0, "scheduled": 0, "running": 0,
+                "succeeded_last_hour": 0, "failed_last_hour": 0, "cancelled_last_hour": 0,
+                "oldest_runnable_age": None})
+
+        for row in depth:
+            entry(row["queue"])[row["state"]] = int(row["jobs"])
+        for row in finished:
+            entry(row["queue"])[f"{row['state']}_last_hour"] = int(row["jobs"])
+        for row in oldest:
+            entry(row["queue"])["oldest_runnable_age"] = row["age"].total_seconds()
+        minutes = {row["minute"]: row for row in per_minute}
+        start = hour_ago.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        series = []
+        for i in range(60):
+            minute = start + timedelta(minutes=i)
+            found = minutes.get(minute)
+            series.append({"minute": minute,
+                           "succeeded": int(found["succeeded"]) if found else 0,
+                           "failed": int(found["failed"]) if found else 0,
+                           "cancelled": int(found["cancelled"]) if found else 0})
+        ages = [q["oldest_runnable_age"] for q in queues.values()
+                if q["oldest_runnable_age"] is not None]
+        return {
+            "at": now,
+            "queues": [queues[name] for name in sorted(queues)],
+            "throughput": series,
+            "oldest_runnable_age": max(ages) if ages else None,
+            "failures_last_hour": sum(q["failed_last_hour"] for q in queues.values()),
+            "finished_last_hour": sum(q["succeeded_last_hour"] + q["failed_last_hour"]
+                                      + q["cancelled_last_hour"] for q in queues.values()),
+            "hosts": [{"host": h["host"], "workers": int(h["workers"]), "slots": int(h["slots"]),
+                       "stale": int(h["stale"])} for h in hosts],
+        }
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def jobs_page(self, flt: JobFilter, *, order: str, after: int | None, before: int | None,
+                  limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """One page in `order` ('newest' or 'oldest') past the cursor `after` (the last id
+        shown), or the page before `before` (the first id shown); and whether more exist
+        beyond it in that direction."""
+        newest = order == "newest"
+        params = {**flt.params(), "limit": limit + 1, "lo": 0, "hi": MAX_ID}
+        backwards = before is not None
+        if after is not None:
+            params["hi" if newest else "lo"] = after
+        if backwards:
+            params["lo" if newest else "hi"] = before
+        statement = "jobs_newest" if newest != backwards else "jobs_oldest"
+        rows = self.rows(statement, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if backwards:
+            rows.reverse()
+        return rows, more
+
+    def count_matching(self, flt: JobFilter, cap: int) -> int:
+        row = self.rows("count_matching_capped", {**flt.params(), "cap": cap})
+        return int(row[0]["jobs"])
+
+    def matching_ids(self, flt: JobFilter, states: list[str]) -> list[int]:
+        return [int(r["id"]) for r in self.rows("matching_ids",
+                                                 {**flt.params(), "states": states})]
+
+    def filter_choices(self) -> dict[str, list[str]]:
+        def make() -> dict[str, list[str]]:
+            rows = self.rows("filter_choices")
+            return {"queues": sorted({r["queue"] for r in rows}),
+                    "tasks": sorted({r["task"] for r in rows})}
+        return self.cached("filter_choices", make, seconds=10.0)
