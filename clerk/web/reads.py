@@ -65,6 +65,11 @@ def _duration(started: datetime | None, finished: datetime | None) -> float | No
     return round((end - started).total_seconds(), 1)
 
 
+def _moment(iso: str | None) -> datetime | None:
+    """A time `describe_run` gave as text, back as a datetime (for the `when` filter)."""
+    return datetime.fromisoformat(iso) if iso else None
+
+
 def site_rows(pipeline: Pipeline, sites: list[str]) -> list[dict[str, Any]]:
     """One row per site for the Sites list: its run's state, stage, pages and duration."""
     runs = read_runs(pipeline, sites)
@@ -81,7 +86,8 @@ def site_rows(pipeline: Pipeline, sites: list[str]) -> list[dict[str, Any]]:
             "pages_total": run["pages_total"], "percent": run["percent"],
             "started_at": span.get("started_at"), "finished_at": span.get("finished_at"),
             "duration_seconds": _duration(span.get("started_at"), span.get("finished_at")),
-            "last_fetch_at": run["last_fetch_at"], "last_success_at": run["last_success_at"],
+            "last_fetch_at": _moment(run["last_fetch_at"]),
+            "last_success_at": _moment(run["last_success_at"]),
             "fetch_result": printable(run["last_result"]) if run["last_result"] else None,
             "waiting_for_worker": run["waiting_for_worker"]})
     return rows
