@@ -38,6 +38,7 @@ ATTACKS = "tests/acceptance/test_attacks.py"
 PERIODIC = "tests/integration/test_periodic.py"
 SITE_BULK = "tests/acceptance/test_site_bulk.py"
 QATTACKS = "tests/integration/test_attacks_queue.py"
+CONNECTIONS = "tests/integration/test_connections.py"
 BLOBS = "tests/integration/test_blobs.py"
 STORAGE = "tests/acceptance/test_storage.py"
 
@@ -273,6 +274,33 @@ MUTATIONS: tuple[Mutation, ...] = (
         "lease-connection-first", "no claim without a connection for the leases",
         (Edit("pgqueue/worker.py", "self.leases.open()", "None"),),
         (f"{QATTACKS}::test_leases_hold_when_connections_run_short",)),
+    Mutation(
+        "job-connections-shared", "a worker's connections do not grow with its slots",
+        (Edit("pgqueue/store.py", "        if conn is None and connections.in_job_child():",
+              "        if False:"),),
+        (f"{CONNECTIONS}::test_a_worker_holds_as_many_connections_with_16_slots_as_with_1",)),
+    Mutation(
+        "clerkd-process-per-queue", "a clerkd's connections do not grow with its slots",
+        (Edit("clerk/daemon.py", "{name: min(1, settings.workers_for(name)) for name in QUEUES}",
+              "{name: settings.workers_for(name) for name in QUEUES}"),
+         Edit("clerk/daemon.py", "        slots = max(1, self.slots.get(slot.pool, 1))\n",
+              "        slots = 1\n")),
+        ("tests/acceptance/test_clerkd_connections.py::"
+         "test_sixteen_ocr_slots_run_within_40_connections_and_leave_room_for_the_cli",)),
+    Mutation(
+        "listen-direct", "behind a transaction pooler, NOTIFY still wakes workers",
+        (Edit("pgqueue/notify.py", "role=LISTEN, direct=True", "role=LISTEN, direct=False"),),
+        (f"{CONNECTIONS}::test_behind_pgbouncer_in_transaction_mode_listen_goes_direct",)),
+    Mutation(
+        "pooled-unprepared", "nothing is prepared through a transaction pooler",
+        (Edit("pgqueue/store.py", 'options["prepare_threshold"] = None',
+              'options["prepare_threshold"] = 5'),),
+        (f"{CONNECTIONS}::test_behind_pgbouncer_in_transaction_mode_listen_goes_direct",)),
+    Mutation(
+        "maintenance-lock-direct", "the maintenance leader's session lock is on PostgreSQL itself",
+        (Edit("pgqueue/maintenance.py", "role=MAINTENANCE, direct=True,",
+              "role=MAINTENANCE, direct=False,"),),
+        (f"{CONNECTIONS}::test_behind_pgbouncer_in_transaction_mode_listen_goes_direct",)),
     Mutation(
         "retry-keeps-record", "a retry never deletes a failure record",
         (Edit(QUERIES,
