@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pgqueue.errors import DatabaseUnavailable
 from pgqueue.web.reads import MAX_ID, MAX_PAGE_SIZE, PAGE_SIZE, STALE_SECONDS, BadFilter, JobFilter, Reads
 from pgqueue.web.render import render
 
@@ -229,7 +230,8 @@ async def bad_request(request: Request, exc: Exception) -> Response:
 
 
 async def database_error(request: Request, exc: Exception) -> Response:
-    """The database is down or refused: one line, no traceback."""
+    """The database is down (503) or refused a statement (500): one line, no traceback."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return render(request, "pgqueue/error.html", {"error": message, "status": 503},
-                  status_code=503)
+    status = 503 if isinstance(exc, DatabaseUnavailable) else 500
+    return render(request, "pgqueue/error.html", {"error": message, "status": status},
+                  status_code=status)

@@ -158,7 +158,8 @@ WHERE group_id = %(id)s GROUP BY 1;
 -- name: group_followups
 -- The jobs a group's completion enqueued: they carry it as origin_group_id and were created
 -- when it completed (the history is read from that time on, through job_history_prune).
-SELECT id, queue, task, state::text AS state, created_at, finished_at, last_error
+SELECT id, queue, task, state::text AS state, created_at, NULL::timestamptz AS finished_at,
+       last_error
 FROM {schema}.jobs
 WHERE origin_group_id = %(id)s AND created_at >= %(completed_at)s
 UNION ALL
