@@ -65,6 +65,7 @@ RUNNERS = {  # every block of the README, and the test that runs it
     ("Using clerk", "bash"): "test_readme_using_clerk_runs_in_order",
     ("City platforms as sources", "bash"): "test_readme_platform_sites_are_added",
     ("Many sites: import, export, schedules", "bash"): "test_readme_many_sites_runs",
+    ("Dashboard", "bash"): "test_readme_dashboard_block_runs (tests/web/test_clerk_pages.py)",
     (LIBRARY, "bash"): "test_readme_library_section_runs",
     (LIBRARY, "python"): "test_readme_library_section_runs",
     (LIBRARY, "sql"): "test_readme_library_section_runs",

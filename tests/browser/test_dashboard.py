@@ -75,7 +75,7 @@ def test_a_run_seen_live_from_overview_to_site_page(
         "fetch": "done", "ocr": "done", "compile": "queued", "extract": "queued",
         "compile+entities": "pending", "deploy": "pending"}
     assert dashboard.text("#pages-done") == "5" and dashboard.text("#pages-total") == "5"
-    dashboard.screenshot("site-during-run")
+    keep_screenshot(dashboard.screenshot("site-during-run"), "site.png")
 
     work(pipeline, *QUEUES)  # the rest of the run, to deployed
     dashboard.wait(lambda _: dashboard.text("#run-state") == "complete",
@@ -86,7 +86,7 @@ def test_a_run_seen_live_from_overview_to_site_page(
     assert "ftp://example.org/minutes-2024-05-14.pdf" in page  # refused link
     assert "planning-2024-01-16.pdf" in page  # the document problem
     assert dashboard.text("#meetings-db").endswith("springfield/meetings.db")
-    keep_screenshot(dashboard.screenshot("site-complete"), "site.png")
+    dashboard.screenshot("site-complete")
 
     dashboard.open("/sites")
     dashboard.wait(lambda _: dashboard.text('#site-rows tr[data-site="springfield"] td:nth-child(2)')

@@ -267,3 +267,49 @@ def get_when_up(url: str, timeout: float = 60.0) -> httpx.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_readme_dashboard_block_runs(cli: Cli, clerk_env: dict[str, str], tmp_path: Path) -> None:
+    """README "Dashboard": each line as written (on a free port; the off-loopback example on
+    127.0.0.1, with its password, so the test serves nothing beyond this machine): the
+    plain one has the actions, --read-only none, the password one asks for HTTP Basic."""
+    from tests.test_docs import block, substitute
+    cli("site", "add", "kappa", "--url", "https://kappa.example.org/")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".venv").symlink_to(CLERK_BIN.parent.parent)
+    env = {k: v for k, v in subprocess_env(clerk_env).items() if not k.startswith("DASHBOARD_")}
+    lines = [line.split("  #")[0].strip() for line in block("Dashboard", "bash").splitlines()
+             if line.strip()]
+    plain, read_only, with_password = lines
+    with_password = substitute(with_password, "--host 0.0.0.0", "--host 127.0.0.1")
+
+    def serve(line: str) -> tuple[subprocess.Popen[str], str]:
+        port = free_port()
+        process = subprocess.Popen(["bash", "-c", f"{line} --port {port}"], cwd=work,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        assert process.stdout is not None
+        printed = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in printed, printed
+        return process, f"http://127.0.0.1:{port}"
+
+    for line, actions in ((plain, True), (read_only, False)):
+        process, base = serve(line)
+        try:
+            page = get_when_up(f"{base}/sites/kappa")
+            assert page.status_code == 200
+            assert ('id="enqueue"' in page.text) is actions, line
+            assert ('id="purge"' in page.text) is actions, line
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)
+    process, base = serve(with_password)
+    try:
+        assert get_when_up(f"{base}/sites").status_code == 401
+        assert httpx.get(f"{base}/sites", auth=("clerk", "a long secret")).status_code == 200
+        assert httpx.get(f"{base}/sites", auth=("clerk", "wrong")).status_code == 401
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert "a long secret" not in err
