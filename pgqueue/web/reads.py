@@ -99,14 +99,18 @@ class Reads:
         self.store = store
         self.statements = Statements(store.schema, sql_root() / "pgqueue" / "web.sql")
         self._cache: dict[str, tuple[float, Any]] = {}
+        self.cache_seconds = CACHE_SECONDS  # how long the overview's counts are reused
         self._lock = threading.Lock()
 
     def rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.store.transaction(atomic=False) as conn:
             return query(conn, getattr(self.statements, name), params).fetchall()
 
-    def cached(self, key: str, make: Callable[[], T], seconds: float = CACHE_SECONDS) -> T:
-        """`make()`, or its result from less than `seconds` ago (one maker at a time)."""
+    def cached(self, key: str, make: Callable[[], T], seconds: float | None = None) -> T:
+        """`make()`, or its result from less than `seconds` (default `cache_seconds`) ago;
+        one maker at a time, so a burst of requests costs one read."""
+        if seconds is None:
+            seconds = self.cache_seconds
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and time.monotonic() - hit[0] < seconds:

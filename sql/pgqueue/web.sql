@@ -63,12 +63,16 @@ GROUP BY w.id
 ORDER BY w.host, w.pid, w.id;
 
 -- name: filter_choices
--- Queue and task names for the filter's drop-downs: live jobs and the last day's history.
+-- Queue and task names for the filter's suggestions: live jobs and the last 20,000 finished
+-- in the last day (bounded however busy the day was).
 SELECT DISTINCT queue, task FROM {schema}.jobs
 UNION
-SELECT DISTINCT queue, task FROM {schema}.job_history
-WHERE state = ANY('{{succeeded,failed,cancelled}}'::{schema}.job_state[])
-  AND finished_at > now() - interval '1 day'
+SELECT DISTINCT queue, task FROM (
+    SELECT queue, task FROM {schema}.job_history
+    WHERE state = ANY('{{succeeded,failed,cancelled}}'::{schema}.job_state[])
+      AND finished_at > now() - interval '1 day'
+    LIMIT 20000
+) AS recent
 ORDER BY 1, 2
 LIMIT 500;
 
