@@ -22,9 +22,11 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import admin, maintenance
+from pgqueue import admin, maintenance, results
+from pgqueue import limits
 from pgqueue import periodic as periodic_jobs
 from pgqueue.admin import CancelResult
+from pgqueue.aioloop import DEFAULT_ASYNC_CONCURRENCY
 from pgqueue.connections import JOB_CONNECTIONS
 from pgqueue.db import translate_errors
 from pgqueue.enqueue import DEFAULT_BATCH_SIZE, run_at_for
@@ -115,8 +117,12 @@ class Queue:
              queue: str = DEFAULT_QUEUE, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              timeout: int | None = None, retry_backoff: Backoff | float | None = None,
              priority: int = 0, retry_on: tuple[type[BaseException], ...] = (Exception,),
-             ) -> Any:
-        """Register a task: `@q.task(queue="ocr", max_attempts=3, timeout=600)`."""
+             limit: limits.Limit | None = None) -> Any:
+        """Register a task: `@q.task(queue="ocr", max_attempts=3, timeout=600)`.
+
+        `limit=Limit(key="host", concurrency=2, rate=1, per=1.0)` bounds its jobs per value
+        of the job argument `key`, across every worker (see `pgqueue.limits`); the workers
+        that know the task write it to the database when they are created."""
         channel = f"{self.schema}.{queue}"
         if not queue or len(channel.encode()) > MAX_CHANNEL_BYTES:
             raise ConfigurationError(
@@ -130,7 +136,8 @@ class Queue:
             task_name = name or f"{target.__module__}.{target.__qualname__}"
             registered = Task(self.store, target, task_name, queue=queue,
                               max_attempts=max_attempts, timeout=timeout, retry_backoff=backoff,
-                              priority=priority, retry_on=retry_on)
+                              priority=priority, retry_on=retry_on,
+                              limit=None if limit is None else limit.check(task_name))
             functools.update_wrapper(registered, target)
             self.tasks[task_name] = registered
             return registered
@@ -290,6 +297,19 @@ class Queue:
             raise JobNotFound(f"no job {job_id} (never existed, or pruned)")
         return Job.from_row(row)
 
+    def wait(self, job_id: int, timeout: float | None = None) -> Any:
+        """Wait for a job to finish (woken by LISTEN/NOTIFY, not polling) and return its
+        result: what its task returned, as JSON decodes it (None if it returned None).
+        A failed or cancelled job raises `JobFailed` with its recorded error; `timeout`
+        seconds without a finish raise `WaitTimeout`. A retry is not a finish: a job that
+        fails and will run again is still waited for. Uses a connection of its own."""
+        return results.wait(self.store, job_id, timeout)
+
+    def group_results(self, group_id: int) -> dict[int, Any]:
+        """The results of a group's succeeded members, by job id. A follow-up of the
+        group (`on_complete`) reads its own with `current_job().origin_group_id`."""
+        return results.group_results(self.store, group_id)
+
     def queue_depth(self) -> list[dict[str, Any]]:
         with self.store.transaction(atomic=False) as db:
             return self.store.run(db, "queue_depth").fetchall()
@@ -350,17 +370,23 @@ class Queue:
                max_jobs: int | None = None, max_jobs_per_child: int = 1000,
                prefetch: int | None = None, install_signals: bool | None = None,
                on_event: Callable[[str, dict[str, Any]], None] | None = None,
-               job_connections: int = JOB_CONNECTIONS) -> Worker:
+               job_connections: int = JOB_CONNECTIONS,
+               async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY) -> Worker:
         """A worker over `queues` (default: every queue with a registered task); see
         `Worker` for the options. Call `.run()` on it, or use `work()`."""
         names = list(queues) if queues else sorted({t.queue for t in self.tasks.values()})
+        limited = [(t.name, t.limit) for t in self.tasks.values()
+                   if t.limit is not None and t.queue in names]
+        if limited:  # before any claim of this worker: its claims enforce them
+            limits.declare(self.store, limited)
         return Worker(self.store, self.tasks, names, concurrency=concurrency, burst=burst,
                       isolation=isolation, lease_seconds=lease_seconds,
                       poll_interval=poll_interval, shutdown_grace=shutdown_grace,
                       max_jobs=max_jobs, max_jobs_per_child=max_jobs_per_child,
                       prefetch=prefetch, install_signals=install_signals, on_event=on_event,
                       job_connections=job_connections,
-                      schedules=list(self.declared_schedules.values()))
+                      schedules=list(self.declared_schedules.values()),
+                      async_concurrency=async_concurrency)
 
     def work(self, queues: Sequence[str] | None = None, *, concurrency: int = 1,
              burst: bool = False, isolation: str = "thread",
@@ -370,7 +396,8 @@ class Queue:
              max_jobs: int | None = None, max_jobs_per_child: int = 1000,
              prefetch: int | None = None, install_signals: bool | None = None,
              on_event: Callable[[str, dict[str, Any]], None] | None = None,
-             job_connections: int = JOB_CONNECTIONS) -> int:
+             job_connections: int = JOB_CONNECTIONS,
+             async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY) -> int:
         """Run a worker in this process until stopped (or, with burst, until idle);
         returns its exit status (0, or 1 after a fatal error)."""
         return self.worker(queues, concurrency=concurrency, burst=burst, isolation=isolation,
@@ -378,7 +405,41 @@ class Queue:
                            shutdown_grace=shutdown_grace, max_jobs=max_jobs,
                            max_jobs_per_child=max_jobs_per_child, prefetch=prefetch,
                            install_signals=install_signals, on_event=on_event,
-                           job_connections=job_connections).run()
+                           job_connections=job_connections,
+                           async_concurrency=async_concurrency).run()
+
+    # -- who runs next: pause, fairness, limits --------------------------------------------
+
+    def pause(self, name: str, *, reason: str | None = None) -> bool:
+        """Stop every worker on every machine from claiming queue `name` (running jobs
+        finish; enqueueing goes on). False if it was paused already."""
+        return limits.pause(self.store, name, reason)
+
+    def resume(self, name: str) -> bool:
+        """Let workers claim queue `name` again, waking them now. False if not paused."""
+        return limits.resume(self.store, name)
+
+    def paused_queues(self) -> list[str]:
+        """The names of the paused queues (`paused_details` has reasons and times)."""
+        return [row["queue"] for row in limits.paused(self.store)]
+
+    def paused_details(self) -> list[dict[str, Any]]:
+        """The paused queues with their reason and when they were paused."""
+        return limits.paused(self.store)
+
+    def set_fair_weight(self, queue: str, key: str, weight: float | None) -> None:
+        """Key `key` (a tag) gets `weight` turns in `queue` for another key's one, among
+        equal priorities, for jobs enqueued from now on (None: back to 1)."""
+        limits.set_weight(self.store, queue, key, weight)
+
+    def set_limit(self, task: Task | str, limit: limits.Limit | None) -> None:
+        """Write (None: remove) a task's limit now, whatever its workers declared."""
+        name = task if isinstance(task, str) else task.name
+        limits.declare(self.store, [(name, limit)])
+
+    def limit_usage(self, tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Each limited key in use: its running jobs, recent starts and parked jobs."""
+        return limits.usage(self.store, tasks)
 
     # -- admin and maintenance ------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pgqueue.aioloop import AsyncSlots, is_async_task
 from pgqueue.context import CANCELLED, JobContext
 from pgqueue.execution import Outcome, ProcessRunner, SlotHost, ThreadRunner, timed_out
 from pgqueue.jobs import ClaimedJob
@@ -47,7 +48,8 @@ class Held:
 class Slots:
     def __init__(self, concurrency: int, tasks: Mapping[str, Task], *,
                  hosts: list[SlotHost], max_jobs_per_child: int, wake: threading.Event,
-                 stopping: threading.Event, supervise: Supervise) -> None:
+                 stopping: threading.Event, supervise: Supervise,
+                 async_concurrency: int = 0) -> None:
         self.concurrency = concurrency
         self.tasks = tasks
         self.hosts = hosts
@@ -67,12 +69,18 @@ class Slots:
         self._done_since_beat = 0
         self._inbox: stdlib_queue.SimpleQueue[Held | None] = stdlib_queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        # `async def` tasks run on one event loop, `async_concurrency` at once (pgqueue.aioloop)
+        self.aio = AsyncSlots(tasks, async_concurrency, begin=self._begin_async,
+                              finish=self._finish_async, supervise=supervise
+                              ) if async_concurrency > 0 else None
 
     # -- the loop's side ------------------------------------------------------------------
 
     def start(self) -> None:
         for index in range(self.concurrency):
             self._start(index)
+        if self.aio is not None:
+            self.aio.start()
 
     def hand_out(self, jobs: list[ClaimedJob]) -> None:
         items = [Held(job, JobContext.for_job(job)) for job in jobs]
@@ -91,6 +99,13 @@ class Slots:
                 self._held[item.job.id] = item
             self._outstanding += len(items)
         for item in ready:
+            self._ready(item)
+
+    def _ready(self, item: Held) -> None:
+        """To the event loop (an async task's job) or the slot threads' inbox."""
+        if self.aio is not None and is_async_task(self.tasks.get(item.job.task)):
+            self.aio.submit(item, item.job, item.context)
+        else:
             self._inbox.put(item)
 
     def outstanding(self) -> int:
@@ -193,7 +208,7 @@ class Slots:
                         self._timed.pop(item.job.id, None)
                         follow = self._settle(item)
                 if follow is not None:
-                    self._inbox.put(follow)
+                    self._ready(follow)
                 if abandoned:
                     log.warning("job %s returned %.0f s after its timeout; its result (%s) "
                                 "is ignored", item.job.id, time.monotonic() - item.started
@@ -212,7 +227,37 @@ class Slots:
             self._outstanding -= 1
             follow = self._settle(item)
         if follow is not None:
-            self._inbox.put(follow)
+            self._ready(follow)
+        self.wake.set()
+
+    # -- the event loop's side (async tasks) ----------------------------------------------
+
+    def _begin_async(self, item: Held) -> bool:
+        """An async job got its place on the loop: start it (True), or file why not."""
+        if self.stopping.is_set():
+            with self._lock:  # not started: given back to the queue at shutdown
+                self._outstanding -= 1
+            self.wake.set()
+            return False
+        reason = item.context.stop_reason
+        if reason is not None:  # cancelled, or its lease lost, while it waited
+            self._file(item, Outcome("cancelled" if reason == CANCELLED else "lost",
+                                     "cancelled by request" if reason == CANCELLED else reason))
+            return False
+        item.started = time.monotonic()
+        if item.job.timeout_seconds:  # enforced by the loop: the coroutine is cancelled
+            item.context.deadline = item.started + item.job.timeout_seconds
+        return True
+
+    def _finish_async(self, item: Held, outcome: Outcome) -> None:
+        with self._lock:
+            item.outcome = outcome
+            item.seconds = time.monotonic() - item.started
+            self._finished.append(item)
+            self._outstanding -= 1
+            follow = self._settle(item)
+        if follow is not None:
+            self._ready(follow)
         self.wake.set()
 
     def _settle(self, item: Held) -> Held | None:
@@ -273,7 +318,7 @@ class Slots:
                 if follow is not None:
                     follows.append(follow)
         for follow in follows:
-            self._inbox.put(follow)
+            self._ready(follow)
         for item in expired:
             log.warning("job %s is over its timeout of %s s: recorded failed, its thread "
                         "abandoned", item.job.id, item.job.timeout_seconds,
@@ -283,6 +328,8 @@ class Slots:
 
     def close(self) -> None:
         """Tell every thread to end once its job is done; wait a little for them."""
+        if self.aio is not None:
+            self.aio.close()
         for _ in self._threads:
             self._inbox.put(None)
         for thread in self._threads:

@@ -9,6 +9,8 @@ loudly rather than run without leases):
                safety-net poll or the stop event
   slot-N       `pgqueue.slots`: runs one job at a time (in-thread, or through its
                `SlotHost`'s child)
+  async        `pgqueue.aioloop`: one event loop for the jobs of `async def` tasks,
+               `async_concurrency` at once (only when such a task is registered)
   leases       `pgqueue.leases`: heartbeats, cancellations, lost leases
   listener     `pgqueue.notify`: LISTEN, wakes the main loop
   maintenance  `pgqueue.maintenance`: rescue, prune, stale workers, on the elected leader
@@ -31,11 +33,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from pgqueue import connections
+from pgqueue.aioloop import DEFAULT_ASYNC_CONCURRENCY, is_async_task
 from pgqueue.claiming import ClaimSizer
 from pgqueue.db import Outage
 from pgqueue.errors import DatabaseUnavailable
@@ -92,8 +96,9 @@ class WorkerStats:
 class Worker:
     """One worker process's loop over some queues. Use `Queue.work()` or `Queue.worker()`.
 
-    `concurrency` jobs run at once. Claimed jobs beyond the free slots wait in memory
-    (leased, so never lost), as many as `pgqueue.claiming` sizes from measured round
+    `concurrency` jobs run at once, and besides them up to `async_concurrency` jobs of
+    `async def` tasks on one event loop (`pgqueue.aioloop`). Claimed jobs beyond the free
+    slots wait in memory (leased, so never lost), as many as `pgqueue.claiming` sizes from measured round
     trips and run times: hundreds of short jobs per claim, one long job per free slot.
     `prefetch=N` caps that buffer (0: free slots only). Timeouts count from when a slot
     starts the job. `on_event(action, details)` reports "listening", "job_started" and
@@ -109,7 +114,8 @@ class Worker:
                  prefetch: int | None = None, install_signals: bool | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
                  job_connections: int = connections.JOB_CONNECTIONS,
-                 schedules: Sequence[Schedule] = ()) -> None:
+                 schedules: Sequence[Schedule] = (),
+                 async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
         if isolation not in ("thread", "process"):
@@ -118,6 +124,13 @@ class Worker:
         self.tasks = tasks
         self.queues = list(queues)
         self.concurrency = max(1, concurrency)
+        if async_concurrency < 1:
+            raise ValueError("async_concurrency is at least 1")
+        # Places for async jobs exist only if an `async def` task is registered; the claim
+        # counts them with the slots (`capacity`), so it sizes batches for both kinds.
+        self.async_concurrency = (async_concurrency if any(
+            is_async_task(task) for task in tasks.values()) else 0)
+        self.capacity = self.concurrency + self.async_concurrency
         self.burst = burst
         self.isolation = isolation
         self.lease_seconds = lease_seconds
@@ -130,7 +143,7 @@ class Worker:
         self.job_connections = max(1, job_connections)
         self.worker_id: int | None = None
         self.stats = WorkerStats()
-        self.sizer = ClaimSizer(self.concurrency, prefetch)
+        self.sizer = ClaimSizer(self.capacity, prefetch)
         self.outage = Outage(f"worker {os.getpid()}")
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -148,7 +161,8 @@ class Worker:
         self._nudged = True  # a NOTIFY (or the poll) since: worth asking again
         self.slots = Slots(self.concurrency, tasks, hosts=self._hosts,
                            max_jobs_per_child=max_jobs_per_child, wake=self._wake,
-                           stopping=self._stopping, supervise=self._supervised)
+                           stopping=self._stopping, supervise=self._supervised,
+                           async_concurrency=self.async_concurrency)
         self.leases = Leases(store, lease_seconds=lease_seconds, worker_id=lambda: self.worker_id,
                              held=self.slots.contexts, take_done=self.slots.take_done,
                              exiting=self._exiting, outage=self.outage)
@@ -221,6 +235,7 @@ class Worker:
         batch = self.slots.take_finished()
         finals: list[Final] = []
         retries: list[Retry] = []
+        results: dict[int, str] = {}
         for item in batch:
             outcome = item.outcome
             assert outcome is not None
@@ -234,17 +249,19 @@ class Worker:
                     retries.append((job.id, job.attempt, decision.delay, outcome.error))
                     continue
             finals.append((job.id, job.attempt, outcome.state, outcome.error))
+            if outcome.result is not None:
+                results[job.id] = outcome.result
         # Jobs beyond the free slots wait in memory; they are claimed only at the best
         # priority in hand, so no backlog runs ahead of what a held job enqueues next.
         held = [item.job.priority for item in self.slots.unfinished()]
-        free = max(0, self.concurrency - self.slots.outstanding())
+        free = max(0, self.capacity - self.slots.outstanding())
         started = time.monotonic()
         try:
             claimed = self.store.finish_and_claim(
                 self._connection(), finals, retries, worker_id=self.worker_id,
                 queues=self.queues, limit=limit, lease_seconds=self.lease_seconds,
                 free=free, floor=max(held) if held else None,
-                buffered=self.sizer.buffered_queues())
+                buffered=self.sizer.buffered_queues(), results=results)
         except DatabaseUnavailable:
             self.slots.put_back(batch)
             raise
@@ -345,11 +362,11 @@ class Worker:
             want = min(want, self.max_jobs - self._started_jobs)
         if want <= 0:
             return 0
-        idle = self.concurrency - outstanding
+        idle = self.capacity - outstanding
         if idle > 0:
             # Slots are idle. With many slots and only a few idle while others are busy,
             # wait up to COALESCE_SECONDS for more to free up: one claim for a batch.
-            if (idle < max(1, self.concurrency // 2) and outstanding > 0
+            if (idle < max(1, self.capacity // 2) and outstanding > 0
                     and time.monotonic() - self._last_trip < COALESCE_SECONDS):
                 return 0
             return want
@@ -361,7 +378,7 @@ class Worker:
         pending = self.slots.finished_count()
         if not pending:
             return False
-        return (self.slots.outstanding() == 0 or pending >= max(1, self.concurrency // 2)
+        return (self.slots.outstanding() == 0 or pending >= max(1, self.capacity // 2)
                 or time.monotonic() - self._last_trip >= COALESCE_SECONDS)
 
     def _run(self) -> int:
@@ -457,6 +474,9 @@ class Worker:
             wait = min(wait, COALESCE_SECONDS)
         if next_deadline is not None:
             wait = min(wait, max(0.0, next_deadline - time.monotonic()) + 0.001)
+        if self.store.wake_at is not None:  # a job parked by its limit may start then
+            wait = min(wait, max(0.0, (self.store.wake_at - datetime.now(UTC)).total_seconds())
+                       + 0.001)
         return wait
 
     def _shutdown(self) -> None:

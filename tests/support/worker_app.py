@@ -9,6 +9,7 @@ times each job really ran. Run a worker with:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -77,6 +78,50 @@ def fail_if(item: int, fail: bool = False, record: bool = True) -> None:
 @queue.task(name="collect", queue="followup", max_attempts=3, retry_backoff=0.05)
 def collect(label: str = "") -> None:
     _record(0)
+
+
+# -- async def tasks: run on the worker's event loop (pgqueue.aioloop) -------------------
+
+async def _arecord(item: int) -> None:
+    job = current_job()
+    async with await psycopg.AsyncConnection.connect(os.environ["PGQUEUE_APP_DSN"],
+                                                     autocommit=True) as conn:
+        await conn.execute("INSERT INTO effects (job_id, item, attempt, pid) "
+                           "VALUES (%s, %s, %s, %s)",
+                           (job.id if job else None, item, job.attempt if job else None,
+                            os.getpid()))
+
+
+@queue.task(name="arecord", queue="work", max_attempts=3, retry_backoff=0.05)
+async def arecord(item: int, sleep: float = 0.0) -> None:
+    """`record` as a coroutine."""
+    if sleep:
+        await asyncio.sleep(sleep)
+    await _arecord(item)
+
+
+@queue.task(name="async_sleeper", queue="work", max_attempts=1, timeout=1)
+async def async_sleeper(item: int, seconds: float = 3600.0) -> None:
+    """Records a start marker (-item), sleeps; records 1_000_000 + item if its coroutine is
+    cancelled (it saw CancelledError), `item` if it ever wakes. Its timeout is 1 s."""
+    await _arecord(-item)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await asyncio.shield(_arecord(1_000_000 + item))
+        raise
+    await _arecord(item)
+
+
+@queue.task(name="async_flaky", queue="work", max_attempts=3, retry_backoff=0.05)
+async def async_flaky(item: int, failures: int = 1) -> None:
+    """Fails its first `failures` attempts (recording each), then records `item`."""
+    job = current_job()
+    assert job is not None
+    if job.attempt <= failures:
+        await _arecord(-item)
+        raise RuntimeError(f"attempt {job.attempt} of item {item} is meant to fail")
+    await _arecord(item)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,80 @@
+"""`async def` tasks in real worker processes (pgqueue.aioloop): results, timeouts that
+cancel the coroutine, cancel requests, retries; sync and async jobs in one worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pgqueue import JobState, Queue
+from tests.chaos.conftest import Fleet, scalar, wait_for
+from tests.support import worker_app
+from tests.support.postgres import effects
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    (tmp_path / "logs").mkdir()
+    workers = Fleet(tmp_path / "logs")
+    try:
+        yield workers
+    finally:
+        workers.stop_all(timeout=5)
+
+
+def _final(app: Queue, job_id: int, what: str, fleet: Fleet) -> JobState:
+    def done() -> JobState | None:
+        state = app.get_job(job_id).state
+        return state if state.final else None
+    result: JobState = wait_for(done, timeout=60, what=what, watch=fleet)
+    return result
+
+
+def test_sync_and_async_jobs_share_one_worker(app: Queue, db_url: str, fleet: Fleet) -> None:
+    sync_ids = app.enqueue_many(worker_app.record, [{"item": i} for i in range(1, 51)])
+    async_ids = app.enqueue_many(worker_app.arecord, [{"item": i, "sleep": 0.01}
+                                                      for i in range(101, 301)])
+    fleet.start(db_url, "work", concurrency=2)
+    wait_for(lambda: scalar(db_url, "SELECT count(*) FROM pgqueue.job_history "
+                                    "WHERE state = 'succeeded'") == 250,
+             timeout=120, what="250 jobs to succeed", watch=fleet)
+    items = sorted(item for _, item, _ in effects(db_url))
+    assert items == list(range(1, 51)) + list(range(101, 301))
+    # The async jobs ran in the worker process, on its event loop thread.
+    assert scalar(db_url, "SELECT count(DISTINCT pid) FROM effects") == 1
+    assert app.get_job(async_ids[0]).state is JobState.SUCCEEDED
+    assert app.get_job(sync_ids[0]).state is JobState.SUCCEEDED
+
+
+def test_a_timeout_cancels_the_coroutine_and_fails_the_job(app: Queue, db_url: str,
+                                                            fleet: Fleet) -> None:
+    job_id = worker_app.async_sleeper.enqueue(item=7)  # timeout=1, one attempt
+    fleet.start(db_url, "work")
+    assert _final(app, job_id, "the sleeper to time out", fleet) is JobState.FAILED
+    job = app.get_job(job_id)
+    assert job.last_error is not None and job.last_error.startswith("timed out after 1 s")
+    # The coroutine saw CancelledError (its except clause recorded 1_000_007), never woke.
+    items = [item for _, item, _ in effects(db_url)]
+    assert items == [-7, 1_000_007]
+
+
+def test_cancel_stops_a_running_async_task(app: Queue, db_url: str, fleet: Fleet) -> None:
+    import dataclasses
+    sleeper = dataclasses.replace(worker_app.async_sleeper, timeout=None)
+    job_id = sleeper.enqueue(item=3)
+    fleet.start(db_url, "work")
+    wait_for(lambda: -3 in [item for _, item, _ in effects(db_url)], timeout=60,
+             what="the sleeper to start", watch=fleet)
+    app.cancel(ids=[job_id])
+    assert _final(app, job_id, "the cancelled job to finish", fleet) is JobState.CANCELLED
+    assert [item for _, item, _ in effects(db_url)] == [-3, 1_000_003]
+
+
+def test_a_failing_async_task_is_retried(app: Queue, db_url: str, fleet: Fleet) -> None:
+    job_id = worker_app.async_flaky.enqueue(item=5, failures=2)
+    fleet.start(db_url, "work")
+    assert _final(app, job_id, "the flaky job to succeed", fleet) is JobState.SUCCEEDED
+    assert [(item, attempt) for _, item, attempt in effects(db_url)] == [(-5, 1), (-5, 2), (5, 3)]
+    assert app.get_job(job_id).attempt == 3
