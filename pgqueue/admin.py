@@ -84,3 +84,22 @@ def failed_jobs(store: JobStore, *, queue: str | None = None, tag: str | None = 
     with store.transaction(atomic=False) as conn:
         return store.run(conn, "failed_jobs", {"queue": queue, "tag": tag, "limit": limit}
                          ).fetchall()
+
+
+def job_counts(store: JobStore) -> dict[str, dict[str, int]]:
+    """Jobs by queue and state ({queue: {state: jobs}}, states as in the queue_depth view:
+    queued, scheduled, running, succeeded, failed, cancelled), from the counters kept by
+    triggers (migration 0008): a few milliseconds whatever the history holds. For pages
+    that poll (the dashboard) as much as for `clerk status` and /metrics."""
+    counts: dict[str, dict[str, int]] = {}
+    with store.transaction(atomic=False) as conn:
+        for row in store.run(conn, "queue_depth").fetchall():
+            counts.setdefault(row["queue"], {})[row["state"]] = int(row["jobs"])
+    return counts
+
+
+def finished_per_minute(store: JobStore, minutes: int = 60) -> list[dict[str, Any]]:
+    """Jobs finished per minute over the last `minutes`, by queue and state, with their
+    run seconds: rows {minute, queue, state, jobs, seconds} from the per-minute rollups."""
+    with store.transaction(atomic=False) as conn:
+        return store.run(conn, "finished_per_minute", {"minutes": minutes}).fetchall()

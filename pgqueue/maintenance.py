@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from pgqueue.connections import MAINTENANCE
+from pgqueue.counts import fold as fold_counts
 from pgqueue.db import Outage, translate_errors
 from pgqueue.errors import DatabaseError, DatabaseUnavailable
 from pgqueue.periodic import Schedule, declare, enqueue_due, seconds_until_due
@@ -166,6 +167,7 @@ class Maintenance:
                         if any(rescued.values()):
                             log.warning("rescued jobs of lost workers: %s", rescued,
                                         extra={"action": "rescued", **rescued})
+                        fold_counts(self.store, conn)  # the counting ledger (issue 21)
                         if time.monotonic() >= next_prune:
                             next_prune = time.monotonic() + self.prune_every
                             pruned = prune(self.store)

@@ -21,6 +21,80 @@ BEGIN
     RETURN new_id;
 END
 $$;
+CREATE FUNCTION pgqueue.assign_fair_rank() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    head double precision;
+    last double precision;
+    step double precision;
+BEGIN
+    SELECT j.fair_rank INTO head FROM "pgqueue".jobs j
+    WHERE j.state = 'queued' AND j.queue = NEW.queue AND j.priority = NEW.priority
+      AND j.run_at <= now()
+    ORDER BY j.fair_rank LIMIT 1;
+    SELECT j.fair_rank INTO last FROM "pgqueue".jobs j
+    WHERE j.state = 'queued' AND j.tag IS NOT NULL AND j.queue = NEW.queue
+      AND j.tag = NEW.tag AND j.priority = NEW.priority
+    ORDER BY j.fair_rank DESC LIMIT 1;
+    SELECT w.weight INTO step FROM "pgqueue".fair_weights w
+    WHERE w.queue = NEW.queue AND w.key = NEW.tag;
+    NEW.fair_rank := greatest(coalesce(head, 0), coalesce(last, 0)) + 1.0 / coalesce(step, 1);
+    RETURN NEW;
+END
+$$;
+CREATE FUNCTION pgqueue.count_history_deleted() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO "pgqueue".job_count_changes (queue, state, jobs)
+    SELECT queue, state, -count(*) FROM old_rows GROUP BY 1, 2;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION pgqueue.count_history_inserted() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO "pgqueue".job_count_changes (queue, state, jobs, task, minute, finished, seconds)
+    SELECT queue, state, count(*), task, date_trunc('minute', finished_at), count(*),
+           coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)
+    FROM new_rows GROUP BY queue, state, task, date_trunc('minute', finished_at);
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION pgqueue.count_jobs_deleted() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO "pgqueue".job_count_changes (queue, state, jobs)
+    SELECT queue, state, -count(*) FROM old_rows GROUP BY 1, 2;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION pgqueue.count_jobs_inserted() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO "pgqueue".job_count_changes (queue, state, jobs)
+    SELECT queue, state, count(*) FROM new_rows GROUP BY 1, 2;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION pgqueue.count_jobs_updated() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO "pgqueue".job_count_changes (queue, state, jobs)
+    SELECT queue, state, sum(n) FROM (
+        SELECT queue, state, -1 AS n FROM old_rows
+        UNION ALL
+        SELECT queue, state, 1 FROM new_rows
+    ) AS moved
+    GROUP BY 1, 2 HAVING sum(n) <> 0;
+    RETURN NULL;
+END
+$$;
 CREATE FUNCTION pgqueue.fire_chain() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -122,6 +196,108 @@ BEGIN
                                    ELSE jsonb_build_array(specs) END) AS spec;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
+END
+$$;
+CREATE FUNCTION pgqueue.take_slots(p_task text, p_key text, p_ids bigint[], p_attempts integer[], p_park_seconds double precision) RETURNS TABLE(job_id bigint, park_until timestamp with time zone)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    lim "pgqueue".limits%ROWTYPE;
+    held "pgqueue".limit_keys%ROWTYPE;
+    alive_ids bigint[];
+    alive_attempts integer[];
+    recent timestamptz[] := '{}';
+    clock timestamptz;
+    wanted integer := cardinality(p_ids);
+    granted integer;
+    full_slots boolean := false;
+    gap double precision;
+    first_open timestamptz;
+    i integer;
+BEGIN
+    SELECT * INTO lim FROM "pgqueue".limits l WHERE l.task = p_task;
+    IF NOT FOUND THEN  -- the limit was removed meanwhile
+        RETURN QUERY SELECT u, NULL::timestamptz FROM unnest(p_ids) AS u;
+        RETURN;
+    END IF;
+    INSERT INTO "pgqueue".limit_keys (task, key) VALUES (p_task, p_key) ON CONFLICT DO NOTHING;
+    -- Waits for a claim holding the key; each statement of this function then takes a new
+    -- snapshot, so the jobs that claim granted are seen running below.
+    SELECT * INTO held FROM "pgqueue".limit_keys k WHERE k.task = p_task AND k.key = p_key
+    FOR UPDATE;
+    clock := clock_timestamp();
+    SELECT coalesce(array_agg(h.id ORDER BY h.n), '{}'),
+           coalesce(array_agg(h.attempt ORDER BY h.n), '{}')
+    INTO alive_ids, alive_attempts
+    FROM unnest(held.holders, held.attempts) WITH ORDINALITY AS h(id, attempt, n)
+    WHERE EXISTS (SELECT 1 FROM "pgqueue".jobs j
+                  WHERE j.id = h.id AND j.state = 'running' AND j.attempt = h.attempt);
+    granted := wanted;
+    IF lim.concurrency IS NOT NULL THEN
+        granted := least(granted, lim.concurrency - cardinality(alive_ids));
+    END IF;
+    IF lim.rate IS NOT NULL THEN
+        recent := ARRAY(SELECT s FROM unnest(held.starts) AS s
+                        WHERE s > clock - lim.per_seconds * interval '1 second' ORDER BY s);
+        granted := least(granted, lim.rate - cardinality(recent));
+    END IF;
+    granted := greatest(granted, 0);
+    full_slots := lim.concurrency IS NOT NULL
+                  AND cardinality(alive_ids) + granted >= lim.concurrency;
+    FOR i IN 1 .. granted LOOP
+        recent := recent || clock;
+    END LOOP;
+    job_id := NULL;
+    FOR i IN 1 .. granted LOOP
+        job_id := p_ids[i];
+        park_until := NULL;
+        RETURN NEXT;
+    END LOOP;
+    IF granted < wanted THEN
+        IF lim.rate IS NOT NULL AND NOT full_slots THEN
+            -- Blocked by the rate: each waiter is booked for the moment a start leaves the
+            -- window, one gap (per/rate) after the last booking, so a long backlog is
+            -- parked once each, spread out, rather than woken all together.
+            gap := lim.per_seconds / lim.rate;
+            first_open := greatest(recent[1] + lim.per_seconds * interval '1 second',
+                                   coalesce(held.reserved_until, '-infinity') + gap * interval '1 second');
+            FOR i IN granted + 1 .. wanted LOOP
+                job_id := p_ids[i];
+                park_until := first_open + (i - granted - 1) * gap * interval '1 second';
+                held.reserved_until := park_until;
+                RETURN NEXT;
+            END LOOP;
+        ELSE
+            FOR i IN granted + 1 .. wanted LOOP
+                job_id := p_ids[i];
+                park_until := clock + p_park_seconds * interval '1 second';
+                RETURN NEXT;
+            END LOOP;
+        END IF;
+    END IF;
+    UPDATE "pgqueue".limit_keys k
+    SET holders = CASE WHEN lim.concurrency IS NULL THEN '{}'
+                       ELSE alive_ids || p_ids[1:granted] END,
+        attempts = CASE WHEN lim.concurrency IS NULL THEN '{}'
+                        ELSE alive_attempts || p_attempts[1:granted] END,
+        starts = recent, reserved_until = held.reserved_until
+    WHERE k.task = p_task AND k.key = p_key;
+END
+$$;
+CREATE FUNCTION pgqueue.wake_parked() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE "pgqueue".jobs j SET run_at = now(), parked_until = NULL
+    WHERE j.id = (SELECT p.id FROM "pgqueue".jobs p
+                  WHERE p.limit_key = OLD.limit_key AND p.state = 'queued'
+                    AND p.parked_until IS NOT NULL AND p.run_at = p.parked_until
+                  ORDER BY p.priority DESC, p.fair_rank, p.id
+                  LIMIT 1 FOR UPDATE SKIP LOCKED);
+    IF FOUND THEN
+        PERFORM pg_notify('pgqueue' || '.' || OLD.queue, '');
+    END IF;
+    RETURN NULL;
 END
 $$;
 CREATE TABLE clerk.blob_chunks (
@@ -238,6 +414,7 @@ CREATE TABLE pgqueue.job_history (
     created_at timestamp with time zone NOT NULL,
     started_at timestamp with time zone,
     finished_at timestamp with time zone DEFAULT now() NOT NULL,
+    result jsonb,
     CONSTRAINT job_history_state_check CHECK ((state = ANY (ARRAY['succeeded'::pgqueue.job_state, 'failed'::pgqueue.job_state, 'cancelled'::pgqueue.job_state])))
 );
 CREATE TABLE pgqueue.jobs (
@@ -265,6 +442,9 @@ CREATE TABLE pgqueue.jobs (
     started_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     unknown_returns integer DEFAULT 0 NOT NULL,
+    fair_rank double precision DEFAULT 0 NOT NULL,
+    limit_key text,
+    parked_until timestamp with time zone,
     CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['queued'::pgqueue.job_state, 'running'::pgqueue.job_state])))
 );
@@ -291,7 +471,8 @@ CREATE VIEW pgqueue.all_jobs AS
     jobs.last_error,
     jobs.created_at,
     jobs.started_at,
-    NULL::timestamp with time zone AS finished_at
+    NULL::timestamp with time zone AS finished_at,
+    NULL::jsonb AS result
    FROM pgqueue.jobs
 UNION ALL
  SELECT job_history.id,
@@ -316,8 +497,15 @@ UNION ALL
     job_history.last_error,
     job_history.created_at,
     job_history.started_at,
-    job_history.finished_at
+    job_history.finished_at,
+    job_history.result
    FROM pgqueue.job_history;
+CREATE TABLE pgqueue.fair_weights (
+    queue text NOT NULL,
+    key text NOT NULL,
+    weight double precision NOT NULL,
+    CONSTRAINT fair_weights_weight_check CHECK (((weight > (0)::double precision) AND (weight <= (1000)::double precision)))
+);
 CREATE TABLE pgqueue.groups (
     id bigint NOT NULL,
     key text NOT NULL,
@@ -363,6 +551,39 @@ CREATE SEQUENCE pgqueue.groups_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE pgqueue.groups_id_seq OWNED BY pgqueue.groups.id;
+CREATE TABLE pgqueue.job_count_changes (
+    queue text NOT NULL,
+    state pgqueue.job_state NOT NULL,
+    jobs bigint NOT NULL,
+    task text,
+    minute timestamp with time zone,
+    finished bigint,
+    seconds double precision
+);
+CREATE TABLE pgqueue.job_counts (
+    queue text NOT NULL,
+    state pgqueue.job_state NOT NULL,
+    jobs bigint NOT NULL
+);
+CREATE TABLE pgqueue.job_rollups (
+    minute timestamp with time zone NOT NULL,
+    queue text NOT NULL,
+    task text NOT NULL,
+    state pgqueue.job_state NOT NULL,
+    jobs bigint NOT NULL,
+    seconds double precision NOT NULL
+);
+CREATE TABLE pgqueue.job_totals (
+    queue text NOT NULL,
+    task text NOT NULL,
+    state pgqueue.job_state NOT NULL,
+    jobs bigint NOT NULL,
+    seconds double precision NOT NULL
+);
+CREATE TABLE pgqueue.job_waiters (
+    job_id bigint NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL
+);
 CREATE SEQUENCE pgqueue.jobs_id_seq
     START WITH 1
     INCREMENT BY 1
@@ -370,12 +591,57 @@ CREATE SEQUENCE pgqueue.jobs_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE pgqueue.jobs_id_seq OWNED BY pgqueue.jobs.id;
+CREATE TABLE pgqueue.limit_keys (
+    task text NOT NULL,
+    key text NOT NULL,
+    holders bigint[] DEFAULT '{}'::bigint[] NOT NULL,
+    attempts integer[] DEFAULT '{}'::integer[] NOT NULL,
+    starts timestamp with time zone[] DEFAULT '{}'::timestamp with time zone[] NOT NULL,
+    reserved_until timestamp with time zone
+);
+CREATE TABLE pgqueue.limits (
+    task text NOT NULL,
+    key_arg text,
+    concurrency integer,
+    rate integer,
+    per_seconds double precision,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT limits_check CHECK (((rate IS NULL) = (per_seconds IS NULL))),
+    CONSTRAINT limits_check1 CHECK (((concurrency IS NOT NULL) OR (rate IS NOT NULL))),
+    CONSTRAINT limits_concurrency_check CHECK ((concurrency >= 1)),
+    CONSTRAINT limits_per_seconds_check CHECK ((per_seconds > (0)::double precision)),
+    CONSTRAINT limits_rate_check CHECK ((rate >= 1))
+);
+CREATE VIEW pgqueue.limit_usage AS
+ SELECT k.task,
+    k.key,
+    l.concurrency,
+    l.rate,
+    l.per_seconds,
+    ( SELECT count(*) AS count
+           FROM UNNEST(k.holders, k.attempts) h(id, attempt)
+          WHERE (EXISTS ( SELECT 1
+                   FROM pgqueue.jobs j
+                  WHERE ((j.id = h.id) AND (j.state = 'running'::pgqueue.job_state) AND (j.attempt = h.attempt))))) AS running,
+    ( SELECT count(*) AS count
+           FROM unnest(k.starts) s(s)
+          WHERE (s.s > (now() - (l.per_seconds * '00:00:01'::interval)))) AS recent_starts,
+    ( SELECT count(*) AS count
+           FROM pgqueue.jobs j
+          WHERE ((j.limit_key = ((k.task || ':'::text) || k.key)) AND (j.state = 'queued'::pgqueue.job_state) AND (j.parked_until IS NOT NULL))) AS parked
+   FROM (pgqueue.limit_keys k
+     JOIN pgqueue.limits l USING (task));
 CREATE TABLE pgqueue.migrations (
     component text NOT NULL,
     version integer NOT NULL,
     name text NOT NULL,
     checksum text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+CREATE TABLE pgqueue.paused_queues (
+    queue text NOT NULL,
+    reason text,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL
 );
 CREATE TABLE pgqueue.periodic (
     name text NOT NULL,
@@ -421,24 +687,51 @@ CREATE VIEW pgqueue.periodic_schedules AS
      LEFT JOIN pgqueue.jobs j ON ((j.id = p.last_job_id)))
      LEFT JOIN pgqueue.job_history h ON (((h.id = p.last_job_id) AND (j.id IS NULL))));
 CREATE VIEW pgqueue.queue_depth AS
- SELECT jobs.queue,
+ WITH counted AS (
+         SELECT parts.queue,
+            parts.state,
+            (sum(parts.jobs))::bigint AS jobs
+           FROM ( SELECT job_counts.queue,
+                    job_counts.state,
+                    job_counts.jobs
+                   FROM pgqueue.job_counts
+                UNION ALL
+                 SELECT job_count_changes.queue,
+                    job_count_changes.state,
+                    job_count_changes.jobs
+                   FROM pgqueue.job_count_changes) parts
+          GROUP BY parts.queue, parts.state
+        ), scheduled AS (
+         SELECT jobs.queue,
+            count(*) AS jobs
+           FROM pgqueue.jobs
+          WHERE ((jobs.state = 'queued'::pgqueue.job_state) AND (jobs.run_at > now()))
+          GROUP BY jobs.queue
+        )
+ SELECT c.queue,
+    (c.state)::text AS state,
+    (c.jobs -
         CASE
-            WHEN ((jobs.state = 'queued'::pgqueue.job_state) AND (jobs.run_at > now())) THEN 'scheduled'::text
-            ELSE (jobs.state)::text
-        END AS state,
-    count(*) AS jobs
-   FROM pgqueue.jobs
-  GROUP BY jobs.queue,
+            WHEN (c.state = 'queued'::pgqueue.job_state) THEN COALESCE(s.jobs, (0)::bigint)
+            ELSE (0)::bigint
+        END) AS jobs
+   FROM (counted c
+     LEFT JOIN scheduled s ON (((s.queue = c.queue) AND (c.state = 'queued'::pgqueue.job_state))))
+  WHERE ((c.jobs -
         CASE
-            WHEN ((jobs.state = 'queued'::pgqueue.job_state) AND (jobs.run_at > now())) THEN 'scheduled'::text
-            ELSE (jobs.state)::text
-        END
+            WHEN (c.state = 'queued'::pgqueue.job_state) THEN COALESCE(s.jobs, (0)::bigint)
+            ELSE (0)::bigint
+        END) > 0)
 UNION ALL
- SELECT job_history.queue,
-    (job_history.state)::text AS state,
-    count(*) AS jobs
-   FROM pgqueue.job_history
-  GROUP BY job_history.queue, (job_history.state)::text;
+ SELECT scheduled.queue,
+    'scheduled'::text AS state,
+    scheduled.jobs
+   FROM scheduled;
+CREATE VIEW pgqueue.queue_pauses AS
+ SELECT paused_queues.queue,
+    paused_queues.reason,
+    paused_queues.paused_at
+   FROM pgqueue.paused_queues;
 CREATE VIEW pgqueue.recent_failures AS
  SELECT job_history.id,
     job_history.queue,
@@ -503,16 +796,30 @@ ALTER TABLE ONLY clerk.refused_links
     ADD CONSTRAINT refused_links_pkey PRIMARY KEY (site, url);
 ALTER TABLE ONLY clerk.sites
     ADD CONSTRAINT sites_pkey PRIMARY KEY (subdomain);
+ALTER TABLE ONLY pgqueue.fair_weights
+    ADD CONSTRAINT fair_weights_pkey PRIMARY KEY (queue, key);
 ALTER TABLE ONLY pgqueue.groups
     ADD CONSTRAINT groups_key_key UNIQUE (key);
 ALTER TABLE ONLY pgqueue.groups
     ADD CONSTRAINT groups_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgqueue.job_counts
+    ADD CONSTRAINT job_counts_pkey PRIMARY KEY (queue, state);
 ALTER TABLE ONLY pgqueue.job_history
     ADD CONSTRAINT job_history_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgqueue.job_rollups
+    ADD CONSTRAINT job_rollups_pkey PRIMARY KEY (minute, queue, task, state);
+ALTER TABLE ONLY pgqueue.job_totals
+    ADD CONSTRAINT job_totals_pkey PRIMARY KEY (queue, task, state);
 ALTER TABLE ONLY pgqueue.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgqueue.limit_keys
+    ADD CONSTRAINT limit_keys_pkey PRIMARY KEY (task, key);
+ALTER TABLE ONLY pgqueue.limits
+    ADD CONSTRAINT limits_pkey PRIMARY KEY (task);
 ALTER TABLE ONLY pgqueue.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (component, version);
+ALTER TABLE ONLY pgqueue.paused_queues
+    ADD CONSTRAINT paused_queues_pkey PRIMARY KEY (queue);
 ALTER TABLE ONLY pgqueue.periodic
     ADD CONSTRAINT periodic_pkey PRIMARY KEY (name);
 ALTER TABLE ONLY pgqueue.workers
@@ -524,10 +831,14 @@ CREATE INDEX job_history_failed ON pgqueue.job_history USING btree (queue, finis
 CREATE INDEX job_history_group ON pgqueue.job_history USING btree (group_id) WHERE (group_id IS NOT NULL);
 CREATE INDEX job_history_prune ON pgqueue.job_history USING btree (state, finished_at);
 CREATE INDEX job_history_tag ON pgqueue.job_history USING btree (tag, finished_at) WHERE (tag IS NOT NULL);
-CREATE INDEX jobs_claim ON pgqueue.jobs USING btree (queue, priority DESC, run_at, id) WHERE (state = 'queued'::pgqueue.job_state);
+CREATE INDEX job_waiters_job ON pgqueue.job_waiters USING btree (job_id);
+CREATE INDEX jobs_claim ON pgqueue.jobs USING btree (queue, priority DESC, fair_rank, run_at, id) WHERE (state = 'queued'::pgqueue.job_state);
 CREATE UNIQUE INDEX jobs_dedupe ON pgqueue.jobs USING btree (dedupe_key) WHERE (dedupe_key IS NOT NULL);
+CREATE INDEX jobs_fair_key ON pgqueue.jobs USING btree (queue, tag, priority, fair_rank) WHERE ((state = 'queued'::pgqueue.job_state) AND (tag IS NOT NULL));
 CREATE INDEX jobs_group ON pgqueue.jobs USING btree (group_id) WHERE (group_id IS NOT NULL);
 CREATE INDEX jobs_lease ON pgqueue.jobs USING btree (lease_until) WHERE (state = 'running'::pgqueue.job_state);
+CREATE INDEX jobs_parked ON pgqueue.jobs USING btree (limit_key, priority DESC, fair_rank, id) WHERE ((state = 'queued'::pgqueue.job_state) AND (parked_until IS NOT NULL));
+CREATE INDEX jobs_scheduled ON pgqueue.jobs USING btree (run_at) INCLUDE (queue) WHERE (state = 'queued'::pgqueue.job_state);
 CREATE INDEX jobs_tag ON pgqueue.jobs USING btree (tag) WHERE (tag IS NOT NULL);
 CREATE INDEX periodic_next ON pgqueue.periodic USING btree (next_run_at);
 CREATE OR REPLACE VIEW pgqueue.active_workers AS
@@ -547,6 +858,14 @@ CREATE OR REPLACE VIEW pgqueue.active_workers AS
   GROUP BY w.id;
 CREATE TRIGGER groups_fire AFTER UPDATE OF completed_at ON pgqueue.groups FOR EACH ROW WHEN (((old.completed_at IS NULL) AND (new.completed_at IS NOT NULL))) EXECUTE FUNCTION pgqueue.fire_group();
 CREATE TRIGGER job_history_chain AFTER INSERT ON pgqueue.job_history FOR EACH ROW WHEN (((new.state = 'succeeded'::pgqueue.job_state) AND (new.on_success IS NOT NULL))) EXECUTE FUNCTION pgqueue.fire_chain();
+CREATE TRIGGER job_history_count_delete AFTER DELETE ON pgqueue.job_history REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_history_deleted();
+CREATE TRIGGER job_history_count_insert AFTER INSERT ON pgqueue.job_history REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_history_inserted();
+CREATE TRIGGER jobs_count_delete AFTER DELETE ON pgqueue.jobs REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_jobs_deleted();
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON pgqueue.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_jobs_inserted();
+CREATE TRIGGER jobs_count_update AFTER UPDATE ON pgqueue.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_jobs_updated();
+CREATE TRIGGER jobs_fair_rank BEFORE INSERT ON pgqueue.jobs FOR EACH ROW WHEN ((new.tag IS NOT NULL)) EXECUTE FUNCTION pgqueue.assign_fair_rank();
+CREATE TRIGGER jobs_limit_freed_on_delete AFTER DELETE ON pgqueue.jobs FOR EACH ROW WHEN (((old.limit_key IS NOT NULL) AND (old.state = 'running'::pgqueue.job_state))) EXECUTE FUNCTION pgqueue.wake_parked();
+CREATE TRIGGER jobs_limit_freed_on_update AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW WHEN (((old.limit_key IS NOT NULL) AND (old.state = 'running'::pgqueue.job_state) AND (new.state <> 'running'::pgqueue.job_state))) EXECUTE FUNCTION pgqueue.wake_parked();
 ALTER TABLE ONLY clerk.blob_chunks
     ADD CONSTRAINT blob_chunks_sha256_fkey FOREIGN KEY (sha256) REFERENCES clerk.blobs(sha256) ON DELETE CASCADE;
 ALTER TABLE ONLY clerk.documents

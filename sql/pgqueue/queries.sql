@@ -62,25 +62,33 @@ SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
 -- however much history or backlog exists. One queue per statement: with `queue = ANY(...)`
 -- PostgreSQL cannot read the index in order and sorts the whole backlog instead (seen:
 -- a sequential scan and sort over 10,000 queued rows for a LIMIT 10).
--- SKIP LOCKED lets concurrent workers take disjoint rows.
+-- SKIP LOCKED lets concurrent workers take disjoint rows. A paused queue (paused_queues)
+-- is cut off by a one-time filter before the walk reads a row.
+-- fair_rank (migration 0005) orders keys (tags) round-robin within a priority; it is
+-- assigned when a job is inserted, so the walk is the same ordered index scan as ever.
 -- Priority over the buffer: the first %(free)s rows are for free slots; the rest wait in
 -- the worker's memory, and only at the best priority found, and at least %(floor)s (the
 -- best the worker holds): a lower-priority job held there would run ahead of a
 -- higher-priority job enqueued meanwhile (a running job's next step). And only from the
 -- queues in %(buffered)s (NULL: any), those whose run times the worker has measured as
 -- short: an unknown job may be an hour long. Rows locked but not chosen are released at
--- commit. The rows come back in claim order: the order they run.
+-- commit.
+-- Limits (pgqueue/limits.py): the candidates of a limited task ask take_slots() for their
+-- key's slots, one call per key, in key order (two claims never wait for each other's
+-- keys in opposite orders); those refused are parked (run_at moved to when they may run)
+-- and come back as one row with a NULL id whose run_at is the earliest of those times, so
+-- the worker wakes then. The rows come back in claim order: the order they run.
 WITH locked AS MATERIALIZED (
-    SELECT id, queue, priority, run_at FROM {schema}.jobs
+    SELECT id, queue, task, args, attempt, priority, fair_rank, run_at FROM {schema}.jobs
     WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
-    ORDER BY priority DESC, run_at, id
+      AND NOT EXISTS (SELECT FROM {schema}.paused_queues WHERE queue = %(queue)s)
+    ORDER BY priority DESC, fair_rank, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
 candidates AS MATERIALIZED (
-    SELECT id FROM (
-        SELECT id, queue, priority,
-               row_number() OVER (ORDER BY priority DESC, run_at, id) AS n,
+    SELECT * FROM (
+        SELECT *, row_number() OVER (ORDER BY priority DESC, fair_rank, run_at, id) AS n,
                max(priority) OVER () AS top
         FROM locked
     ) AS ranked
@@ -88,39 +96,62 @@ candidates AS MATERIALIZED (
        OR (priority >= greatest(top, %(floor)s::smallint)
            AND (%(buffered)s::text[] IS NULL OR queue = ANY(%(buffered)s::text[])))
 ),
+verdicts AS MATERIALIZED (
+    SELECT v.job_id, v.park_until, k.task || ':' || k.key AS limit_key
+    FROM (SELECT m.task, coalesce(c.args ->> m.key_arg, '') AS key,
+                 array_agg(c.id ORDER BY c.n) AS ids,
+                 array_agg(c.attempt + 1 ORDER BY c.n) AS attempts
+          FROM candidates AS c JOIN {schema}.limits AS m ON m.task = c.task
+          GROUP BY 1, 2 ORDER BY 1, 2) AS k
+    CROSS JOIN LATERAL {schema}.take_slots(k.task, k.key, k.ids, k.attempts,
+                                           %(park_seconds)s) AS v
+),
+parked AS (
+    UPDATE {schema}.jobs AS j
+    SET run_at = v.park_until, parked_until = v.park_until, limit_key = v.limit_key
+    FROM verdicts AS v
+    WHERE j.id = v.job_id AND v.park_until IS NOT NULL
+    RETURNING j.run_at
+),
 claimed AS (
     UPDATE {schema}.jobs AS j
     SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
         lease_until = now() + %(lease_seconds)s * interval '1 second',
-        started_at = now(), updated_at = now()
-    FROM candidates
-    WHERE j.id = candidates.id
+        started_at = now(), updated_at = now(), limit_key = v.limit_key
+    FROM candidates AS c LEFT JOIN verdicts AS v ON v.job_id = c.id
+    WHERE j.id = c.id AND v.park_until IS NULL
     RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts,
-              j.group_id, j.origin_group_id, j.tag, j.timeout_seconds, j.rescues, j.run_at
+              j.group_id, j.origin_group_id, j.tag, j.timeout_seconds, j.rescues, j.run_at,
+              j.fair_rank
 )
-SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
+SELECT id, queue, task, args, priority, attempt, max_attempts, group_id, origin_group_id, tag,
+       timeout_seconds, rescues, run_at
+FROM (SELECT * FROM claimed ORDER BY priority DESC, fair_rank, run_at, id) AS ordered
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, min(run_at)
+FROM parked HAVING count(*) > 0;
 
 -- name: claim_across_queues
 -- For a worker serving several queues: the best jobs across them, by the same order and
--- with the same rule for the buffer. Each queue's candidates come from its own ordered
--- walk of jobs_claim (a LATERAL per queue, for the reason given at `claim`); rows locked
--- but not chosen are released at commit.
+-- with the same rules for paused queues, the buffer and limits. Each queue's candidates
+-- come from its own ordered walk of jobs_claim (a LATERAL per queue, for the reason given
+-- at `claim`); rows locked but not chosen are released at commit.
 WITH locked AS MATERIALIZED (
-    SELECT c.id, c.queue, c.priority, c.run_at FROM unnest(%(queues)s::text[]) AS q(name)
+    SELECT c.* FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT id, queue, priority, run_at FROM {schema}.jobs
+        SELECT id, queue, task, args, attempt, priority, fair_rank, run_at FROM {schema}.jobs
         WHERE state = 'queued' AND queue = q.name AND run_at <= now()
-        ORDER BY priority DESC, run_at, id
+        ORDER BY priority DESC, fair_rank, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS c
-    ORDER BY c.priority DESC, c.run_at, c.id
+    WHERE NOT EXISTS (SELECT FROM {schema}.paused_queues AS p WHERE p.queue = q.name)
+    ORDER BY c.priority DESC, c.fair_rank, c.run_at, c.id
     LIMIT %(limit)s
 ),
 candidates AS MATERIALIZED (
-    SELECT id FROM (
-        SELECT id, queue, priority,
-               row_number() OVER (ORDER BY priority DESC, run_at, id) AS n,
+    SELECT * FROM (
+        SELECT *, row_number() OVER (ORDER BY priority DESC, fair_rank, run_at, id) AS n,
                max(priority) OVER () AS top
         FROM locked
     ) AS ranked
@@ -128,17 +159,40 @@ candidates AS MATERIALIZED (
        OR (priority >= greatest(top, %(floor)s::smallint)
            AND (%(buffered)s::text[] IS NULL OR queue = ANY(%(buffered)s::text[])))
 ),
+verdicts AS MATERIALIZED (
+    SELECT v.job_id, v.park_until, k.task || ':' || k.key AS limit_key
+    FROM (SELECT m.task, coalesce(c.args ->> m.key_arg, '') AS key,
+                 array_agg(c.id ORDER BY c.n) AS ids,
+                 array_agg(c.attempt + 1 ORDER BY c.n) AS attempts
+          FROM candidates AS c JOIN {schema}.limits AS m ON m.task = c.task
+          GROUP BY 1, 2 ORDER BY 1, 2) AS k
+    CROSS JOIN LATERAL {schema}.take_slots(k.task, k.key, k.ids, k.attempts,
+                                           %(park_seconds)s) AS v
+),
+parked AS (
+    UPDATE {schema}.jobs AS j
+    SET run_at = v.park_until, parked_until = v.park_until, limit_key = v.limit_key
+    FROM verdicts AS v
+    WHERE j.id = v.job_id AND v.park_until IS NOT NULL
+    RETURNING j.run_at
+),
 claimed AS (
     UPDATE {schema}.jobs AS j
     SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
         lease_until = now() + %(lease_seconds)s * interval '1 second',
-        started_at = now(), updated_at = now()
-    FROM candidates
-    WHERE j.id = candidates.id
+        started_at = now(), updated_at = now(), limit_key = v.limit_key
+    FROM candidates AS c LEFT JOIN verdicts AS v ON v.job_id = c.id
+    WHERE j.id = c.id AND v.park_until IS NULL
     RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts,
-              j.group_id, j.origin_group_id, j.tag, j.timeout_seconds, j.rescues, j.run_at
+              j.group_id, j.origin_group_id, j.tag, j.timeout_seconds, j.rescues, j.run_at,
+              j.fair_rank
 )
-SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
+SELECT id, queue, task, args, priority, attempt, max_attempts, group_id, origin_group_id, tag,
+       timeout_seconds, rescues, run_at
+FROM (SELECT * FROM claimed ORDER BY priority DESC, fair_rank, run_at, id) AS ordered
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, min(run_at)
+FROM parked HAVING count(*) > 0;
 
 -- name: finish_jobs
 -- Moves jobs to a final state. The guard (state and attempt as the finisher saw them)
@@ -149,13 +203,13 @@ SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
 -- to 0 sets completed_at, whose trigger inserts the group's follow-ups exactly once.
 WITH outcome AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(states)s::text[],
-                         %(errors)s::text[]) AS o(id, attempt, state, error)
+                         %(errors)s::text[], %(results)s::text[]) AS o(id, attempt, state, error, result)
 ),
 -- `locked` carries each outcome on to the DELETE, which joins nothing else: a second join
 -- with `outcome` was planned (estimates of 10 and 1 rows) as a nested loop scanning the
 -- whole batch for every row, quadratic: 20 ms for a finish of 340 jobs, half the drain rate.
 locked AS (
-    SELECT j.id, o.state AS final_state, o.error AS final_error
+    SELECT j.id, o.state AS final_state, o.error AS final_error, o.result::jsonb AS final_result
     FROM {schema}.jobs AS j JOIN outcome AS o USING (id)
     WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state
        -- A success of the attempt a job was rescued after, while it waits to run again
@@ -170,16 +224,17 @@ done AS (
     DELETE FROM {schema}.jobs AS j
     USING locked
     WHERE j.id = locked.id
-    RETURNING j.*, locked.final_state, locked.final_error
+    RETURNING j.*, locked.final_state, locked.final_error, locked.final_result
 ),
 recorded AS (
     INSERT INTO {schema}.job_history (id, queue, task, args, priority, state, attempt,
         max_attempts, run_at, worker_id, group_id, origin_group_id, tag, dedupe_key,
-        timeout_seconds, on_success, rescues, last_error, created_at, started_at, finished_at)
+        timeout_seconds, on_success, rescues, last_error, created_at, started_at, finished_at,
+        result)
     SELECT id, queue, task, args, priority, final_state::{schema}.job_state, attempt,
            max_attempts, run_at, worker_id, group_id, origin_group_id, tag, dedupe_key,
            timeout_seconds, on_success, rescues, coalesce(final_error, last_error), created_at,
-           started_at, now()
+           started_at, now(), final_result
     FROM done
     RETURNING id
 ),
@@ -485,10 +540,15 @@ WHERE completed_at IS NULL AND cancelled_at IS NULL
 ORDER BY started_at;
 
 -- name: task_counts
--- For /metrics: finished jobs still in retention, by queue, task and state, with durations.
-SELECT queue, task, state::text, count(*) AS jobs,
-       coalesce(sum(extract(epoch FROM finished_at - started_at)), 0) AS seconds
-FROM {schema}.job_history GROUP BY 1, 2, 3;
+-- For /metrics: jobs ever finished, by queue, task and state, with their run seconds:
+-- running totals (job_totals, migration 0008) plus what the ledger holds not yet folded.
+-- Pruning never lowers them, and they cost the same at 3M history rows as at none.
+SELECT queue, task, state::text, sum(jobs)::bigint AS jobs, sum(seconds) AS seconds
+FROM (SELECT queue, task, state, jobs, seconds FROM {schema}.job_totals
+      UNION ALL
+      SELECT queue, task, state, finished, seconds FROM {schema}.job_count_changes
+      WHERE task IS NOT NULL) AS parts
+GROUP BY 1, 2, 3;
 
 -- name: durations_between
 -- For /metrics: succeeded jobs' run times by queue, task and histogram bucket: how many
@@ -637,3 +697,158 @@ SELECT count(*) AS schedules,
         ORDER BY next_run_at, name LIMIT 1) AS next_name,
        min(next_run_at) AS next_run_at
 FROM {schema}.periodic WHERE starts_with(name, %(prefix)s);
+
+-- name: fold_counts
+-- The maintenance leader's fold of the counting ledger (migration 0008): the changes it
+-- deletes are the ones it adds to job_counts, job_totals and job_rollups, in one
+-- statement, so a reader summing counters and ledger sees the same figures before and
+-- after. Changes of transactions still open are invisible here and wait for the next fold.
+-- Only the leader writes the three tables: no worker ever waits on a counter row.
+WITH moved AS (
+    DELETE FROM {schema}.job_count_changes RETURNING *
+),
+counted AS (
+    INSERT INTO {schema}.job_counts AS c (queue, state, jobs)
+    SELECT queue, state, sum(jobs) FROM moved GROUP BY 1, 2
+    ON CONFLICT (queue, state) DO UPDATE SET jobs = c.jobs + EXCLUDED.jobs
+    RETURNING 1
+),
+totalled AS (
+    INSERT INTO {schema}.job_totals AS t (queue, task, state, jobs, seconds)
+    SELECT queue, task, state, sum(finished), sum(seconds) FROM moved
+    WHERE task IS NOT NULL GROUP BY 1, 2, 3
+    ON CONFLICT (queue, task, state)
+    DO UPDATE SET jobs = t.jobs + EXCLUDED.jobs, seconds = t.seconds + EXCLUDED.seconds
+    RETURNING 1
+),
+rolled AS (
+    INSERT INTO {schema}.job_rollups AS r (minute, queue, task, state, jobs, seconds)
+    SELECT minute, queue, task, state, sum(finished), sum(seconds) FROM moved
+    WHERE task IS NOT NULL GROUP BY 1, 2, 3, 4
+    ON CONFLICT (minute, queue, task, state)
+    DO UPDATE SET jobs = r.jobs + EXCLUDED.jobs, seconds = r.seconds + EXCLUDED.seconds
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS changes, (SELECT count(*) FROM counted) AS counts,
+       (SELECT count(*) FROM rolled) AS rollups;
+
+-- name: prune_rollups
+-- Per-minute rollups older than the given age (through the primary key's leading minute).
+DELETE FROM {schema}.job_rollups WHERE minute < now() - %(older_than)s * interval '1 second';
+
+-- name: finished_per_minute
+-- Jobs finished per minute, by queue and state, over the last %(minutes)s minutes (the
+-- dashboard's rates): rollups plus the ledger not yet folded; read through the primary key.
+SELECT minute, queue, state::text, sum(jobs)::bigint AS jobs, sum(seconds) AS seconds
+FROM (SELECT minute, queue, state, jobs, seconds FROM {schema}.job_rollups
+      WHERE minute >= date_trunc('minute', now()) - %(minutes)s * interval '1 minute'
+      UNION ALL
+      SELECT minute, queue, state, finished, seconds FROM {schema}.job_count_changes
+      WHERE task IS NOT NULL
+        AND minute >= date_trunc('minute', now()) - %(minutes)s * interval '1 minute') AS parts
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+
+-- name: exact_counts
+-- The same figures as queue_depth, counted the slow way from the tables themselves (tests
+-- and `pgqueue.counts.verify`): whole-table scans, never on a hot path.
+SELECT queue, state::text, count(*) AS jobs FROM (
+    SELECT queue, state FROM {schema}.jobs
+    UNION ALL
+    SELECT queue, state FROM {schema}.job_history
+) AS rows GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- name: verify_counts
+-- The counters beside a real count, in one snapshot: the (queue, state) pairs that differ.
+WITH counted AS (
+    SELECT queue, state, sum(jobs)::bigint AS jobs FROM (
+        SELECT queue, state, jobs FROM {schema}.job_counts
+        UNION ALL
+        SELECT queue, state, jobs FROM {schema}.job_count_changes
+    ) AS parts GROUP BY 1, 2
+),
+real AS (
+    SELECT queue, state, count(*) AS jobs FROM (
+        SELECT queue, state FROM {schema}.jobs
+        UNION ALL
+        SELECT queue, state FROM {schema}.job_history
+    ) AS rows GROUP BY 1, 2
+)
+SELECT queue, state::text, coalesce(c.jobs, 0) AS counted, coalesce(r.jobs, 0) AS real
+FROM counted AS c FULL JOIN real AS r USING (queue, state)
+WHERE coalesce(c.jobs, 0) <> coalesce(r.jobs, 0)
+ORDER BY 1, 2;
+
+-- name: notify_waiters
+-- Wakes the `Queue.wait` callers of jobs just finished: run after `finish_jobs`, in its
+-- transaction, so with a snapshot taken after finish_jobs locked (and deleted) the jobs.
+-- A waiter inserts its row, then reads the job FOR KEY SHARE, which waits for a finish in
+-- flight to commit: either its row was committed before this snapshot (it is notified),
+-- or its read comes after the finish (it sees the job finished). Each row goes with its
+-- notification; a waiter whose job was not finished after all (a late finish the guard
+-- refused) looks again and inserts its row again. One index probe when nobody waits.
+WITH woken AS (
+    DELETE FROM {schema}.job_waiters WHERE job_id = ANY(%(ids)s::bigint[]) RETURNING job_id
+)
+SELECT count(pg_notify({schema_name} || '.finished', job_id::text)) AS woken FROM woken;
+
+-- name: add_waiter
+INSERT INTO {schema}.job_waiters (job_id) VALUES (%(id)s);
+
+-- name: remove_waiter
+-- A waiter that gives up removes one row of its job's (its own, or an equal one).
+DELETE FROM {schema}.job_waiters
+WHERE ctid = (SELECT ctid FROM {schema}.job_waiters WHERE job_id = %(id)s LIMIT 1);
+
+-- name: unfinished_job
+-- A waiter's look at a job not yet finished: FOR KEY SHARE waits for a finish in flight
+-- (which holds the row FOR UPDATE), then finds no row; it never blocks a claim or a lease.
+SELECT id, state FROM {schema}.jobs WHERE id = %(id)s FOR KEY SHARE;
+
+-- name: group_results
+-- The results of a group's members that succeeded (a follow-up reads its group's).
+SELECT id, result FROM {schema}.job_history
+WHERE group_id = %(group_id)s AND state = 'succeeded'
+ORDER BY id;
+
+-- name: pause_queue
+-- Paused queues (pgqueue/limits.py): the claim skips them (see `claim`).
+INSERT INTO {schema}.paused_queues AS p (queue, reason) VALUES (%(queue)s, %(reason)s)
+ON CONFLICT (queue) DO UPDATE SET reason = coalesce(EXCLUDED.reason, p.reason)
+RETURNING (xmax = 0) AS inserted;
+
+-- name: resume_queue
+-- Resumed: its workers are woken in the same transaction (NOTIFY at commit).
+WITH resumed AS (
+    DELETE FROM {schema}.paused_queues WHERE queue = %(queue)s RETURNING queue
+)
+SELECT queue, pg_notify({schema_name} || '.' || queue, '') FROM resumed;
+
+-- name: paused_queues
+SELECT queue, reason, paused_at FROM {schema}.queue_pauses ORDER BY queue;
+
+-- name: fair_weight_set
+INSERT INTO {schema}.fair_weights (queue, key, weight) VALUES (%(queue)s, %(key)s, %(weight)s)
+ON CONFLICT (queue, key) DO UPDATE SET weight = EXCLUDED.weight;
+
+-- name: fair_weight_delete
+DELETE FROM {schema}.fair_weights WHERE queue = %(queue)s AND key = %(key)s;
+
+-- name: limits_upsert
+-- A task's limit, written by the workers that know the task (and by Queue.set_limit).
+INSERT INTO {schema}.limits AS l (task, key_arg, concurrency, rate, per_seconds)
+SELECT * FROM unnest(%(tasks)s::text[], %(key_args)s::text[], %(concurrencies)s::integer[],
+                     %(rates)s::integer[], %(pers)s::double precision[])
+ON CONFLICT (task) DO UPDATE SET
+    key_arg = EXCLUDED.key_arg, concurrency = EXCLUDED.concurrency, rate = EXCLUDED.rate,
+    per_seconds = EXCLUDED.per_seconds, updated_at = now()
+WHERE (l.key_arg, l.concurrency, l.rate, l.per_seconds)
+      IS DISTINCT FROM (EXCLUDED.key_arg, EXCLUDED.concurrency, EXCLUDED.rate,
+                        EXCLUDED.per_seconds);
+
+-- name: limits_delete
+DELETE FROM {schema}.limits WHERE task = ANY(%(tasks)s::text[]);
+
+-- name: limit_usage
+SELECT * FROM {schema}.limit_usage
+WHERE %(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[])
+ORDER BY task, key;
