@@ -1,6 +1,7 @@
 """pgqueue: a job queue that lives entirely in PostgreSQL."""
 
 from pgqueue.admin import CancelResult
+from pgqueue.aio import AsyncGroup, AsyncQueue
 from pgqueue.context import JobContext, current_job
 from pgqueue.errors import (
     ConfigurationError,
@@ -12,6 +13,7 @@ from pgqueue.errors import (
     GroupSealed,
     InvalidJobSpec,
     JobCancelled,
+    JobFailed,
     JobInterrupted,
     JobNotFound,
     JobTimeout,
@@ -21,14 +23,18 @@ from pgqueue.errors import (
     PgQueueError,
     SerializationError,
     UnknownTask,
+    WaitTimeout,
 )
 from pgqueue.groups import Group, GroupProgress
 from pgqueue.jobs import Job, JobState
+from pgqueue.limits import Limit
 from pgqueue.queue import Queue
 from pgqueue.retry import Backoff
 from pgqueue.tasks import JobSpec, Task
 
 __all__ = [
+    "AsyncGroup",
+    "AsyncQueue",
     "Backoff",
     "CancelResult",
     "ConfigurationError",
@@ -44,11 +50,13 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobContext",
+    "JobFailed",
     "JobInterrupted",
     "JobNotFound",
     "JobSpec",
     "JobState",
     "JobTimeout",
+    "Limit",
     "MigrationChecksumMismatch",
     "MigrationError",
     "PermanentFailure",
@@ -57,5 +65,6 @@ __all__ = [
     "SerializationError",
     "Task",
     "UnknownTask",
+    "WaitTimeout",
     "current_job",
 ]

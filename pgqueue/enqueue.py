@@ -121,21 +121,33 @@ def copy_rows(conn: psycopg.Connection[Any], statements: Statements, task: Task,
     """`copy_batch` for many jobs of one task with the same options (enqueue_many, a
     group's members): every column but the id and the args is one string, written once."""
     ids = _reserve(conn, statements, len(args_list), [task.queue])
+    _copy(conn, statements, task_rows(ids, task, args_list, priority=priority, run_at=run_at,
+                                      group_id=group_id, tag=tag, on_success=on_success))
+    return ids
+
+
+def task_rows(ids: Sequence[int], task: Task, args_list: Sequence[dict[str, Any]], *,
+              priority: int | None, run_at: datetime, group_id: int | None, tag: str | None,
+              on_success: Sequence[JobSpec] | None) -> Iterator[str]:
+    """The COPY text rows of `copy_rows` (`copy_jobs`' columns), made as they are read;
+    `pgqueue.aio` writes the same rows through an async COPY."""
     tail = (f"\t{_copy_text(task.queue)}\t{_copy_text(task.name)}\t{priority_of(task, priority)}"
             f"\t{task.max_attempts}\t{run_at.isoformat()}\t{_copy_value(group_id)}"
             f"\t{_copy_value(tag)}\t{_copy_value(task.timeout)}"
             f"\t{_copy_value(chain_json(on_success))}\n")
-    rows = (f"{job_id}\t{_copy_json(dump_args(args))}{tail}"
+    return (f"{job_id}\t{_copy_json(dump_args(args))}{tail}"
             for job_id, args in zip(ids, args_list, strict=True))
-    _copy(conn, statements, rows)
-    return ids
+
+
+def reserve_params(statements: Statements, count: int, queues: list[str]) -> dict[str, Any]:
+    """`reserve_job_ids`' parameters: `count` ids for a COPY, and the queues to notify."""
+    return {"count": count, "queues": queues, "sequence": f"{statements.schema}.jobs_id_seq"}
 
 
 def _reserve(conn: psycopg.Connection[Any], statements: Statements, count: int,
              queues: list[str]) -> list[int]:
-    reserved = query(conn, statements.reserve_job_ids, {
-        "count": count, "queues": queues, "sequence": f"{statements.schema}.jobs_id_seq"}
-                     ).fetchone()
+    reserved = query(conn, statements.reserve_job_ids,
+                     reserve_params(statements, count, queues)).fetchone()
     assert reserved is not None
     return list(reserved["ids"])
 

@@ -124,6 +124,13 @@ async def async_flaky(item: int, failures: int = 1) -> None:
     await _arecord(item)
 
 
+@queue.task(name="async_double", queue="work", max_attempts=1)
+async def async_double(x: int) -> dict[str, int]:
+    """Returns a result: {"double": 2x}."""
+    await asyncio.sleep(0)
+    return {"double": 2 * x}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("dsn")
