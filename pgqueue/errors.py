@@ -16,6 +16,8 @@
     ├── PermanentFailure          raised by a task: fail now, do not retry
     ├── UnknownTask               a claimed job names a task this worker does not know
     ├── JobNotFound
+    ├── JobFailed                 `Queue.wait`: the job failed or was cancelled (its error)
+    ├── WaitTimeout               `Queue.wait`: not finished in time (also a TimeoutError)
     └── JobInterrupted            raised inside a task: cancelled, timed out, or lease lost
         ├── JobCancelled
         └── JobTimeout
@@ -86,6 +88,22 @@ class UnknownTask(PgQueueError):
 
 class JobNotFound(PgQueueError):
     pass
+
+
+class JobFailed(PgQueueError):
+    """The job `Queue.wait` waited for ended failed or cancelled: `state`, and `error`,
+    the error recorded on the job (a traceback, or what stopped it)."""
+
+    def __init__(self, job_id: int, state: str, error: str | None) -> None:
+        last = (error or "").strip().splitlines()
+        super().__init__(f"job {job_id} {state}: {last[-1] if last else 'no error recorded'}")
+        self.job_id = job_id
+        self.state = state
+        self.error = error
+
+
+class WaitTimeout(PgQueueError, TimeoutError):
+    """`Queue.wait` gave up: the job had not finished within its timeout."""
 
 
 class JobInterrupted(PgQueueError):

@@ -22,8 +22,10 @@ host whose worker died, and a child whose host died, so no job outlives its leas
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing.connection
 import os
+import re
 import signal
 import socket
 import struct
@@ -46,6 +48,12 @@ if TYPE_CHECKING:
 PR_SET_PDEATHSIG = 1
 CHECK_INTERVAL = 0.2  # seconds between the parent's checks of a child's deadline and flags
 MAX_ERROR_CHARS = 20_000
+# A task's return value is kept with its finished job as JSON of at most this many bytes
+# (UTF-8); a larger one fails the job, saying so. Results travel in the finish batch and
+# sit in job_history rows: big payloads belong in a table or object store of their own.
+MAX_RESULT_BYTES = 1_048_576
+# JSON text holding a NUL character (\u0000 not itself escaped), which jsonb refuses.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 Tasks = Mapping[str, "Task"]
 
@@ -57,6 +65,28 @@ class Outcome:
     state: str  # succeeded | failed | cancelled | lost | returned (task unknown here)
     error: str | None = None
     retryable: bool = True
+    result: str | None = None  # a succeeded job's return value, as JSON text
+
+
+def succeeded(value: object) -> Outcome:
+    """The outcome of a task that returned `value`: its JSON kept as the job's result
+    (None: no result), or a failure, not retried, when it cannot be kept as JSON."""
+    if value is None:
+        return SUCCEEDED
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        size = len(text.encode())
+    except (TypeError, ValueError, RecursionError) as error:  # UnicodeEncodeError included
+        return Outcome("failed", f"the task's return value is not JSON: {error}"[:2000],
+                       retryable=False)
+    if _JSON_NUL.search(text):
+        return Outcome("failed", "the task's return value holds a NUL character (\\u0000), "
+                       "which PostgreSQL's jsonb cannot store", retryable=False)
+    if size > MAX_RESULT_BYTES:
+        return Outcome("failed", f"the task's return value is {size} bytes of JSON, more "
+                       f"than the {MAX_RESULT_BYTES} a result may hold (MAX_RESULT_BYTES)",
+                       retryable=False)
+    return Outcome("succeeded", result=text)
 
 
 SUCCEEDED = Outcome("succeeded")
@@ -81,7 +111,7 @@ def execute(tasks: Tasks, job: ClaimedJob, context: JobContext) -> Outcome:
     try:
         if task is None:
             raise UnknownTask(f"no task named {job.task!r} is registered on this worker")
-        task.func(**job.args)
+        value = task.func(**job.args)
     except UnknownTask as error:
         return Outcome("failed", str(error), retryable=False)
     except JobCancelled:
@@ -99,7 +129,7 @@ def execute(tasks: Tasks, job: ClaimedJob, context: JobContext) -> Outcome:
         del token
     if context.stop_reason == CANCELLED:
         return Outcome("cancelled", "cancelled by request")
-    return SUCCEEDED
+    return succeeded(value)
 
 
 class ThreadRunner:
@@ -147,7 +177,7 @@ def _child_main(tasks: Tasks, pipe: multiprocessing.connection.Connection,
             outcome = execute(tasks, job, JobContext.for_job(job, deadline))
         finally:
             connections.end_job()  # an idle child holds no connection
-        pipe.send((outcome.state, outcome.error, outcome.retryable))
+        pipe.send((outcome.state, outcome.error, outcome.retryable, outcome.result))
 
 
 def _host_main(sock: socket.socket, tasks: Tasks, max_jobs: int, parent_pid: int) -> None:
@@ -324,8 +354,8 @@ class ProcessRunner:
                 return Outcome("lost", reason)
             try:
                 if pipe.poll(CHECK_INTERVAL):
-                    state, error, retryable = pipe.recv()
-                    return Outcome(state, error, retryable)
+                    state, error, retryable, result = pipe.recv()
+                    return Outcome(state, error, retryable, result)
             except (EOFError, OSError):
                 return Outcome("failed", describe_exit(self._kill()))
 

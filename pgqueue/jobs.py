@@ -81,6 +81,8 @@ class Job:
     lease_until: datetime | None = None
     cancel_requested: bool = False
     on_success: list[dict[str, Any]] | None = field(default=None, repr=False)
+    # A succeeded job's return value, decoded from its JSON (None: none, or not finished)
+    result: Any = field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

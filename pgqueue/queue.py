@@ -22,8 +22,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import admin, maintenance, results
-from pgqueue import limits
+from pgqueue import admin, limits, maintenance, results
 from pgqueue import periodic as periodic_jobs
 from pgqueue.admin import CancelResult
 from pgqueue.aioloop import DEFAULT_ASYNC_CONCURRENCY

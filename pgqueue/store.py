@@ -23,7 +23,7 @@ import os
 import threading
 import weakref
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -332,8 +332,10 @@ class JobStore:
                          retries: Sequence[Retry], *, worker_id: int | None,
                          queues: Sequence[str], limit: int, lease_seconds: float,
                          free: int | None = None, floor: int | None = None,
-                         buffered: Sequence[str] | None = None) -> list[ClaimedJob]:
-        """Record finished attempts and claim up to `limit` new jobs, best first.
+                         buffered: Sequence[str] | None = None,
+                         results: Mapping[int, str] | None = None) -> list[ClaimedJob]:
+        """Record finished attempts (with `results`, see `finish`) and claim up to
+        `limit` new jobs, best first.
 
         `free` of them (default: all) are for free slots; the rest wait in the worker's
         memory and are claimed only at the best priority found, at least `floor`, and
@@ -353,7 +355,7 @@ class JobStore:
         with translate_errors():
             if finals or retries:
                 with conn.pipeline(), conn.transaction():
-                    self._record(conn, finals, retries)
+                    self._record(conn, finals, retries, results)
                     cursor = (conn.cursor(row_factory=dict_row).execute(*claim)
                               if limit > 0 else None)
                 if cursor is not None:
@@ -363,13 +365,13 @@ class JobStore:
         return [ClaimedJob.from_row(row) for row in rows]
 
     def _record(self, conn: psycopg.Connection[Any], finals: Sequence[Final],
-                retries: Sequence[Retry]) -> None:
+                retries: Sequence[Retry], results: Mapping[int, str] | None = None) -> None:
         returned = [f for f in finals if f[2] == "returned"]
         if returned:  # tasks this worker does not know: given back, or failed at last
             finals = [f for f in finals if f[2] != "returned"] + self.give_back_unknown(
                 conn, returned)
         if finals:
-            self.finish(conn, finals, from_state="running")
+            self.finish(conn, finals, from_state="running", results=results)
         if retries:
             self.run(conn, "retry_later", {
                 "ids": [r[0] for r in retries], "attempts": [r[1] for r in retries],
@@ -388,15 +390,20 @@ class JobStore:
                 for f in returned if f[0] not in given]
 
     def finish(self, conn: psycopg.Connection[Any], finals: Sequence[Final], *,
-               from_state: str) -> int:
+               from_state: str, results: Mapping[int, str] | None = None) -> int:
         """Move jobs to final states through `finish_jobs` (group counting included); a
-        job no longer in `from_state` at the given attempt is left alone."""
+        job no longer in `from_state` at the given attempt is left alone. `results`: the
+        JSON text of succeeded jobs' return values, by job id. Waiters are woken."""
         if not finals:
             return 0
-        row = self.run(conn, "finish_jobs", {
-            "ids": [f[0] for f in finals], "attempts": [f[1] for f in finals],
+        ids = [f[0] for f in finals]
+        found = results or {}
+        cursor = self.run(conn, "finish_jobs", {
+            "ids": ids, "attempts": [f[1] for f in finals],
             "states": [f[2] for f in finals], "errors": [storable(f[3]) for f in finals],
-            "from_state": from_state}).fetchone()
+            "results": [found.get(f[0]) for f in finals], "from_state": from_state})
+        self.run(conn, "notify_waiters", {"ids": ids})
+        row = cursor.fetchone()
         return int(row["finished"]) if row else 0
 
     def release(self, conn: psycopg.Connection[Any], *, worker_id: int | None,

@@ -291,10 +291,11 @@ def test_public_api_is_pinned() -> None:
     assert pgqueue.__all__ == [
         "Backoff", "CancelResult", "ConfigurationError", "DatabaseError", "DatabaseUnavailable",
         "DuplicateJob", "Group", "GroupError", "GroupExists", "GroupProgress", "GroupSealed",
-        "InvalidJobSpec", "Job", "JobCancelled", "JobContext", "JobInterrupted", "JobNotFound",
+        "InvalidJobSpec", "Job", "JobCancelled", "JobContext", "JobFailed", "JobInterrupted",
+        "JobNotFound",
         "JobSpec", "JobState", "JobTimeout", "MigrationChecksumMismatch", "MigrationError",
         "PermanentFailure", "PgQueueError", "Queue", "SerializationError", "Task",
-        "UnknownTask", "current_job"]
+        "UnknownTask", "WaitTimeout", "current_job"]
     for name in pgqueue.__all__:
         assert getattr(pgqueue, name) is not None
     # Every exception a user can meet is importable from the package itself.

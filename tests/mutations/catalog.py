@@ -38,6 +38,7 @@ ATTACKS = "tests/acceptance/test_attacks.py"
 PERIODIC = "tests/integration/test_periodic.py"
 SITE_BULK = "tests/acceptance/test_site_bulk.py"
 QATTACKS = "tests/integration/test_attacks_queue.py"
+RESULTS = "tests/integration/test_results.py"
 CONNECTIONS = "tests/integration/test_connections.py"
 BLOBS = "tests/integration/test_blobs.py"
 STORAGE = "tests/acceptance/test_storage.py"
@@ -435,4 +436,22 @@ MUTATIONS: tuple[Mutation, ...] = (
               "                self.load(sha256, loader)  # evicted only once"),),
         (f"{STORAGE}::test_a_document_larger_than_the_cache_is_still_read",
          f"{BLOBS}::test_the_cache_evicts_oldest_first_and_never_from_under_a_reader")),
+    Mutation(
+        "result-stored", "a task's return value is kept with its finished job",
+        (Edit(QUERIES, "           started_at, now(), final_result\n",
+              "           started_at, now(), NULL\n"),),
+        (f"{RESULTS}::test_a_return_value_is_kept_with_the_finished_job",
+         f"{RESULTS}::test_a_groups_follow_up_reads_its_members_results")),
+    Mutation(
+        "result-waiters-notified", "Queue.wait is woken by the finish (LISTEN, never polling)",
+        (Edit("pgqueue/store.py", '        self.run(conn, "notify_waiters", {"ids": ids})\n', ""),),
+        (f"{RESULTS}::test_wait_is_woken_by_the_finish",)),
+    Mutation(
+        "result-size-bounded", "a result over MAX_RESULT_BYTES fails its job, not the worker",
+        (Edit("pgqueue/execution.py", "    if size > MAX_RESULT_BYTES:", "    if False:"),),
+        (f"{RESULTS}::test_results_that_cannot_be_kept_fail_their_job_not_the_worker",)),
+    Mutation(
+        "result-nul-refused", "a result jsonb cannot store fails its job, not its finish batch",
+        (Edit("pgqueue/execution.py", "    if _JSON_NUL.search(text):", "    if False:"),),
+        (f"{RESULTS}::test_results_that_cannot_be_kept_fail_their_job_not_the_worker",)),
 )
