@@ -53,6 +53,7 @@ from pgqueue.enqueue import (
 )
 from pgqueue.errors import DatabaseUnavailable, DuplicateJob
 from pgqueue.jobs import ClaimedJob, storable
+from pgqueue.limits import CONCURRENCY_PARK_SECONDS
 from pgqueue.sql import Statements
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class JobStore:
         self._pool_key: tuple[int, str] | None = None
         self._pool_lock = threading.Lock()  # two threads must not both build a pool
         self.claims = 0  # claim round trips made by this process (tests and bench read it)
+        self.wake_at: datetime | None = None  # the last claim's earliest parked job
         _stores.add(self)
 
     # -- connections ----------------------------------------------------------------------
@@ -317,7 +319,8 @@ class JobStore:
         """One queue: the simple claim. Several: the best jobs across them (priority first)."""
         params = {"limit": limit, "worker_id": worker_id, "lease_seconds": lease_seconds,
                   "free": limit if free is None else free, "floor": floor,
-                  "buffered": None if buffered is None else list(buffered)}
+                  "buffered": None if buffered is None else list(buffered),
+                  "park_seconds": CONCURRENCY_PARK_SECONDS}
         if len(queues) == 1:
             return self.statements.claim, {**params, "queue": queues[0]}
         return self.statements.claim_across_queues, {**params, "queues": list(queues)}
@@ -362,7 +365,12 @@ class JobStore:
                     rows = cursor.fetchall()
             elif limit > 0:
                 rows = conn.cursor(row_factory=dict_row).execute(*claim).fetchall()
-        return [ClaimedJob.from_row(row) for row in rows]
+        # A row without an id is no job: the earliest time a job parked by its limit may
+        # start (see `claim`); the worker waits no longer than that.
+        if limit > 0:
+            self.wake_at = min((row["run_at"] for row in rows if row["id"] is None),
+                               default=None)
+        return [ClaimedJob.from_row(row) for row in rows if row["id"] is not None]
 
     def _record(self, conn: psycopg.Connection[Any], finals: Sequence[Final],
                 retries: Sequence[Retry], results: Mapping[int, str] | None = None) -> None:

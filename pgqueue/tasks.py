@@ -15,6 +15,8 @@ from pgqueue.retry import Backoff
 if TYPE_CHECKING:
     import psycopg
 
+    from pgqueue.limits import Limit
+
 DEFAULT_QUEUE = "default"
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 DEFAULT_MAX_ATTEMPTS = 3
@@ -137,6 +139,7 @@ class Task:
     retry_backoff: Backoff = field(default_factory=Backoff)
     priority: int = 0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    limit: Limit | None = None  # per-key concurrency and rate (pgqueue.limits)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)

@@ -293,7 +293,7 @@ def test_public_api_is_pinned() -> None:
         "DuplicateJob", "Group", "GroupError", "GroupExists", "GroupProgress", "GroupSealed",
         "InvalidJobSpec", "Job", "JobCancelled", "JobContext", "JobFailed", "JobInterrupted",
         "JobNotFound",
-        "JobSpec", "JobState", "JobTimeout", "MigrationChecksumMismatch", "MigrationError",
+        "JobSpec", "JobState", "JobTimeout", "Limit", "MigrationChecksumMismatch", "MigrationError",
         "PermanentFailure", "PgQueueError", "Queue", "SerializationError", "Task",
         "UnknownTask", "WaitTimeout", "current_job"]
     for name in pgqueue.__all__:
