@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1024 * 1024
 CACHE_DIR = ".cache"
 USING_DIR = "using"
+INCOMING_DIR = "incoming"  # a fetch's downloads, until stored and adopted
 STALE_PART_SECONDS = 3600.0  # a temporary file older than this was left by a dead process
 _BLOB_NAME = re.compile(r"([0-9a-f]{64})\.pdf")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -311,6 +312,13 @@ class BlobCache:
             raise
         return path
 
+    def incoming(self) -> Path:
+        """A new path for a download, in the cache's filesystem (so adopting it is a
+        rename); what a killed fetch leaves there is swept after an hour."""
+        directory = self.dir / INCOMING_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{uuid.uuid4().hex}.pdf"
+
     def adopt(self, file: Path, sha256: str) -> Path:
         """Move a file whose sha256 is known (a fresh download) into the cache."""
         path = self.path(sha256)
@@ -378,12 +386,14 @@ class BlobCache:
 
     def _sweep(self) -> None:
         now = time.time()
-        with contextlib.suppress(FileNotFoundError), os.scandir(self.dir) as listing:
-            for entry in listing:
-                if entry.name.endswith(".part"):
-                    with contextlib.suppress(FileNotFoundError):
-                        if now - entry.stat().st_mtime > STALE_PART_SECONDS:
-                            os.unlink(entry.path)
+        for directory, stale in ((self.dir, lambda name: name.endswith(".part")),
+                                 (self.dir / INCOMING_DIR, lambda name: True)):
+            with contextlib.suppress(FileNotFoundError), os.scandir(directory) as listing:
+                for entry in listing:
+                    if stale(entry.name) and entry.is_file(follow_symlinks=False):
+                        with contextlib.suppress(FileNotFoundError):
+                            if now - entry.stat().st_mtime > STALE_PART_SECONDS:
+                                os.unlink(entry.path)
         with contextlib.suppress(FileNotFoundError), os.scandir(self.dir / USING_DIR) as links:
             for entry in links:
                 pid = entry.name.split("-", 1)[0]

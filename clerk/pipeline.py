@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -352,15 +351,16 @@ class Pipeline:
         if known is not None:
             with self.queue.session(atomic=False) as conn:
                 known = known if blobs.blob_exists(conn, known) else None
-        record = {**key, "url": redact_url(ref.url), "etag": None, "last_modified": None, "sha256": None,
-                  "pages": None, "error": None}
-        incoming = self.cache.dir / "incoming" / f"{uuid.uuid4().hex}.pdf"
-        incoming.parent.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {**key, "url": redact_url(ref.url), "etag": None,
+                                  "last_modified": None, "sha256": None, "pages": None,
+                                  "error": None}
+        validators = previous if known is not None and previous is not None else {}
+        incoming = self.cache.incoming()
         try:
             try:
                 result = download(ref.url, incoming,
-                                  etag=previous["etag"] if known else None,
-                                  last_modified=previous["last_modified"] if known else None,
+                                  etag=validators.get("etag"),
+                                  last_modified=validators.get("last_modified"),
                                   max_bytes=settings.max_pdf_bytes, timeout=settings.http_timeout,
                                   deadline=settings.download_deadline, session=session,
                                   policy=self.network, known_sha256=known)

@@ -10,6 +10,9 @@ STORAGE_DIR/<site>/
 ```
 
 This is the layout the existing civic Datasette sites serve, so their tooling reads ours.
+Since issue 16 the database holds the documents and page texts (clerk.blobs): the host that
+compiles writes this layout from it, and every host keeps its cache of PDFs beside it, in
+`STORAGE_DIR/.cache/` (a name no site can take: subdomains start with a letter or digit).
 Meeting names come from the web, so they are cleaned into one safe path segment, and every
 path is built through `clerk.sites.contained_path`: nothing can leave STORAGE_DIR.
 """

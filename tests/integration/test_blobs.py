@@ -5,6 +5,7 @@ first, and a 200 MB PDF through a worker in bounded memory."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -27,7 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def count(db_url: str, table: str) -> int:
     with connect(db_url, autocommit=True) as conn:
-        return int(conn.execute(f"SELECT count(*) AS n FROM clerk.{table}").fetchone()["n"])
+        row = conn.execute(f"SELECT count(*) AS n FROM clerk.{table}").fetchone()
+        assert row is not None
+        return int(row["n"])
+
+
+def write_all(body: bytes, out: IO[bytes]) -> int:
+    return out.write(body)
 
 
 def some_bytes(path: Path, size: int) -> Path:
@@ -139,7 +146,7 @@ def test_the_cache_evicts_oldest_first_and_never_from_under_a_reader(tmp_path: P
     bodies = [os.urandom(CHUNK_BYTES) for _ in range(3)]
     shas = [hashlib.sha256(body).hexdigest() for body in bodies]
     for index, (sha, body) in enumerate(zip(shas, bodies, strict=True)):
-        cache.load(sha, lambda out, body=body: out.write(body))
+        cache.load(sha, functools.partial(write_all, body))
         os.utime(cache.path(sha), (1000 + index, 1000 + index))
     cache.evict()
     assert [cache.has(sha) for sha in shas] == [False, True, True]  # the oldest went
