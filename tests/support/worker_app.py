@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     return queue.work(options.queues.split(","), concurrency=options.concurrency,
                       burst=options.burst, isolation=options.isolation,
                       lease_seconds=options.lease, poll_interval=options.poll,
-                      shutdown_grace=options.grace)
+                      shutdown_grace=options.grace,
+                      async_concurrency=int(os.environ.get("PGQUEUE_APP_ASYNC_CONCURRENCY", "100")))
 
 
 if __name__ == "__main__":
