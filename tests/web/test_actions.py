@@ -107,12 +107,17 @@ def test_cross_site_posts_are_refused(wq: Queue, web: TestClient, headers: dict[
     assert ok.status_code == 200 and states(wq)[a[0]] == "queued"
 
 
-def test_a_token_is_bound_to_its_browser_and_its_app(wq: Queue, web: TestClient) -> None:
+def test_a_token_is_bound_to_its_browser_and_its_app(wq: Queue) -> None:
     a, _, _ = _failures(wq)
-    stolen = token(web)
-    with TestClient(create_app(wq)) as other:
-        token(other)  # a cookie of its own
-        answer = other.post(f"/jobs/{a[0]}/retry", data={"csrf_token": stolen})
+    app = create_app(wq)
+    with TestClient(app) as mine, TestClient(app) as theirs:
+        stolen = token(mine)
+        token(theirs)  # another browser: a cookie of its own
+        answer = theirs.post(f"/jobs/{a[0]}/retry", data={"csrf_token": stolen})
+        assert answer.status_code == 403 and "wrong CSRF token" in answer.text
+    with TestClient(create_app(wq)) as restarted:  # another app: another secret
+        restarted.cookies.set("pgqueue_csrf", mine.cookies["pgqueue_csrf"])
+        answer = restarted.post(f"/jobs/{a[0]}/retry", data={"csrf_token": stolen})
         assert answer.status_code == 403
     assert states(wq)[a[0]] == "failed"
 

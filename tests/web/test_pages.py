@@ -118,7 +118,8 @@ def test_filters_narrow_the_jobs(wq: Queue, web: TestClient) -> None:
     assert ids(tag="a") == set(a + failed)
     assert ids(priority="5") == set(b)
     assert ids(q="shelbyville") == set(b)  # text in the args, any case
-    assert ids(q="100%_") == {late}  # LIKE's wildcards are taken literally
+    assert ids(q="100%_") == {late}
+    assert ids(q="_") == ids(q="%") == {late}  # LIKE's wildcards are taken literally
     assert ids(q="Springfield", tag="a", state="succeeded") == set(a)
     with wq.session() as conn:
         conn.execute(f"UPDATE {wq.schema}.job_history SET created_at = now() - interval '2 days'"
