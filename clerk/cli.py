@@ -635,6 +635,10 @@ def status(obj: Context, subdomain: str | None, as_json: bool) -> None:
     for name, counts in data["queues"].items():
         click.echo(f"{name:<13}" + "".join(f"{counts[s]:>11}" for s in counts)
                    + f"{data['workers_per_queue'].get(name, 0):>11}")
+    for row in data["paused"]:  # clerk pause QUEUE
+        reason = f": {printable(row['reason'])}" if row["reason"] else ""
+        click.echo(f"paused: {printable(row['queue'])} since {row['paused_at']}{reason} "
+                   "(clerk resume to go on)")
     click.echo(f"\nworkers ({len(data['workers'])}):")
     for worker in data["workers"]:
         jobs = ", ".join(str(job) for job in worker["current_jobs"]) or "-"
@@ -760,6 +764,26 @@ def purge_queue(obj: Context, queue_name: str, yes: bool) -> None:
     result = obj.pipeline().queue.purge_queue(queue_name)
     click.echo(f"{queue_name}: {result.cancelled} queued jobs cancelled, "
                f"{result.signalled} running jobs told to stop")
+
+
+@main.command("pause")
+@click.argument("queue_name", metavar="QUEUE", type=click.Choice(QUEUES))
+@click.option("--reason", default=None, help="Why (shown by status).")
+@pass_context
+def pause_queue(obj: Context, queue_name: str, reason: str | None) -> None:
+    """Stop every worker on every machine from claiming a queue's jobs (running ones
+    finish; enqueueing goes on) until `clerk resume`."""
+    newly = obj.pipeline().queue.pause(queue_name, reason=reason)
+    click.echo(f"{queue_name}: paused" if newly else f"{queue_name}: was paused already")
+
+
+@main.command("resume")
+@click.argument("queue_name", metavar="QUEUE", type=click.Choice(QUEUES))
+@pass_context
+def resume_queue(obj: Context, queue_name: str) -> None:
+    """Let workers claim a paused queue's jobs again (they are woken at once)."""
+    resumed = obj.pipeline().queue.resume(queue_name)
+    click.echo(f"{queue_name}: resumed" if resumed else f"{queue_name}: was not paused")
 
 
 @main.command("failed")

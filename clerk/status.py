@@ -259,7 +259,9 @@ def overview(pipeline: Pipeline) -> dict[str, Any]:
     database = describe_embedded(pipeline.dsn) or mask_url(pipeline.dsn)  # no fake password
     return {"database": database, "queues": queue_table(pipeline),
             "workers": found, "workers_per_queue": per_queue, "sites": active_sites(pipeline),
-            "connections": pipeline.queue.connections()}  # the server's, by role (issue 21)
+            "connections": pipeline.queue.connections(),  # the server's, by role (issue 21)
+            "paused": [{**row, "paused_at": _iso(row["paused_at"])}
+                       for row in pipeline.queue.paused_details()]}  # clerk pause QUEUE
 
 
 def site_status(pipeline: Pipeline, site: str) -> dict[str, Any]:
