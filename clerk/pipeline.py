@@ -387,15 +387,20 @@ class Pipeline:
                 self._save_document(record)
                 raise
             sha256 = str(result.sha256)
+            # The same bytes as recorded, downloaded again because the database had lost
+            # them (or never had them: an installation not yet imported): the pages read
+            # from them stay.
+            same = previous is not None and previous["sha256"] == sha256
             with self.queue.session() as conn:
                 blobs.store_file(conn, incoming, sha256=sha256, max_bytes=settings.max_pdf_bytes)
                 clerk_db.execute(conn, "save_document", record)
-                # The document changed: the pages read from its old version go.
-                blobs.clear_page_texts(conn, document)
+                if not same:  # the document changed: the pages read from its old version go
+                    blobs.clear_page_texts(conn, document)
+                have = blobs.pages_with_text(conn, document) if same else set()
             self.cache.adopt(incoming, sha256)
         finally:
             incoming.unlink(missing_ok=True)
-        return document, list(range(1, info.pages + 1)), sha256
+        return document, [page for page in range(1, info.pages + 1) if page not in have], sha256
 
     def _check_pages(self, pages: int) -> None:
         """Refuse a document longer than MAX_PAGES_PER_DOCUMENT (a 5,000-page blank PDF

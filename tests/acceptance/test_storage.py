@@ -46,8 +46,9 @@ def files(root: Path) -> list[str]:
 
 
 def publish_two(city: CitySite, pdf_factory: PdfFactory) -> dict[str, bytes]:
-    born = pdf_factory.text_pdf("minutes.pdf", ["Minutes: the heron count was approved",
-                                                "Adjourned at nine after the council thanked the marsh volunteers"]).read_bytes()
+    born = pdf_factory.text_pdf("minutes.pdf", [
+        "Minutes: the heron count was approved",
+        "Adjourned at nine after the council thanked the marsh volunteers"]).read_bytes()
     scanned = pdf_factory.scanned_pdf("agenda.pdf", ["Budget hearing on the marsh"]).read_bytes()
     city.add("minutes.pdf", "City Council Minutes 2024-05-07", born)
     city.add("agenda.pdf", "City Council Agenda 2024-05-07", scanned)
@@ -206,3 +207,24 @@ def test_a_removed_sites_documents_leave_the_database(
     assert rows(db_url, "SELECT count(*) AS n FROM clerk.blobs")[0]["n"] == 0
     assert rows(db_url, "SELECT count(*) AS n FROM clerk.blob_chunks")[0]["n"] == 0
     assert rows(db_url, "SELECT count(*) AS n FROM clerk.page_reads")[0]["n"] == 0
+
+
+def test_a_document_the_database_lost_is_stored_again_and_its_pages_kept(
+        city: CitySite, cli: Cli, pipeline: Pipeline, pdf_factory: PdfFactory,
+        db_url: str) -> None:
+    """Its stored bytes gone (an installation not yet imported, a restore without the
+    blobs): the next run downloads it whole, stores it, and reads none of its pages again."""
+    publish_two(city, pdf_factory)
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("enqueue", "springfield")
+    work(pipeline, "fetch", "ocr", "extraction", "compilation", "deploy")
+    with connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM clerk.blobs")
+    cli("enqueue", "springfield")
+    work(pipeline, "fetch", "ocr", "extraction", "compilation", "deploy")
+    assert "If-None-Match" not in city.hits("minutes.pdf")[-1]  # nothing stored to compare
+    assert rows(db_url, "SELECT count(*) AS n FROM clerk.blobs")[0]["n"] == 2
+    assert rows(db_url, "SELECT count(*) AS n FROM pgqueue.job_history "
+                        "WHERE task = 'clerk.ocr_page'")[0]["n"] == 3  # the first run's only
+    assert rows(db_url, "SELECT count(*) AS n FROM clerk.page_reads WHERE text IS NOT NULL"
+                )[0]["n"] == 3
