@@ -25,6 +25,8 @@ CANCELLABLE = ["queued", "running"]
 
 
 def _done(request: Request, message: str, back: str, **counts: Any) -> Response:
+    reads: Reads = request.app.state.reads
+    reads.forget()  # the next overview shows what the action did
     return render(request, "pgqueue/done.html", {"message": message, "back": back, **counts})
 
 
@@ -120,15 +122,20 @@ async def cancel_matching(request: Request) -> Response:
 async def pause_queue(request: Request) -> Response:
     form = await check_post(request)
     name = str(request.path_params["name"])
+    reason = form.get("reason")
     queue = request.app.state.queue
-    await run_in_threadpool(queue.pause, name)
-    return _done(request, f"queue {name} paused: no worker claims its jobs until resumed",
-                 _local(form.get("next"), "/"), paused=name)
+    paused = await run_in_threadpool(
+        lambda: queue.pause(name, reason=reason.strip() or None
+                            if isinstance(reason, str) else None))
+    message = (f"queue {name} paused: no worker claims its jobs until it is resumed"
+               if paused else f"queue {name} was paused already")
+    return _done(request, message, _local(form.get("next"), "/"), queue=name, paused=paused)
 
 
 async def resume_queue(request: Request) -> Response:
     form = await check_post(request)
     name = str(request.path_params["name"])
     queue = request.app.state.queue
-    await run_in_threadpool(queue.resume, name)
-    return _done(request, f"queue {name} resumed", _local(form.get("next"), "/"), resumed=name)
+    resumed = await run_in_threadpool(queue.resume, name)
+    message = f"queue {name} resumed" if resumed else f"queue {name} was not paused"
+    return _done(request, message, _local(form.get("next"), "/"), queue=name, resumed=resumed)

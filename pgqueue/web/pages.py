@@ -26,9 +26,7 @@ def _reads(request: Request) -> Reads:
 
 
 def paused_queues(request: Request) -> list[str]:
-    """The paused queues (none with a Queue older than pause/resume)."""
-    read = getattr(request.app.state.queue, "paused_queues", None)
-    return sorted(read()) if read is not None else []
+    return sorted(request.app.state.queue.paused_queues())
 
 
 def _int_param(request: Request, name: str) -> int | None:

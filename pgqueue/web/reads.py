@@ -119,6 +119,11 @@ class Reads:
             self._cache[key] = (time.monotonic(), value)
             return value
 
+    def forget(self) -> None:
+        """Drop the cached reads (an action changed what they count)."""
+        with self._lock:
+            self._cache.clear()
+
     # -- overview ---------------------------------------------------------------------------
 
     def overview(self) -> dict[str, Any]:

@@ -135,3 +135,17 @@ def test_read_only_routes_no_action_and_shows_no_button(wq: Queue, ro_web: TestC
         answer = ro_web.post(path, data={"confirm": "yes"})
         assert answer.status_code in (404, 405), path
     assert states(wq)[a[0]] == "failed" and states(wq)[pending] == "queued"
+
+
+def test_the_overview_is_read_once_per_few_seconds_and_fresh_after_an_action(
+        wq: Queue, web: TestClient) -> None:
+    a, _, _ = _failures(wq)
+    web.app.state.reads.cache_seconds = 3600.0  # type: ignore[attr-defined]
+    before = web.get("/", params={"format": "json"}).json()
+    wq.tasks["web.ok"].enqueue(n=7, delay=3600)  # outside the dashboard
+    assert web.get("/", params={"format": "json"}).json()["at"] == before["at"]  # cached
+    web.post(f"/jobs/{a[0]}/retry", data={"csrf_token": token(web)})
+    after = web.get("/", params={"format": "json"}).json()
+    assert after["at"] != before["at"]
+    queues = {q["queue"]: q for q in after["queues"]}
+    assert queues["ocr"]["queued"] == 1 and queues["default"]["scheduled"] == 1
