@@ -1,8 +1,10 @@
 """Counts that do not grow with history: the ledger, its fold, and the exact check.
 
-Statement triggers on `jobs` and `job_history` (migration 0008) append the net change of
-every statement to `job_count_changes`, per queue and state (and, for finished jobs, per
-task and minute). Readers sum the folded counters and the ledger (`queue_depth`,
+Statement triggers on `job_history` (migration 0008) append what every statement finished
+or deleted to `job_count_changes`, per queue and state (and, for finishes, per task and
+minute). Live jobs are the backlog, counted from `jobs` itself: triggers on every claim,
+heartbeat and finish there cost a quarter of the drain rate, and its size is not history.
+Readers sum the folded counters and the ledger (`queue_depth`,
 `task_counts`, `finished_per_minute` in queries.sql), so they are exact at any moment and
 cost the same at 3M history rows as at none. The maintenance leader folds the ledger into
 `job_counts`, `job_totals` and `job_rollups` every tick (`fold`), which keeps the ledger

@@ -63,38 +63,6 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE FUNCTION pgqueue.count_jobs_deleted() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    INSERT INTO "pgqueue".job_count_changes (queue, state, jobs)
-    SELECT queue, state, -count(*) FROM old_rows GROUP BY 1, 2;
-    RETURN NULL;
-END
-$$;
-CREATE FUNCTION pgqueue.count_jobs_inserted() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    INSERT INTO "pgqueue".job_count_changes (queue, state, jobs)
-    SELECT queue, state, count(*) FROM new_rows GROUP BY 1, 2;
-    RETURN NULL;
-END
-$$;
-CREATE FUNCTION pgqueue.count_jobs_updated() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    INSERT INTO "pgqueue".job_count_changes (queue, state, jobs)
-    SELECT queue, state, sum(n) FROM (
-        SELECT queue, state, -1 AS n FROM old_rows
-        UNION ALL
-        SELECT queue, state, 1 FROM new_rows
-    ) AS moved
-    GROUP BY 1, 2 HAVING sum(n) <> 0;
-    RETURN NULL;
-END
-$$;
 CREATE FUNCTION pgqueue.fire_chain() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -687,46 +655,33 @@ CREATE VIEW pgqueue.periodic_schedules AS
      LEFT JOIN pgqueue.jobs j ON ((j.id = p.last_job_id)))
      LEFT JOIN pgqueue.job_history h ON (((h.id = p.last_job_id) AND (j.id IS NULL))));
 CREATE VIEW pgqueue.queue_depth AS
- WITH counted AS (
-         SELECT parts.queue,
-            parts.state,
-            (sum(parts.jobs))::bigint AS jobs
-           FROM ( SELECT job_counts.queue,
-                    job_counts.state,
-                    job_counts.jobs
-                   FROM pgqueue.job_counts
-                UNION ALL
-                 SELECT job_count_changes.queue,
-                    job_count_changes.state,
-                    job_count_changes.jobs
-                   FROM pgqueue.job_count_changes) parts
-          GROUP BY parts.queue, parts.state
-        ), scheduled AS (
-         SELECT jobs.queue,
-            count(*) AS jobs
-           FROM pgqueue.jobs
-          WHERE ((jobs.state = 'queued'::pgqueue.job_state) AND (jobs.run_at > now()))
-          GROUP BY jobs.queue
-        )
- SELECT c.queue,
-    (c.state)::text AS state,
-    (c.jobs -
+ SELECT jobs.queue,
         CASE
-            WHEN (c.state = 'queued'::pgqueue.job_state) THEN COALESCE(s.jobs, (0)::bigint)
-            ELSE (0)::bigint
-        END) AS jobs
-   FROM (counted c
-     LEFT JOIN scheduled s ON (((s.queue = c.queue) AND (c.state = 'queued'::pgqueue.job_state))))
-  WHERE ((c.jobs -
+            WHEN ((jobs.state = 'queued'::pgqueue.job_state) AND (jobs.run_at > now())) THEN 'scheduled'::text
+            ELSE (jobs.state)::text
+        END AS state,
+    count(*) AS jobs
+   FROM pgqueue.jobs
+  GROUP BY jobs.queue,
         CASE
-            WHEN (c.state = 'queued'::pgqueue.job_state) THEN COALESCE(s.jobs, (0)::bigint)
-            ELSE (0)::bigint
-        END) > 0)
+            WHEN ((jobs.state = 'queued'::pgqueue.job_state) AND (jobs.run_at > now())) THEN 'scheduled'::text
+            ELSE (jobs.state)::text
+        END
 UNION ALL
- SELECT scheduled.queue,
-    'scheduled'::text AS state,
-    scheduled.jobs
-   FROM scheduled;
+ SELECT finished.queue,
+    (finished.state)::text AS state,
+    (sum(finished.jobs))::bigint AS jobs
+   FROM ( SELECT job_counts.queue,
+            job_counts.state,
+            job_counts.jobs
+           FROM pgqueue.job_counts
+        UNION ALL
+         SELECT job_count_changes.queue,
+            job_count_changes.state,
+            job_count_changes.jobs
+           FROM pgqueue.job_count_changes) finished
+  GROUP BY finished.queue, (finished.state)::text
+ HAVING (sum(finished.jobs) <> (0)::numeric);
 CREATE VIEW pgqueue.queue_pauses AS
  SELECT paused_queues.queue,
     paused_queues.reason,
@@ -838,7 +793,6 @@ CREATE INDEX jobs_fair_key ON pgqueue.jobs USING btree (queue, tag, priority, fa
 CREATE INDEX jobs_group ON pgqueue.jobs USING btree (group_id) WHERE (group_id IS NOT NULL);
 CREATE INDEX jobs_lease ON pgqueue.jobs USING btree (lease_until) WHERE (state = 'running'::pgqueue.job_state);
 CREATE INDEX jobs_parked ON pgqueue.jobs USING btree (limit_key, priority DESC, fair_rank, id) WHERE ((state = 'queued'::pgqueue.job_state) AND (parked_until IS NOT NULL));
-CREATE INDEX jobs_scheduled ON pgqueue.jobs USING btree (run_at) INCLUDE (queue) WHERE (state = 'queued'::pgqueue.job_state);
 CREATE INDEX jobs_tag ON pgqueue.jobs USING btree (tag) WHERE (tag IS NOT NULL);
 CREATE INDEX periodic_next ON pgqueue.periodic USING btree (next_run_at);
 CREATE OR REPLACE VIEW pgqueue.active_workers AS
@@ -860,9 +814,6 @@ CREATE TRIGGER groups_fire AFTER UPDATE OF completed_at ON pgqueue.groups FOR EA
 CREATE TRIGGER job_history_chain AFTER INSERT ON pgqueue.job_history FOR EACH ROW WHEN (((new.state = 'succeeded'::pgqueue.job_state) AND (new.on_success IS NOT NULL))) EXECUTE FUNCTION pgqueue.fire_chain();
 CREATE TRIGGER job_history_count_delete AFTER DELETE ON pgqueue.job_history REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_history_deleted();
 CREATE TRIGGER job_history_count_insert AFTER INSERT ON pgqueue.job_history REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_history_inserted();
-CREATE TRIGGER jobs_count_delete AFTER DELETE ON pgqueue.jobs REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_jobs_deleted();
-CREATE TRIGGER jobs_count_insert AFTER INSERT ON pgqueue.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_jobs_inserted();
-CREATE TRIGGER jobs_count_update AFTER UPDATE ON pgqueue.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.count_jobs_updated();
 CREATE TRIGGER jobs_fair_rank BEFORE INSERT ON pgqueue.jobs FOR EACH ROW WHEN ((new.tag IS NOT NULL)) EXECUTE FUNCTION pgqueue.assign_fair_rank();
 CREATE TRIGGER jobs_limit_freed_on_delete AFTER DELETE ON pgqueue.jobs FOR EACH ROW WHEN (((old.limit_key IS NOT NULL) AND (old.state = 'running'::pgqueue.job_state))) EXECUTE FUNCTION pgqueue.wake_parked();
 CREATE TRIGGER jobs_limit_freed_on_update AFTER UPDATE OF state ON pgqueue.jobs FOR EACH ROW WHEN (((old.limit_key IS NOT NULL) AND (old.state = 'running'::pgqueue.job_state) AND (new.state <> 'running'::pgqueue.job_state))) EXECUTE FUNCTION pgqueue.wake_parked();

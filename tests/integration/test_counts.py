@@ -67,7 +67,7 @@ def _random_step(app: Queue, rng: random.Random, step: int) -> None:
     elif choice == 1:  # a batch big enough for the COPY path, some delayed
         app.enqueue_many(worker_app.fail_if, [{"item": i, "fail": i % 7 == 0, "record": False}
                                               for i in range(rng.choice((5, 600)))], tag=tag,
-                         delay=rng.choice((None, 0.2, 3600)))
+                         delay=rng.choice((None, 3600)))
     elif choice == 2:
         with app.group(f"g{step}", tag=tag,
                        on_complete=[worker_app.noop.spec(item=-1)]) as group:
@@ -95,7 +95,7 @@ def _random_step(app: Queue, rng: random.Random, step: int) -> None:
         with contextlib.suppress(DuplicateJob):
             worker_app.noop.enqueue(item=step, dedupe_key=f"d{rng.randrange(5)}",
                                     run_at=datetime.now(UTC) + timedelta(
-                                        seconds=rng.choice((0, 60))))
+                                        seconds=rng.choice((0, 3600))))
 
 
 @pytest.mark.parametrize("seed", [21])
