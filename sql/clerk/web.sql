@@ -24,7 +24,8 @@ SELECT (SELECT count(*) FROM {schema}.sites) AS sites,
 -- When each given site's latest run started (its fetch job was created) and, once it has
 -- no live job left, when its last job finished: the run's duration on the Sites page.
 -- The finish is read from the history of the run's jobs (the site's tag, ids from the
--- fetch's on), through job_history_tag.
+-- fetch's on), through job_history_tag (tag, finished_at): bounded by the run's start, so
+-- the read covers this run's jobs only, however long the site's history.
 SELECT t.site, f.created_at AS started_at,
        CASE WHEN live.jobs > 0 THEN NULL ELSE done.finished_at END AS finished_at
 FROM unnest(%(sites)s::text[]) AS t(site)
@@ -35,7 +36,7 @@ JOIN LATERAL (
 ) AS f ON true
 CROSS JOIN LATERAL (
     SELECT max(h.finished_at) AS finished_at FROM {queue_schema}.job_history AS h
-    WHERE h.tag = t.site AND h.id >= f.id
+    WHERE h.tag = t.site AND h.finished_at >= f.created_at AND h.id >= f.id
 ) AS done
 CROSS JOIN LATERAL (
     SELECT count(*) AS jobs FROM {queue_schema}.jobs AS j WHERE j.tag = t.site
