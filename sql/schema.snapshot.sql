@@ -60,6 +60,10 @@ BEGIN
     SELECT queue, state, count(*), task, date_trunc('minute', finished_at), count(*),
            coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)
     FROM new_rows GROUP BY queue, state, task, date_trunc('minute', finished_at);
+    -- Whoever follows a tag's jobs (clerk enqueue --wait follows sites) sleeps on this
+    -- channel: one notification per tag and transaction (identical ones are folded).
+    PERFORM pg_notify('pgqueue' || '.tag_finished', tag)
+    FROM (SELECT DISTINCT tag FROM new_rows WHERE tag IS NOT NULL) AS tags;
     RETURN NULL;
 END
 $$;
@@ -167,7 +171,7 @@ BEGIN
 END
 $$;
 CREATE FUNCTION pgqueue.take_slots(p_task text, p_key text, p_ids bigint[], p_attempts integer[], p_park_seconds double precision) RETURNS TABLE(job_id bigint, park_until timestamp with time zone)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql ROWS 10
     AS $$
 DECLARE
     lim "pgqueue".limits%ROWTYPE;
