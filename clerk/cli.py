@@ -727,6 +727,7 @@ def dashboard(obj: Context, host: str, port: int, read_only: bool) -> None:
         credentials = bind_check(host)  # before anything else: one line, no database needed
     except ConfigurationError as error:
         raise click.ClickException(str(error)) from None
+    _check_port_free(host, port)
     pipeline = obj.pipeline()
     app = create_dashboard(pipeline, read_only=read_only)
     database = describe_embedded(pipeline.dsn) or mask_url(pipeline.dsn)
@@ -735,6 +736,19 @@ def dashboard(obj: Context, host: str, port: int, read_only: bool) -> None:
                f"http://{address}:{port}/"
                + (f" (HTTP Basic, user {credentials[0]})" if credentials else ""))
     serve(app, host, port)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line for an address in use or not on this machine, before uvicorn logs its own."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as error:
+        raise click.ClickException(f"cannot serve the dashboard on {host}:{port}: "
+                                   f"{error.strerror or error}") from None
 
 
 @main.command("purge")

@@ -313,3 +313,16 @@ def test_readme_dashboard_block_runs(cli: Cli, clerk_env: dict[str, str], tmp_pa
         process.terminate()
         _, err = process.communicate(timeout=30)
     assert "a long secret" not in err
+
+
+def test_dashboard_on_a_port_in_use_is_one_line(clerk_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = subprocess.run([str(CLERK_BIN), "dashboard", "--port", str(port)],
+                             env=subprocess_env(clerk_env), capture_output=True, text=True,
+                             timeout=60)
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines() == [
+        f"Error: cannot serve the dashboard on 127.0.0.1:{port}: Address already in use"]
