@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from pgqueue import admin
 from pgqueue.db import query
 from pgqueue.sql import Statements, sql_root
 from pgqueue.store import JobStore
@@ -19,6 +20,8 @@ STALE_SECONDS = 60  # a worker whose heartbeat is older is flagged (as active_wo
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 CACHE_SECONDS = 2.0
+THROUGHPUT_MINUTES = 60  # the overview's chart and its "last hour"
+FINAL = ("succeeded", "failed", "cancelled")
 MAX_ID = 2**63 - 1
 
 T = TypeVar("T")
@@ -130,12 +133,13 @@ class Reads:
         return self.cached("overview", self._overview)
 
     def _overview(self) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        hour_ago = now - timedelta(hours=1)
-        depth = self.rows("live_depth")
-        finished = self.rows("finished_since", {"since": hour_ago})
+        """Depth from pgqueue's counters and rates from its per-minute rollups (migration
+        0008: the same few milliseconds at any history size or throughput); the oldest
+        runnable job and the workers from the live tables."""
+        clock = self.rows("clock")[0]
+        counts = admin.job_counts(self.store)
+        per_minute = admin.finished_per_minute(self.store, THROUGHPUT_MINUTES)
         oldest = self.rows("oldest_runnable")
-        per_minute = self.rows("throughput_per_minute", {"since": hour_ago})
         hosts = self.rows("workers_by_host", {"stale_seconds": STALE_SECONDS})
         queues: dict[str, dict[str, Any]] = {}
 
@@ -145,26 +149,24 @@ class Reads:
                 "succeeded_last_hour": 0, "failed_last_hour": 0, "cancelled_last_hour": 0,
                 "oldest_runnable_age": None})
 
-        for row in depth:
-            entry(row["queue"])[row["state"]] = int(row["jobs"])
-        for row in finished:
-            entry(row["queue"])[f"{row['state']}_last_hour"] = int(row["jobs"])
+        for name, by_state in counts.items():
+            live = {state: by_state.get(state, 0) for state in ("queued", "scheduled", "running")}
+            if any(live.values()):
+                entry(name).update(live)
+        first = clock["minute"] - timedelta(minutes=THROUGHPUT_MINUTES - 1)
+        series = [{"minute": first + timedelta(minutes=i), "succeeded": 0, "failed": 0,
+                   "cancelled": 0} for i in range(THROUGHPUT_MINUTES)]
+        for row in per_minute:
+            index = int((row["minute"] - first).total_seconds() // 60)
+            if 0 <= index < THROUGHPUT_MINUTES and row["state"] in FINAL:
+                series[index][row["state"]] += int(row["jobs"])
+                entry(row["queue"])[f"{row['state']}_last_hour"] += int(row["jobs"])
         for row in oldest:
             entry(row["queue"])["oldest_runnable_age"] = row["age"].total_seconds()
-        minutes = {row["minute"]: row for row in per_minute}
-        start = hour_ago.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        series = []
-        for i in range(60):
-            minute = start + timedelta(minutes=i)
-            found = minutes.get(minute)
-            series.append({"minute": minute,
-                           "succeeded": int(found["succeeded"]) if found else 0,
-                           "failed": int(found["failed"]) if found else 0,
-                           "cancelled": int(found["cancelled"]) if found else 0})
         ages = [q["oldest_runnable_age"] for q in queues.values()
                 if q["oldest_runnable_age"] is not None]
         return {
-            "at": now,
+            "at": clock["now"],
             "queues": [queues[name] for name in sorted(queues)],
             "throughput": series,
             "oldest_runnable_age": max(ages) if ages else None,
@@ -196,10 +198,6 @@ class Reads:
         if backwards:
             rows.reverse()
         return rows, more
-
-    def count_matching(self, flt: JobFilter, cap: int) -> int:
-        row = self.rows("count_matching_capped", {**flt.params(), "cap": cap})
-        return int(row[0]["jobs"])
 
     def matching_ids(self, flt: JobFilter, states: list[str]) -> list[int]:
         return [int(r["id"]) for r in self.rows("matching_ids",

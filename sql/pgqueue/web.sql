@@ -1,36 +1,11 @@
 -- The dashboard's reads (pgqueue.web). Every statement is bounded: live tables are as small
--- as the backlog; history is read through an index range (the last hour, one group, one
--- job, a page of ids), never counted whole.
+-- as the backlog; history is read through an index range (one group, one job, a page of
+-- ids), never counted whole. The overview's counts and rates are pgqueue's counters and
+-- per-minute rollups (admin.job_counts, admin.finished_per_minute; migration 0008).
 
--- name: live_depth
--- Live jobs by queue and state; `scheduled` is queued with a run_at in the future.
-SELECT queue,
-       CASE WHEN state = 'queued' AND run_at > now() THEN 'scheduled' ELSE state::text END AS state,
-       count(*) AS jobs
-FROM {schema}.jobs
-GROUP BY 1, 2
-ORDER BY 1, 2;
-
--- name: finished_since
--- Finished jobs per queue and state since a time, through job_history_prune (state, finished_at).
-SELECT queue, state::text AS state, count(*) AS jobs
-FROM {schema}.job_history
-WHERE state = ANY('{{succeeded,failed,cancelled}}'::{schema}.job_state[])
-  AND finished_at > %(since)s
-GROUP BY 1, 2
-ORDER BY 1, 2;
-
--- name: throughput_per_minute
--- Jobs finished per minute since a time, split by outcome (same index as above).
-SELECT date_trunc('minute', finished_at) AS minute,
-       count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE state = 'failed') AS failed,
-       count(*) FILTER (WHERE state = 'cancelled') AS cancelled
-FROM {schema}.job_history
-WHERE state = ANY('{{succeeded,failed,cancelled}}'::{schema}.job_state[])
-  AND finished_at > %(since)s
-GROUP BY 1
-ORDER BY 1;
+-- name: clock
+-- The database's time: the overview's minutes are the rollups' (date_trunc of now()).
+SELECT now() AS now, date_trunc('minute', now()) AS minute;
 
 -- name: oldest_runnable
 -- Per queue, the run_at of its oldest job that could run now (through jobs_claim).
@@ -174,18 +149,3 @@ WHERE origin_group_id = %(id)s
   AND finished_at >= %(completed_at)s AND created_at >= %(completed_at)s
 ORDER BY id
 LIMIT 100;
-
--- name: count_matching_capped
--- How many jobs match, counted up to a cap (the caller shows "cap+").
-SELECT count(*) AS jobs FROM (
-    SELECT 1 FROM {schema}.all_jobs
-    WHERE (%(state)s::text IS NULL OR state::text = %(state)s)
-      AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-      AND (%(task)s::text IS NULL OR task = %(task)s)
-      AND (%(tag)s::text IS NULL OR tag = %(tag)s)
-      AND (%(priority)s::integer IS NULL OR priority = %(priority)s)
-      AND (%(search)s::text IS NULL OR args::text ILIKE %(search)s)
-      AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
-      AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
-    LIMIT %(cap)s
-) AS capped;
