@@ -15,8 +15,10 @@ A worker process holds a fixed set, whatever its concurrency:
 
 Job children (process isolation) share `job_connections` connections per worker process
 (`JOB_CONNECTIONS` by default), whatever the number of slots: a child opens one
-(`pgqueue:job`) when its job first asks for a session, after taking one of the worker's
-job-connection slots, and closes it and frees the slot when the job ends. A slot is an
+(`pgqueue:job`) when its job opens a session, after taking one of the worker's
+job-connection slots, and closes it and frees the slot when that session ends (nested
+sessions share it), so an OCR job holds no slot while Tesseract runs; a connection costs a
+few milliseconds, a page of OCR a second. A slot is an
 fcntl lock on one byte of a file the worker made before forking, so a child killed with
 its job (a timeout, a segfault) frees its slot with its death, and no count can leak.
 Children that wait for a slot wait only for other jobs' short sessions.
@@ -84,11 +86,13 @@ class JobGate:
         os.ftruncate(handle, self.slots)
         self.fd = handle
         self._held: int | None = None
+        self._users = 0  # sessions of this process holding the slot (nested, or two stores)
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         """Take a free slot, or wait for one (this process's own, for its job)."""
         with self._lock:
+            self._users += 1
             if self._held is not None:
                 return
             for index in range(self.slots):
@@ -102,9 +106,10 @@ class JobGate:
             fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, index)
             self._held = index
 
-    def release(self) -> None:
+    def release(self, *, all_users: bool = False) -> None:
         with self._lock:
-            if self._held is not None:
+            self._users = 0 if all_users else max(0, self._users - 1)
+            if self._held is not None and self._users == 0:
                 fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self._held)
                 self._held = None
 
@@ -152,4 +157,4 @@ def end_job() -> None:
     for callback in _on_job_end:
         callback()
     if _job_gate is not None:
-        _job_gate.release()
+        _job_gate.release(all_users=True)

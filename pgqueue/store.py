@@ -185,7 +185,13 @@ class JobStore:
         one. `atomic` wraps the work in a transaction (a savepoint inside the caller's);
         a single statement needs none, which saves two round trips."""
         if conn is None and connections.in_job_child():
-            conn = self._job_connection()
+            with self._job_session() as own:
+                if atomic:
+                    with own.transaction():
+                        yield own
+                else:
+                    yield own
+            return
         if conn is not None:
             if atomic:
                 with conn.transaction():
@@ -213,22 +219,25 @@ class JobStore:
         with translate_errors(), self.session(conn, atomic=atomic) as db:
             yield db
 
-    def _job_connection(self) -> psycopg.Connection[Any]:
-        """A job child's connection: one per child, opened under one of its worker's
-        job-connection slots when the job first needs it, closed when the job ends."""
+    @contextlib.contextmanager
+    def _job_session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A job child's connection: opened under one of its worker's job-connection slots
+        by the outermost session, shared by nested ones, closed (the slot freed) when the
+        outermost ends, so a job holds no slot between its sessions."""
         conn = self._job_conn
         if conn is not None and not conn.closed:
-            return conn
+            yield conn  # nested: the outer session's
+            return
         gate = connections.job_gate()
         if gate is not None:
             gate.acquire()
         try:
             self._job_conn = self.connect(autocommit=True, role=connections.JOB)
-        except BaseException:
+            yield self._job_conn
+        finally:
+            self.end_job()
             if gate is not None:
                 gate.release()
-            raise
-        return self._job_conn
 
     def end_job(self) -> None:
         """A job child's job ended: its connection goes (the slot is freed by the caller)."""

@@ -40,6 +40,22 @@ sys.exit(q.work(["conn"], concurrency=int(sys.argv[2]), isolation="process",
 """
 
 
+PHASES = """
+import sys, time
+from pgqueue import Queue
+q = Queue(sys.argv[1])
+@q.task(name="phase", queue="phases")
+def phase(n):
+    with q.session() as conn:
+        conn.execute("INSERT INTO phases (n, started) VALUES (%s, clock_timestamp())", (n,))
+    time.sleep(1.0)  # the job's own work (Tesseract, say), outside any session
+    with q.session() as conn:
+        conn.execute("UPDATE phases SET ended = clock_timestamp() WHERE n = %s", (n,))
+sys.exit(q.work(["phases"], concurrency=8, isolation="process", job_connections=1,
+                burst=True, poll_interval=0.5, lease_seconds=10))
+"""
+
+
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,6 +120,24 @@ def test_a_worker_holds_as_many_connections_with_16_slots_as_with_1(db_url: str)
     # With the default share of two, the job children never hold more than two.
     shared, _ = peak_connections(db_url, 16, job_connections=2)
     assert shared["pgqueue:job"] <= 2 and sum(shared.values()) <= sum(one.values()) + 1
+
+
+def test_job_children_hold_a_shared_connection_only_during_their_sessions(db_url: str) -> None:
+    """One connection for 8 slots does not run their jobs one at a time: a job takes it
+    for a session and gives it back, not for its whole run."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE phases (n int, started timestamptz, ended timestamptz)")
+        conn.execute("SELECT pgqueue.add_job('phases', 'phase', jsonb_build_object('n', g))"
+                     " FROM generate_series(1, 8) g")
+    subprocess.run([sys.executable, "-c", PHASES, db_url], check=True, timeout=300)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        overlap = conn.execute("""
+            SELECT max(c) FROM (SELECT (SELECT count(*) FROM phases b
+                                        WHERE b.started <= a.started AND b.ended > a.started) c
+                                FROM phases a) counts""").fetchone()
+        ended = conn.execute("SELECT count(*) FROM phases WHERE ended IS NOT NULL").fetchone()
+    assert ended == (8,)
+    assert overlap is not None and overlap[0] >= 2, overlap  # 1: serialised on the slot
 
 
 @pytest.fixture

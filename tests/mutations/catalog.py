@@ -281,6 +281,12 @@ MUTATIONS: tuple[Mutation, ...] = (
               "        if False:"),),
         (f"{CONNECTIONS}::test_a_worker_holds_as_many_connections_with_16_slots_as_with_1",)),
     Mutation(
+        "job-connection-per-session", "a job holds its shared connection only for a session",
+        (Edit("pgqueue/store.py", "        finally:\n            self.end_job()\n"
+                                  "            if gate is not None:\n                gate.release()",
+              "        finally:\n            pass"),),
+        (f"{CONNECTIONS}::test_job_children_hold_a_shared_connection_only_during_their_sessions",)),
+    Mutation(
         "clerkd-process-per-queue", "a clerkd's connections do not grow with its slots",
         (Edit("clerk/daemon.py", "{name: min(1, settings.workers_for(name)) for name in QUEUES}",
               "{name: settings.workers_for(name) for name in QUEUES}"),
