@@ -48,7 +48,13 @@ def test_a_run_seen_live_from_overview_to_site_page(
              pdf_factory.truncated_pdf("planning.pdf").read_bytes())  # a document problem
     city.link("ftp://example.org/minutes-2024-05-14.pdf", "City Council Minutes 2024-05-14")
     cli("site", "add", "springfield", "--url", city.url, "--name", "Springfield")
-    cli("enqueue", "springfield")
+
+    dashboard.open("/sites/springfield")  # the run starts from the site page's button
+    assert stage_states(dashboard)["fetch"] == "pending"
+    dashboard.browser.find_element(By.ID, "enqueue").click()
+    dashboard.wait(lambda _: "Run started" in (dashboard.text(".clerk-note") or ""),
+                   "the enqueue button did not start a run")
+    assert stage_states(dashboard)["fetch"] == "queued"
 
     dashboard.open("/")
     dashboard.wait(lambda _: dashboard.text("#sites-in-flight") == "1", "the panel never "
