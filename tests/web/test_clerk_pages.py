@@ -24,6 +24,7 @@ from clerk.pipeline import Pipeline
 from clerk.web import create_dashboard
 from tests.acceptance import conftest as acceptance
 from tests.acceptance.conftest import CLERK_BIN, Cli, subprocess_env
+from tests.support.pipeline import LocalServer
 
 # clerk's fixtures (its settings and CLI on the test database), from the acceptance tests
 clerk_env, settings = acceptance.clerk_env, acceptance.settings
@@ -123,6 +124,26 @@ def test_site_page_draws_the_pipeline_and_what_went_wrong(
 
     assert client.get("/sites/nosuch").status_code == 404
     assert client.get("/sites/Not_A..Site").status_code == 404
+
+
+def test_a_failed_fetch_shows_where_the_run_stopped_and_why(
+        cli: Cli, pipeline: Pipeline, client: TestClient, http_server: LocalServer) -> None:
+    cli("site", "add", "lambda", "--url", http_server.url("/lambda/index.html"))  # a 404
+    pipeline.enqueue_site("lambda")
+    assert pipeline.queue.work(["fetch"], burst=True, poll_interval=0.2,
+                               install_signals=False) == 0
+    data = client.get("/sites/lambda?format=json").json()
+    assert data["state"] == "failed"
+    assert [(s["stage"], s["state"]) for s in data["stages"]][:2] == [("fetch", "failed"),
+                                                                      ("ocr", "not run")]
+    [failed] = data["failed_jobs"]
+    assert failed["task"] == "clerk.fetch" and "404" in failed["error"]
+    page = client.get("/sites/lambda").text
+    assert 'data-stage="fetch" data-state="failed"' in page
+    assert f'href="/jobs/{failed["job_id"]}"' in page  # to the job's attempts and errors
+    [row] = client.get("/sites?format=json").json()["sites"]
+    assert row["state"] == "failed" and row["result"].startswith("failed at fetch: ")
+    assert row["finished_at"] is not None
 
 
 def test_site_names_and_errors_are_escaped(cli: Cli, pipeline: Pipeline, client: TestClient,
