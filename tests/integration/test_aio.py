@@ -117,9 +117,10 @@ def test_wait_async_is_woken_by_listen(app: Queue, db_url: str, fleet: Fleet,
             with pytest.raises(WaitTimeout):
                 await aq.wait_async(ok, timeout=0.2)  # no worker yet
             fleet.start(db_url, "work")
-            result = await aq.wait_async(ok, timeout=120)
+            # No timeout of its own: only the NOTIFY can end these waits (bounded here).
+            result = await asyncio.wait_for(aq.wait_async(ok), 90)
             with pytest.raises(JobFailed) as failed:
-                await aq.wait_async(bad, timeout=120)
+                await asyncio.wait_for(aq.wait_async(bad), 90)
             with pytest.raises(JobNotFound):
                 await aq.wait_async(bad + 1000, timeout=5)
             return result, str(failed.value)

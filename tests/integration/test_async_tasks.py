@@ -28,7 +28,7 @@ def _final(app: Queue, job_id: int, what: str, fleet: Fleet) -> JobState:
     def done() -> JobState | None:
         state = app.get_job(job_id).state
         return state if state.final else None
-    result: JobState = wait_for(done, timeout=60, what=what, watch=fleet)
+    result: JobState = wait_for(done, timeout=45, what=what, watch=fleet)
     return result
 
 

@@ -42,6 +42,8 @@ RESULTS = "tests/integration/test_results.py"
 CONNECTIONS = "tests/integration/test_connections.py"
 BLOBS = "tests/integration/test_blobs.py"
 STORAGE = "tests/acceptance/test_storage.py"
+ASYNC_TASKS = "tests/integration/test_async_tasks.py"
+AIO = "tests/integration/test_aio.py"
 
 ROBUST_FOLLOWUPS = "sql/pgqueue/migrations/0004_robust_followups.sql"
 # The fan-in's catch (line 47); the chain's catch further down reads the same, so the
@@ -460,4 +462,38 @@ MUTATIONS: tuple[Mutation, ...] = (
         "result-nul-refused", "a result jsonb cannot store fails its job, not its finish batch",
         (Edit("pgqueue/execution.py", "    if _JSON_NUL.search(text):", "    if False:"),),
         (f"{RESULTS}::test_results_that_cannot_be_kept_fail_their_job_not_the_worker",)),
+    Mutation(
+        "async-timeout-cancels", "an async job over its timeout has its coroutine cancelled and fails timed out",
+        (Edit("pgqueue/aioloop.py", "    scope = asyncio.timeout_at(when)\n",
+              "    scope = asyncio.timeout_at(None)\n"),),
+        (f"{ASYNC_TASKS}::test_a_timeout_cancels_the_coroutine_and_fails_the_job",)),
+    Mutation(
+        "async-cancel-cancels", "a cancel request cancels a running async job's coroutine",
+        (Edit("pgqueue/aioloop.py", "                    task.cancel(context.stop_reason)\n",
+              "                    pass\n"),),
+        (f"{ASYNC_TASKS}::test_cancel_stops_a_running_async_task",)),
+    Mutation(
+        "async-on-the-loop", "async def tasks run on the worker's event loop beside its sync slots",
+        (Edit("pgqueue/slots.py",
+              "        if self.aio is not None and is_async_task(self.tasks.get(item.job.task)):",
+              "        if False:"),),
+        (f"{ASYNC_TASKS}::test_sync_and_async_jobs_share_one_worker",)),
+    Mutation(
+        "async-retried", "a failed async job is retried as a sync one is",
+        (Edit("pgqueue/aioloop.py", "    retryable = not isinstance(error, PermanentFailure) and "
+              "isinstance(error, task.retry_on)\n", "    retryable = False\n"),),
+        (f"{ASYNC_TASKS}::test_a_failing_async_task_is_retried",)),
+    Mutation(
+        "async-wait-listens", "AsyncQueue.wait_async is woken by the finish's NOTIFY",
+        (Edit("pgqueue/aio.py", "sql.Identifier(results.finished_channel(self.schema))",
+              "sql.Identifier(self.schema + \".unheard\")"),),
+        (f"{AIO}::test_wait_async_is_woken_by_listen",)),
+    Mutation(
+        "async-copy-yields", "AsyncQueue.enqueue_many never blocks the event loop",
+        (Edit("pgqueue/aio.py",
+              "        async with self.session(conn) as db:\n"
+              "            return await self._insert_rows(db, task, args_list,",
+              "        with self.store.transaction() as db:  # the sync COPY: blocks the loop\n"
+              "            return self.store.insert_rows(db, task, args_list,"),),
+        (f"{AIO}::test_enqueue_many_by_copy_never_blocks_the_loop",)),
 )
