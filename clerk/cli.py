@@ -48,7 +48,7 @@ from clerk.sources import SOURCES
 from clerk.status import (
     MARKS,
     overview,
-    pages_detail,
+    overview_lines,
     plural,
     raise_priority,
     site_status,
@@ -602,9 +602,11 @@ def _wait_for(pipeline: Pipeline, sites: list[str]) -> None:
 
 @main.command("status")
 @click.option("--subdomain", default=None, help="One site's stages and failures.")
+@click.option("--all", "all_sites", is_flag=True,
+              help="List every active site (by default, beyond 20, a summary).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def status(obj: Context, subdomain: str | None, as_json: bool) -> None:
+def status(obj: Context, subdomain: str | None, all_sites: bool, as_json: bool) -> None:
     """Queues, workers on every machine, and sites in progress."""
     pipeline = obj.pipeline()
     if subdomain is not None:
@@ -620,43 +622,9 @@ def status(obj: Context, subdomain: str | None, as_json: bool) -> None:
     if as_json:
         _emit_json(data)
         return
-    click.echo(f"database: {data['database']}")
-    if data["refresh"]["sites"]:
-        click.echo(f"refresh: {plural(data['refresh']['sites'], 'site')} on a schedule, next "
-                   f"{printable(data['refresh']['next_site'])} at "
-                   f"{_when(data['refresh']['next_run_at'])}")
-    held = data["connections"]
-    click.echo(f"connections: {sum(held['held'].values())} in use of "
-               f"{held['max_connections'] - held['reserved']} allowed ("
-               + ", ".join(f"{printable(role)} {n}" for role, n in held["held"].items()) + ")\n")
-    click.echo(f"{'queue':<13}" + "".join(f"{s:>11}" for s in
-                                          ("queued", "scheduled", "running", "succeeded", "failed",
-                                           "cancelled", "workers")))
-    for name, counts in data["queues"].items():
-        click.echo(f"{name:<13}" + "".join(f"{counts[s]:>11}" for s in counts)
-                   + f"{data['workers_per_queue'].get(name, 0):>11}")
-    for row in data["paused"]:  # clerk pause QUEUE
-        reason = f": {printable(row['reason'])}" if row["reason"] else ""
-        click.echo(f"paused: {printable(row['queue'])} since {row['paused_at']}{reason} "
-                   "(clerk resume to go on)")
-    click.echo(f"\nworkers ({len(data['workers'])}):")
-    for worker in data["workers"]:
-        jobs = ", ".join(str(job) for job in worker["current_jobs"]) or "-"
-        click.echo(f"  {printable(worker['host'])}:{worker['pid']:<8} "
-                   f"{','.join(worker['queues']):<14} jobs {jobs}  beat {worker['last_beat']}")
-    click.echo(f"\nactive sites ({len(data['sites'])}):")
-    for site in data["sites"]:
-        if site["pages_total"]:
-            pages = pages_detail({"read": site["pages_done"], "total": site["pages_total"],
-                                  "failed": site["failed_pages"],
-                                  "cancelled": site["cancelled_pages"]})
-            pages += f" ({site['percent']:.0f}%)"
-        else:
-            pages = "pages not listed yet" if site["stage"] == "fetch" else "no pages"
-        waiting = site["waiting_for_worker"]
-        note = f"  waiting for a worker (none on queue {', '.join(waiting)})" if waiting else ""
-        click.echo(f"  {printable(site['site']):<24} {site['stage']:<17} {pages}  "
-                   f"updated {site['updated_at'] or '-'}{note}")
+    data["all_sites"] = all_sites
+    for line in overview_lines(data):  # clerk/status.py: one section per concern
+        click.echo(line)
 
 
 def _print_site(data: dict[str, Any]) -> None:

@@ -1,6 +1,11 @@
 """`clerk enqueue --wait`: follow site runs to their end and say what is happening.
 
-Each tick reads every waited site's run with one statement (`site_runs`), then prints:
+Each tick reads every waited site's run with one statement (`site_runs`), whatever the
+number of sites, then sleeps on LISTEN until something changes (`Changes`): a job of a
+waited site finished (pgqueue's '<schema>.tag_finished', payload the site) or jobs were
+added to one of clerk's queues (a run's next stage); with `FALLBACK_SECONDS` as the
+longest sleep (a retry's backoff ends, or a worker dies, without a notification), and at
+most one read per `SETTLE_SECONDS` however fast pages finish. Then it prints:
 
 - one line per stage change per site: `testville: fetch → ocr 14 pages`, ...;
 - once, after a short grace, for each queue a run waits on that no live worker serves:
@@ -18,17 +23,25 @@ then, and the percent can step back; it is what is known, not a guess.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
+from clerk.config import QUEUES
 from clerk.pipeline import Pipeline
 from clerk.status import read_runs
+from pgqueue.db import translate_errors
 
 FOLLOW_UPS = 4  # compile, extract, compile+entities, deploy
 ENDED = ("complete", "failed", "cancelled", "stopped", "idle", "never run")
 NO_WORKER_GRACE = 2.0  # seconds: a worker started with the enqueue has this long to appear
-POLL_SECONDS = 1.0
+FALLBACK_SECONDS = 2.0  # the longest sleep without a notification (also NO_WORKER_GRACE's)
+SETTLE_SECONDS = 0.2  # after a wake, notifications are gathered this long: one read for all
+WAIT_ROLE = "clerk:wait"
 PLAIN_EVERY = 10.0
 BAR_WIDTH = 30
 
@@ -170,19 +183,61 @@ class Waiter:
             self.bar_shown = False
 
 
+class Changes:
+    """A LISTEN connection that wakes the waiter when its sites' jobs change."""
+
+    def __init__(self, pipeline: Pipeline, sites: Iterable[str],
+                 queues: Iterable[str] = QUEUES) -> None:
+        self.sites = set(sites)
+        store = pipeline.queue.store
+        self.tag_channel = f"{store.schema}.tag_finished"
+        self.conn = store.connect(autocommit=True, role=WAIT_ROLE, direct=True)
+        with translate_errors():
+            for channel in (self.tag_channel, *(f"{store.schema}.{queue}" for queue in queues)):
+                self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def _relevant(self, notice: psycopg.Notify) -> bool:
+        return notice.channel != self.tag_channel or notice.payload in self.sites
+
+    def wait(self, timeout: float, settle: float = SETTLE_SECONDS) -> bool:
+        """Sleep until a relevant notification (True) or `timeout` (False); after a wake,
+        gather what else arrives within `settle` seconds."""
+        deadline = time.monotonic() + timeout
+        with translate_errors():
+            while (left := deadline - time.monotonic()) > 0:
+                if any(self._relevant(n) for n in self.conn.notifies(timeout=left,
+                                                                       stop_after=1)):
+                    for _ in self.conn.notifies(timeout=settle):
+                        pass
+                    return True
+        return False
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Changes:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
 def wait_for_runs(pipeline: Pipeline, sites: list[str], waiter: Waiter,
-                  poll_seconds: float = POLL_SECONDS) -> list[dict[str, Any]]:
-    """Follow the sites' runs until none has a job left; their last state, site by site."""
+                  fallback_seconds: float = FALLBACK_SECONDS) -> list[dict[str, Any]]:
+    """Follow the sites' runs until none has a job left; their last state, site by site.
+    One statement per tick for all the sites; between ticks, asleep on LISTEN."""
     try:
-        while True:
-            runs = read_runs(pipeline, sites)
-            waiter.observe(runs)
-            if all(run["state"] in ENDED for run in runs):
-                return runs
-            time.sleep(poll_seconds)
+        with Changes(pipeline, sites) as changes:
+            while True:
+                runs = read_runs(pipeline, sites)
+                waiter.observe(runs)
+                if all(run["state"] in ENDED for run in runs):
+                    return runs
+                changes.wait(fallback_seconds)
     finally:
         waiter.finish()
 
 
-__all__ = ["Waiter", "outcome_problem", "run_units", "stage_label", "wait_for_runs",
+__all__ = ["Changes", "Waiter", "outcome_problem", "run_units", "stage_label", "wait_for_runs",
            "weighted_percent"]

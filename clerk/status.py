@@ -246,8 +246,123 @@ def active_sites(pipeline: Pipeline) -> list[dict[str, Any]]:
              "percent": run["percent"], "failed_pages": run["pages_failed"],
              "cancelled_pages": run["pages_cancelled"],
              "waiting_for_worker": run["waiting_for_worker"],
-             "started_at": run["started_at"], "updated_at": run["updated_at"]}
+             "started_at": run["started_at"], "updated_at": run["updated_at"],
+             "problem": _problem(run)}
             for run in read_runs(pipeline, tags)]
+
+
+def _problem(run: dict[str, Any]) -> str | None:
+    """What is going wrong in a run in flight: a stage failing or retrying, failed pages."""
+    for stage in run["stages"]:
+        if stage["state"] in ("failed", "retrying"):
+            return f"{stage['stage']} {stage['state']}" + (
+                f": {stage['error']}" if stage.get("error") else "")
+    if run["pages_failed"]:
+        return f"{plural(run['pages_failed'], 'page')} failed"
+    return None
+
+
+# -- the overview, as text ----------------------------------------------------------------
+# `clerk status` prints the sections below in order. A new line or section is one function
+# from the overview's data to its lines, added to OVERVIEW_SECTIONS (header lines first).
+
+LIST_LIMIT = 20  # active sites listed one per line up to this many; beyond, a summary
+SLOWEST = 5
+FAILING = 10
+
+
+def site_line(site: dict[str, Any]) -> str:
+    """One active site: its stage, its pages, when it last moved, what it waits for."""
+    if site["pages_total"]:
+        pages = pages_detail({"read": site["pages_done"], "total": site["pages_total"],
+                              "failed": site["failed_pages"],
+                              "cancelled": site["cancelled_pages"]})
+        pages += f" ({site['percent']:.0f}%)"
+    else:
+        pages = "pages not listed yet" if site["stage"] == "fetch" else "no pages"
+    waiting = site["waiting_for_worker"]
+    note = f"  waiting for a worker (none on queue {', '.join(waiting)})" if waiting else ""
+    return (f"  {printable(site['site']):<24} {site['stage']:<17} {pages}  "
+            f"updated {site['updated_at'] or '-'}{note}")
+
+
+def summarise_sites(sites: list[dict[str, Any]]) -> dict[str, Any]:
+    """Active sites in a few figures: how many per stage, the runs in flight longest, and
+    those with something failing."""
+    by_stage: dict[str, int] = {}
+    for site in sites:
+        by_stage[site["stage"]] = by_stage.get(site["stage"], 0) + 1
+    order = {stage: index for index, stage in enumerate(("-", *STAGES))}
+    slowest = sorted((s for s in sites if s["started_at"]), key=lambda s: (s["started_at"],
+                                                                            s["site"]))
+    failing = [s for s in sites if s.get("problem")]
+    return {"active": len(sites),
+            "by_stage": dict(sorted(by_stage.items(), key=lambda kv: order.get(kv[0], 99))),
+            "slowest": slowest[:SLOWEST], "failing": failing[:FAILING],
+            "failing_count": len(failing)}
+
+
+def _header_lines(data: dict[str, Any]) -> list[str]:
+    lines = [f"database: {data['database']}"]
+    refresh = data.get("refresh")
+    if refresh and refresh["sites"]:
+        lines.append(f"refresh: {plural(refresh['sites'], 'site')} on a schedule, next "
+                     f"{printable(refresh['next_site'])} at "
+                     f"{refresh['next_run_at'].isoformat(timespec='seconds')}")
+    held = data["connections"]
+    lines.append(f"connections: {sum(held['held'].values())} in use of "
+                 f"{held['max_connections'] - held['reserved']} allowed ("
+                 + ", ".join(f"{printable(role)} {n}" for role, n in held["held"].items())
+                 + ")")
+    return lines
+
+
+def _queue_lines(data: dict[str, Any]) -> list[str]:
+    lines = ["", f"{'queue':<13}" + "".join(f"{s:>11}" for s in (*STATES, "workers"))]
+    for name, counts in data["queues"].items():
+        lines.append(f"{name:<13}" + "".join(f"{counts[s]:>11}" for s in STATES)
+                     + f"{data['workers_per_queue'].get(name, 0):>11}")
+    return lines
+
+
+def _worker_lines(data: dict[str, Any]) -> list[str]:
+    lines = ["", f"workers ({len(data['workers'])}):"]
+    for worker in data["workers"]:
+        jobs = ", ".join(str(job) for job in worker["current_jobs"]) or "-"
+        lines.append(f"  {printable(worker['host'])}:{worker['pid']:<8} "
+                     f"{','.join(worker['queues']):<14} jobs {jobs}  beat {worker['last_beat']}")
+    return lines
+
+
+def _site_lines(data: dict[str, Any]) -> list[str]:
+    sites = data["sites"]
+    lines = ["", f"active sites ({len(sites)}):"]
+    if data.get("all_sites") or len(sites) <= LIST_LIMIT:
+        return lines + [site_line(site) for site in sites]
+    summary = summarise_sites(sites)
+    lines.append("  by stage: " + ", ".join(f"{stage} {count}" for stage, count
+                                           in summary["by_stage"].items()))
+    lines.append(f"  in flight longest ({len(summary['slowest'])}):")
+    lines += ["  " + site_line(site) for site in summary["slowest"]]
+    if summary["failing_count"]:
+        lines.append(f"  failing ({summary['failing_count']}"
+                     + (f", first {FAILING}" if summary["failing_count"] > FAILING else "")
+                     + "):")
+        lines += [f"    {printable(site['site']):<24} {printable(site['problem'])}"
+                  for site in summary["failing"]]
+    else:
+        lines.append("  failing: none")
+    lines.append("  (clerk status --all lists every site; clerk status --subdomain NAME "
+                 "shows one)")
+    return lines
+
+
+OVERVIEW_SECTIONS = [_header_lines, _queue_lines, _worker_lines, _site_lines]
+
+
+def overview_lines(data: dict[str, Any]) -> list[str]:
+    """`clerk status` as text, section by section (OVERVIEW_SECTIONS)."""
+    return [line for section in OVERVIEW_SECTIONS for line in section(data)]
 
 
 def overview(pipeline: Pipeline) -> dict[str, Any]:
@@ -303,6 +418,6 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-__all__ = ["MARKS", "STAGES", "active_sites", "describe_run", "overview", "pages_detail",
-           "plural", "printable", "raise_priority", "read_runs", "site_status", "statements",
-           "with_failures"]
+__all__ = ["MARKS", "OVERVIEW_SECTIONS", "STAGES", "active_sites", "describe_run", "overview",
+           "overview_lines", "pages_detail", "plural", "printable", "raise_priority", "read_runs",
+           "site_line", "site_status", "statements", "summarise_sites", "with_failures"]

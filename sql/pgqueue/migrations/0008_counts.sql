@@ -20,7 +20,8 @@
 -- statement with transition tables: a finish of 500 jobs appends a few ledger rows, not
 -- 500. Every path is counted whatever wrote it (a worker's finish, a cancel, the rescuer
 -- failing a job, follow-ups recorded as failed, a retry of failed jobs, pruning, psql);
--- TRUNCATE is not.
+-- TRUNCATE is not. The insert trigger also notifies '<schema>.tag_finished' with each
+-- tag that had jobs finished, for those who follow a tag's progress without polling.
 
 CREATE TABLE {schema}.job_count_changes (
     queue    text NOT NULL,
@@ -65,6 +66,10 @@ BEGIN
     SELECT queue, state, count(*), task, date_trunc('minute', finished_at), count(*),
            coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)
     FROM new_rows GROUP BY queue, state, task, date_trunc('minute', finished_at);
+    -- Whoever follows a tag's jobs (clerk enqueue --wait follows sites) sleeps on this
+    -- channel: one notification per tag and transaction (identical ones are folded).
+    PERFORM pg_notify({schema_name} || '.tag_finished', tag)
+    FROM (SELECT DISTINCT tag FROM new_rows WHERE tag IS NOT NULL) AS tags;
     RETURN NULL;
 END
 $$;
