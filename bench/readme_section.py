@@ -25,7 +25,7 @@ def section(path: str, command: str) -> str:
     names = [n for n in r["contenders"] if n in r["figures"]]
     f = r["figures"]
     m = r["machine"]
-    peers = [n for n in names if n != "pgqueue"]
+    peers = [n for n in names if n not in ("pgqueue", "pgqueue_async")]
     ratios = []
     for label, unit, pick, higher in ROWS:
         if unit == "MB":

@@ -92,7 +92,7 @@ def render(results: dict[str, Any]) -> str:
         absolute.append([f"{label} ({unit})", *(_fmt(v, unit) for v in values)])
     out = [_table(["figure", *labels], absolute)]
     if "pgqueue" in names and len(names) > 1:
-        peers = [n for n in names if n != "pgqueue"]
+        peers = [n for n in names if n not in ("pgqueue", "pgqueue_async")]
         ratios: list[list[str]] = []
         for label, unit, pick, higher in ROWS:
             if unit == "MB":

@@ -23,6 +23,7 @@ FIGURES = ("enqueue_one", "enqueue_bulk", "drain_default", "drain_2x8", "drain_1
 # What `--tune` sweeps: worker knobs for the no-op drain, per contender.
 TUNING: dict[str, tuple[str, tuple[int, ...]]] = {
     "pgqueue": ("concurrency", (4, 8, 16)),
+    "pgqueue_async": ("async_concurrency", (10, 100, 500)),
     "procrastinate": ("concurrency", (1, 10, 30)),
     "pgqueuer": ("batch_size", (10, 50, 100)),
     "raw_batched": ("batch", (10, 50, 200)),
@@ -98,7 +99,8 @@ def run_figures(args: argparse.Namespace, cluster: Cluster, sizes: Sizes,
             contender = get(name)
             started = time.monotonic()
             measured = results["figures"].get(name, {})
-            if figure == "drain_2x8" and name != "pgqueue" and "drain_default" in measured:
+            if figure == "drain_2x8" and name not in ("pgqueue", "pgqueue_async") \
+                    and "drain_default" in measured:
                 measured[figure] = measured["drain_default"]  # a peer's best layout, measured once
                 continue
             try:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from bench.contenders.base import Contender
 
-NAMES = ("pgqueue", "procrastinate", "pgqueuer", "raw", "raw_batched")
-PEERS = NAMES[1:]
+NAMES = ("pgqueue", "pgqueue_async", "procrastinate", "pgqueuer", "raw", "raw_batched")
+PEERS = NAMES[2:]  # pgqueue_async is pgqueue with async def tasks, not a peer
 
 
 def get(name: str) -> Contender:
     if name == "pgqueue":
         from bench.contenders.pgqueue_c import PgQueue
         return PgQueue()
+    if name == "pgqueue_async":
+        from bench.contenders.pgqueue_async_c import PgQueueAsync
+        return PgQueueAsync()
     if name == "procrastinate":
         from bench.contenders.procrastinate_c import Procrastinate
         return Procrastinate()
