@@ -239,8 +239,8 @@ def test_readme_library_section_runs(empty_db_url: str, tmp_path: Path) -> None:
     (purelib / "checkout_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     (install,) = [line.split("#")[0].strip() for line in block(LIBRARY, "bash").splitlines()]
-    assert install == "pip install ."
-    argv = [str(venv / "bin" / "pip"), *shlex.split(install)[1:],
+    assert install == "pip install pgqueue-py"  # not released yet: the wheel built here
+    argv = [str(venv / "bin" / "pip"), "install", str(ROOT / "packaging" / "pgqueue"),
             "--no-index", "--no-build-isolation", "--no-deps", "--quiet"]
     installed = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert installed.returncode == 0, installed.stdout + installed.stderr
@@ -355,14 +355,16 @@ def test_schema_snapshot_matches_the_migrations(db_url: str) -> None:
 
 
 def test_wheel_ships_its_sql_and_migrates_on_its_own(tmp_path: Path, empty_db_url: str) -> None:
-    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
-                            "--outdir", str(tmp_path / "dist"), str(ROOT)],
-                           capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stdout + build.stderr
-    (wheel,) = (tmp_path / "dist").glob("clerk-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        names = set(archive.namelist())
-        archive.extractall(tmp_path / "site")
+    names: set[str] = set()
+    for project in (ROOT / "packaging" / "pgqueue", ROOT):  # pgqueue-py, then clerk
+        build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
+                                "--outdir", str(tmp_path / "dist"), str(project)],
+                               capture_output=True, text=True, timeout=300)
+        assert build.returncode == 0, build.stdout + build.stderr
+    for wheel in (tmp_path / "dist").glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            names |= set(archive.namelist())
+            archive.extractall(tmp_path / "site")
     assert "pgqueue/sql/pgqueue/migrations/0001_jobs.sql" in names
     assert "pgqueue/sql/clerk/queries.sql" in names
     assert "clerk/service_templates/systemd/clerkd.service" in names
