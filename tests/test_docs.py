@@ -59,6 +59,7 @@ def substitute(code: str, old: str, new: str) -> str:
 
 
 LIBRARY = "Using pgqueue as a library"
+ASYNC = "Async: enqueue from a coroutine, `async def` tasks"
 RUNNERS = {  # every block of the README, and the test that runs it
     ("clerk and pgqueue", "bash"): "test_readme_opens_with_the_demo_and_the_tests (the demo: "
                                    "tests/acceptance/test_demo.py; pytest: CI)",
@@ -69,6 +70,7 @@ RUNNERS = {  # every block of the README, and the test that runs it
     (LIBRARY, "bash"): "test_readme_library_section_runs",
     (LIBRARY, "python"): "test_readme_library_section_runs",
     (LIBRARY, "sql"): "test_readme_library_section_runs",
+    (ASYNC, "python"): "test_readme_async_example_runs",
     ("Development", "bash"): "test_readme_development_commands_exist",
     ("What the full path extracts", "sql"): "test_readme_person_votes_query_runs",
 }
@@ -261,6 +263,24 @@ def test_readme_library_section_runs(empty_db_url: str, tmp_path: Path) -> None:
         (job_id,) = conn.execute(block(LIBRARY, "sql")).fetchone()
         assert conn.execute("SELECT queue, task FROM pgqueue.jobs WHERE id = %s",
                             (job_id,)).fetchone() == ("ocr", "clerk.ocr_page")
+
+
+def test_readme_async_example_runs(empty_db_url: str, tmp_path: Path) -> None:
+    """The async example as a script: enqueue from coroutines (one, a COPY of 500, a group),
+    a worker runs the async def tasks, the result is awaited."""
+    example = substitute(block(ASYNC, "python"), '"postgresql://app:secret@db.example.org/app"',
+                         repr(empty_db_url))
+    (tmp_path / "example.py").write_text(example)
+    env = {**clean_env(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
+    ran = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.splitlines() == [
+        "{'url': 'https://example.org', 'title': 'Example Domain'}", "succeeded"], ran.stderr
+    with psycopg.connect(empty_db_url) as conn:
+        states = conn.execute("SELECT state::text, count(*) FROM pgqueue.job_history "
+                              "GROUP BY 1").fetchall()
+    assert states == [("succeeded", 512)]  # 1 + 500 + 10 members + the group's follow-up
 
 
 def test_readme_development_commands_exist() -> None:
