@@ -22,11 +22,13 @@ from clerk.output import printable
 from clerk.pipeline import Pipeline
 from clerk.progress import stage_label
 from clerk.sites import site_dir
-from clerk.status import FETCH_QUEUE, active_sites, read_runs, with_failures
+from clerk.status import FETCH_QUEUE, read_runs, with_failures
 from pgqueue.db import mask_url, query
 from pgqueue.sql import parse_named, sql_root, validate_schema
 
 PAGE_SIZE = 50
+PANEL_SITES = 20  # sites in flight listed on the overview; the others are counted
+IN_FLIGHT_CAP = 1000  # sites in flight counted up to this, then "1000+"
 
 # The pipeline as drawn on a site's page: fetch → OCR, whose completion starts the fast
 # compile and extraction side by side; extraction → the full compile → deploy. Columns and
@@ -108,10 +110,14 @@ def sites_page(pipeline: Pipeline, *, after: str | None = None, q: str | None = 
 
 
 def panel(pipeline: Pipeline) -> dict[str, Any]:
-    """The overview's panel: how many sites, and those with work in flight."""
-    [totals] = _rows(pipeline, "site_totals", {})
-    return {"sites": totals["sites"], "in_flight": totals["in_flight"],
-            "active": active_sites(pipeline)}
+    """The overview's panel: how many sites, how many with work in flight (counted up to
+    IN_FLIGHT_CAP), and the PANEL_SITES whose runs have been in flight longest."""
+    [totals] = _rows(pipeline, "site_totals", {"cap": IN_FLIGHT_CAP + 1})
+    tags = [row["site"] for row in _rows(pipeline, "sites_in_flight", {"limit": PANEL_SITES})]
+    in_flight = int(totals["in_flight"])
+    return {"sites": totals["sites"], "in_flight": min(in_flight, IN_FLIGHT_CAP),
+            "in_flight_capped": in_flight > IN_FLIGHT_CAP,
+            "active": site_rows(pipeline, tags)}
 
 
 def diagram(stages: list[dict[str, Any]], live: dict[str, dict[str, int]]
@@ -157,5 +163,5 @@ def site_page(pipeline: Pipeline, site: str, *, failures: bool = True) -> dict[s
     return data
 
 
-__all__ = ["PAGE_SIZE", "diagram", "panel", "site_page", "site_rows", "sites_page",
-           "statements"]
+__all__ = ["IN_FLIGHT_CAP", "PAGE_SIZE", "PANEL_SITES", "diagram", "panel", "site_page",
+           "site_rows", "sites_page", "statements"]

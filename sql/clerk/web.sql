@@ -16,9 +16,19 @@ ORDER BY subdomain
 LIMIT %(limit)s;
 
 -- name: site_totals
--- The number of sites, and of those with a job queued or running: the overview's panel.
+-- The overview's panel: the number of sites, and of those with a job queued or running,
+-- counted up to `cap` (the panel says "cap+" beyond: polled every few seconds, it must not
+-- count a backlog of a million jobs each time).
 SELECT (SELECT count(*) FROM {schema}.sites) AS sites,
-       (SELECT count(DISTINCT tag) FROM {queue_schema}.jobs WHERE tag IS NOT NULL) AS in_flight;
+       (SELECT count(*) FROM (
+            SELECT DISTINCT tag FROM {queue_schema}.jobs WHERE tag IS NOT NULL LIMIT %(cap)s
+        ) AS live) AS in_flight;
+
+-- name: sites_in_flight
+-- The first `limit` sites with a job queued or running, the run in flight longest first
+-- (its oldest live job), for the overview's panel; the rest are counted, not listed.
+SELECT tag AS site FROM {queue_schema}.jobs WHERE tag IS NOT NULL
+GROUP BY tag ORDER BY min(id) LIMIT %(limit)s;
 
 -- name: run_spans
 -- When each given site's latest run started (its fetch job was created) and, once it has

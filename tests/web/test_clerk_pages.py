@@ -21,7 +21,8 @@ from starlette.testclient import TestClient
 
 from clerk import db as clerk_db
 from clerk.pipeline import Pipeline
-from clerk.web import create_dashboard
+from clerk.sites import enqueue_sites
+from clerk.web import create_dashboard, reads
 from tests.acceptance import conftest as acceptance
 from tests.acceptance.conftest import CLERK_BIN, Cli, subprocess_env
 from tests.support.pipeline import LocalServer
@@ -236,6 +237,23 @@ def test_overview_has_the_sites_panel(cli: Cli, pipeline: Pipeline, client: Test
     assert 'data-site="theta"' in panel and 'data-site="iota"' not in panel
     data = client.get("/_/clerk/panel?format=json").json()
     assert data["sites"] == 2 and [a["site"] for a in data["active"]] == ["theta"]
+
+
+def test_the_panel_lists_a_bounded_number_of_sites(client: TestClient, pipeline: Pipeline,
+                                                    db_url: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO clerk.sites (subdomain, name, source_url) "
+                     "SELECT 'p' || lpad(i::text, 2, '0'), 'P' || i, 'https://example.org/' "
+                     "FROM generate_series(1, 25) AS i")
+    sites = [f"p{i:02d}" for i in range(25, 0, -1)]  # p25 enqueued first: in flight longest
+    assert enqueue_sites(pipeline, sites, 0, batch=1) == {"enqueued": 25, "joined": 0}
+    data = client.get("/_/clerk/panel?format=json").json()
+    assert data["in_flight"] == 25 and not data["in_flight_capped"]
+    assert [a["site"] for a in data["active"]] == sites[:reads.PANEL_SITES]
+    assert "(the 20 in flight longest below)" in client.get("/_/clerk/panel").text
+    monkeypatch.setattr(reads, "IN_FLIGHT_CAP", 10)
+    assert 'id="sites-in-flight">10+<' in client.get("/_/clerk/panel").text
 
 
 # -- `clerk dashboard` -----------------------------------------------------------------------
