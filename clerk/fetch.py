@@ -317,6 +317,21 @@ def _attempt(request: _Request) -> DownloadResult:
         return _handle(request, response, have_file)
 
 
+def unchanged_by_validators(response: requests.Response, etag: str | None,
+                            last_modified: str | None) -> bool:
+    """A 200 from a server that ignored the conditional headers, yet sent the validators
+    it sent last time: a strong ETag equal to the one we hold, or (without any ETag) the
+    same Last-Modified. The resource did not change by the server's own account, so its
+    body need not be read: the fallback for servers that ignore conditional requests
+    (README "Cheap re-runs"), for index pages and PDFs alike."""
+    sent_etag = response.headers.get("ETag")
+    if etag and sent_etag:
+        return not etag.startswith("W/") and sent_etag == etag
+    sent_modified = response.headers.get("Last-Modified")
+    return bool(last_modified and sent_modified and not sent_etag and not etag
+                and sent_modified == last_modified)
+
+
 def _handle(request: _Request, response: requests.Response, have_file: bool) -> DownloadResult:
     url = response.url or request.url
     # A validator with a control character in it cannot be stored or sent back: drop it.
@@ -330,6 +345,9 @@ def _handle(request: _Request, response: requests.Response, have_file: bool) -> 
         return DownloadResult(
             False, etag, last_modified, sha256_file(request.dest), request.dest.stat().st_size
         )
+    if (response.status_code == 200 and request.known_sha256 is not None
+            and unchanged_by_validators(response, request.etag, request.last_modified)):
+        return DownloadResult(False, etag, last_modified, request.known_sha256, None)
     if response.status_code >= 500:
         raise TransientFetchError(url, f"HTTP {response.status_code} {response.reason or ''}")
     if response.status_code != 200:

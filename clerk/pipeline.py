@@ -35,7 +35,8 @@ from clerk.ocr import read_page
 from clerk.pdf import PdfError, pdf_info
 from clerk.sites import register_refresh, site_dir, validate_subdomain
 from clerk.sources import DocumentRef, SourceError, TransientSourceError, get_source
-from clerk.sources.index import RejectedLink
+from clerk.sources.index import PageMemory, RejectedLink
+from clerk.sources.memory import SiteMemory
 from clerk.storage import (
     DEFAULT_MEETING,
     MAX_MEETING_CHARS,
@@ -277,7 +278,8 @@ class Pipeline:
         try:
             refs, refused, meetings_listed = discover(
                 row["source_kind"], row["source_url"], session, settings,
-                since=row.get("last_success_at"), token=token)
+                since=row.get("last_success_at"), token=token,
+                memory=SiteMemory(self.queue, site))  # conditional index reads (issue 21)
         except TransientSourceError as error:  # retried with backoff, then fails for good
             raise RuntimeError(f"site {site}: cannot read its source now: {error}") from error
         except (SourceError, FetchError) as error:
@@ -595,7 +597,8 @@ def _unfinished(site: dict[str, Any]) -> bool:
 
 
 def discover(kind: str, source_url: str, session: requests.Session, settings: Settings, *,
-             since: datetime | None = None, token: str | None = None
+             since: datetime | None = None, token: str | None = None,
+             memory: PageMemory | None = None
              ) -> tuple[list[DocumentRef], list[RejectedLink], int | None]:
     """The documents a site's source lists, the links it refused to turn into one, and
     the number of meetings it listed when the source counts them (platforms do).
@@ -617,7 +620,7 @@ def discover(kind: str, source_url: str, session: requests.Session, settings: Se
     detailed = getattr(source, "discover_index", None)
     if detailed is None:
         return source.discover(source_url, session, settings), [], None
-    result = detailed(source_url, session, settings)
+    result = detailed(source_url, session, settings, memory=memory)
     return list(result.documents), list(result.rejected), None
 
 

@@ -302,6 +302,16 @@ CREATE TABLE clerk.documents (
     error text,
     CONSTRAINT documents_kind_check CHECK ((kind = ANY (ARRAY['agenda'::text, 'minutes'::text])))
 );
+CREATE TABLE clerk.index_pages (
+    site text NOT NULL,
+    url text NOT NULL,
+    etag text,
+    last_modified text,
+    sha256 text NOT NULL,
+    result jsonb NOT NULL,
+    fetched_at timestamp with time zone DEFAULT now() NOT NULL,
+    checked_at timestamp with time zone DEFAULT now() NOT NULL
+);
 CREATE TABLE clerk.migrations (
     component text NOT NULL,
     version integer NOT NULL,
@@ -747,6 +757,8 @@ ALTER TABLE ONLY clerk.blobs
     ADD CONSTRAINT blobs_pkey PRIMARY KEY (sha256);
 ALTER TABLE ONLY clerk.documents
     ADD CONSTRAINT documents_pkey PRIMARY KEY (site, kind, meeting, date);
+ALTER TABLE ONLY clerk.index_pages
+    ADD CONSTRAINT index_pages_pkey PRIMARY KEY (site, url);
 ALTER TABLE ONLY clerk.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (component, version);
 ALTER TABLE ONLY clerk.page_reads
@@ -825,6 +837,8 @@ ALTER TABLE ONLY clerk.blob_chunks
     ADD CONSTRAINT blob_chunks_sha256_fkey FOREIGN KEY (sha256) REFERENCES clerk.blobs(sha256) ON DELETE CASCADE;
 ALTER TABLE ONLY clerk.documents
     ADD CONSTRAINT documents_site_fkey FOREIGN KEY (site) REFERENCES clerk.sites(subdomain) ON DELETE CASCADE;
+ALTER TABLE ONLY clerk.index_pages
+    ADD CONSTRAINT index_pages_site_fkey FOREIGN KEY (site) REFERENCES clerk.sites(subdomain) ON DELETE CASCADE;
 ALTER TABLE ONLY clerk.page_reads
     ADD CONSTRAINT page_reads_site_kind_meeting_date_fkey FOREIGN KEY (site, kind, meeting, date) REFERENCES clerk.documents(site, kind, meeting, date) ON DELETE CASCADE;
 ALTER TABLE ONLY clerk.refused_links

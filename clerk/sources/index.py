@@ -17,16 +17,18 @@ are returned in `IndexResult.rejected` and logged.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from typing import Protocol
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import requests
 
 from clerk.config import Settings
-from clerk.fetch import UnsupportedScheme, check_scheme, redact_url
+from clerk.fetch import UnsupportedScheme, check_scheme, redact_url, unchanged_by_validators
 from clerk.network import BlockedAddress
 from clerk.sources import DocumentRef, Kind, SourceError, TransientSourceError
 from clerk.sources.dates import find_date
@@ -205,17 +207,69 @@ def parse_index(html: str, base_url: str) -> IndexResult:
     return result
 
 
-def fetch_index(
+@dataclass(frozen=True)
+class IndexPage:
+    """What the last read of an index page learnt: its validators, its body's sha256, and
+    what was parsed from it (reused as is while the page does not change)."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    sha256: str
+    result: IndexResult
+
+    def result_json(self) -> dict[str, list[dict[str, str]]]:
+        return {"documents": [ref.as_dict() for ref in self.result.documents],
+                "rejected": [{"url": r.url, "reason": r.reason} for r in self.result.rejected]}
+
+    @staticmethod
+    def result_from_json(data: dict[str, list[dict[str, str]]]) -> IndexResult:
+        return IndexResult([DocumentRef(d["url"], d["meeting"], d["date"],
+                                        "minutes" if d["kind"] == "minutes" else "agenda")
+                            for d in data.get("documents", [])],
+                           [RejectedLink(r["url"], r["reason"]) for r in data.get("rejected", [])])
+
+
+class PageMemory(Protocol):
+    """Where a site's index pages are remembered between runs (clerk.sources.memory)."""
+
+    def load(self, url: str) -> IndexPage | None: ...
+
+    def save(self, page: IndexPage) -> None: ...
+
+
+@dataclass(frozen=True)
+class IndexResponse:
+    html: str | None  # None: not modified (304, or the same validators)
+    etag: str | None
+    last_modified: str | None
+
+
+def fetch_index_conditional(
     source_url: str,
     session: requests.Session,
     settings: Settings,
+    previous: IndexPage | None = None,
     *,
     max_bytes: int = MAX_INDEX_BYTES,
-) -> str:
-    """The HTML of the index page, bounded in size; SourceError on any failure."""
+) -> IndexResponse:
+    """The index page, asked with If-None-Match / If-Modified-Since when `previous` holds
+    validators; `html` None when the server says (or shows) it did not change."""
     check_scheme(source_url)
+    headers = {}
+    if previous is not None and previous.etag:
+        headers["If-None-Match"] = previous.etag
+    if previous is not None and previous.last_modified:
+        headers["If-Modified-Since"] = previous.last_modified
     try:
-        with session.get(source_url, timeout=settings.http_timeout, stream=True) as response:
+        with session.get(source_url, timeout=settings.http_timeout, stream=True,
+                         headers=headers) as response:
+            etag = _validator(response, "ETag")
+            modified = _validator(response, "Last-Modified")
+            if previous is not None and (response.status_code == 304 or (
+                    response.status_code == 200 and unchanged_by_validators(
+                        response, previous.etag, previous.last_modified))):
+                return IndexResponse(None, etag, modified)
             if response.status_code != 200:
                 kind = (TransientSourceError if response.status_code >= 500
                         or response.status_code == 429 else SourceError)
@@ -234,13 +288,47 @@ def fetch_index(
     except requests.RequestException as error:
         raise TransientSourceError(
             f"{redact_url(source_url)}: {type(error).__name__}: {error}") from error
-    return bytes(body).decode(encoding, errors="replace")
+    return IndexResponse(bytes(body).decode(encoding, errors="replace"), etag, modified)
 
 
-def discover_index(source_url: str, session: requests.Session, settings: Settings) -> IndexResult:
-    """Fetch the index page and parse it, keeping the rejected links."""
-    html = fetch_index(source_url, session, settings)
-    return parse_index(html, source_url)
+def _validator(response: requests.Response, name: str) -> str | None:
+    value = response.headers.get(name)
+    # A validator with a control character cannot be stored or sent back: dropped.
+    return value if value and value.isprintable() and len(value) <= 1000 else None
+
+
+def fetch_index(
+    source_url: str,
+    session: requests.Session,
+    settings: Settings,
+    *,
+    max_bytes: int = MAX_INDEX_BYTES,
+) -> str:
+    """The HTML of the index page, bounded in size; SourceError on any failure."""
+    html = fetch_index_conditional(source_url, session, settings, max_bytes=max_bytes).html
+    assert html is not None  # nothing to compare with: never "not modified"
+    return html
+
+
+def discover_index(source_url: str, session: requests.Session, settings: Settings, *,
+                   memory: PageMemory | None = None) -> IndexResult:
+    """Fetch the index page and parse it, keeping the rejected links. With `memory`, the
+    request is conditional, and an unchanged page (304, the same validators, or the same
+    body) gives what was parsed from it last time."""
+    previous = memory.load(source_url) if memory is not None else None
+    page = fetch_index_conditional(source_url, session, settings, previous)
+    if page.html is None:
+        assert previous is not None
+        log.info("index page not modified: %s", redact_url(source_url),
+                 extra={"action": "source.index.not_modified"})
+        result, digest = previous.result, previous.sha256
+    else:
+        digest = hashlib.sha256(page.html.encode()).hexdigest()
+        result = (previous.result if previous is not None and previous.sha256 == digest
+                  else parse_index(page.html, source_url))
+    if memory is not None:
+        memory.save(IndexPage(source_url, page.etag, page.last_modified, digest, result))
+    return result
 
 
 def discover(source_url: str, session: requests.Session, settings: Settings) -> list[DocumentRef]:
