@@ -4,7 +4,11 @@ A task whose function is a coroutine function (`is_async_task`) is not given a s
 thread: the slots hand its job to this loop, which runs up to `limit` of them at once
 (`Worker(async_concurrency=...)`, default 100), so thousands of I/O-bound jobs need one
 thread, not thousands. Jobs over the limit wait for it in memory, claimed and leased like
-jobs waiting for a slot thread, and the worker's claim counts these places as capacity.
+jobs waiting for a slot thread, and the worker's claim counts these places as capacity
+(`Worker.capacity`: slots plus places). The claim cannot tell a job's kind before it has
+it, so a worker whose queues mix sync and async tasks may hold sync jobs in the places'
+share, waiting for a slot (leased, never lost, but not available to other workers): give
+async tasks queues of their own where that matters.
 
 Why one worker process for sync and async tasks, rather than a separate pool: the jobs
 share everything the process already holds per worker, not per job: its claim loop (one
@@ -121,7 +125,9 @@ class AsyncSlots:
         self.begin = begin
         self.finish = finish
         self.supervise = supervise
-        self.loop = asyncio.new_event_loop()
+        # Made in `start`: after process isolation's slot hosts are forked, which must not
+        # inherit the loop's self-pipe.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._places = asyncio.Semaphore(self.limit)
         self._running: dict[asyncio.Task[None], JobContext] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -129,28 +135,33 @@ class AsyncSlots:
         self._closed = False
 
     def start(self) -> None:
-        self._thread = self.supervise("async", self._run_loop)
+        self.loop = asyncio.new_event_loop()
+        self._thread = self.supervise("async", lambda: self._run_loop(self._ready_loop()))
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        watcher = self.loop.create_task(self._watch())
+    def _ready_loop(self) -> asyncio.AbstractEventLoop:
+        assert self.loop is not None, "AsyncSlots.start() first"
+        return self.loop
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        watcher = loop.create_task(self._watch())
         try:
-            self.loop.run_forever()
+            loop.run_forever()
         finally:
             watcher.cancel()
-            pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for task in pending:
                 task.cancel()
             if pending:
-                self.loop.run_until_complete(asyncio.wait(pending, timeout=2))
-            self.loop.close()
+                loop.run_until_complete(asyncio.wait(pending, timeout=2))
+            loop.close()
 
     def submit(self, token: Any, job: ClaimedJob, context: JobContext) -> None:
         """From any thread: run the job when a place is free."""
-        self.loop.call_soon_threadsafe(self._spawn, token, job, context)
+        self._ready_loop().call_soon_threadsafe(self._spawn, token, job, context)
 
     def _spawn(self, token: Any, job: ClaimedJob, context: JobContext) -> None:
-        task = self.loop.create_task(self._job(token, job, context))
+        task = self._ready_loop().create_task(self._job(token, job, context))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -184,7 +195,7 @@ class AsyncSlots:
 
     def close(self) -> None:
         """Stop the loop (its remaining coroutines are cancelled) and wait for the thread."""
-        if self._closed:
+        if self._closed or self.loop is None:
             return
         self._closed = True
         try:

@@ -32,18 +32,22 @@ def _final(app: Queue, job_id: int, what: str, fleet: Fleet) -> JobState:
     return result
 
 
-def test_sync_and_async_jobs_share_one_worker(app: Queue, db_url: str, fleet: Fleet) -> None:
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_sync_and_async_jobs_share_one_worker(isolation: str, app: Queue, db_url: str,
+                                              fleet: Fleet) -> None:
     sync_ids = app.enqueue_many(worker_app.record, [{"item": i} for i in range(1, 51)])
     async_ids = app.enqueue_many(worker_app.arecord, [{"item": i, "sleep": 0.01}
                                                       for i in range(101, 301)])
-    fleet.start(db_url, "work", concurrency=2)
+    fleet.start(db_url, "work", concurrency=2, isolation=isolation)
     wait_for(lambda: scalar(db_url, "SELECT count(*) FROM pgqueue.job_history "
                                     "WHERE state = 'succeeded'") == 250,
              timeout=120, what="250 jobs to succeed", watch=fleet)
     items = sorted(item for _, item, _ in effects(db_url))
     assert items == list(range(1, 51)) + list(range(101, 301))
-    # The async jobs ran in the worker process, on its event loop thread.
-    assert scalar(db_url, "SELECT count(DISTINCT pid) FROM effects") == 1
+    # The async jobs ran in the worker process itself, on its event loop thread (with
+    # process isolation, the sync ones in its job children).
+    worker_pid = scalar(db_url, "SELECT pid FROM pgqueue.workers")
+    assert scalar(db_url, "SELECT array_agg(DISTINCT pid) FROM effects WHERE item > 100") == [worker_pid]
     assert app.get_job(async_ids[0]).state is JobState.SUCCEEDED
     assert app.get_job(sync_ids[0]).state is JobState.SUCCEEDED
 
