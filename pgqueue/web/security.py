@@ -85,8 +85,17 @@ async def check_post(request: Request) -> FormData:
     return form
 
 
+FRAMING = [  # no other site may frame the dashboard and click its buttons (clickjacking)
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
 class CsrfCookie:
-    """Sets the nonce cookie when a page made one (the first visit of a browser)."""
+    """Sets the nonce cookie when a page made one (the first visit of a browser), and the
+    headers that keep the pages out of other sites' frames."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -97,12 +106,15 @@ class CsrfCookie:
             return
 
         async def send_with_cookie(message: Message) -> None:
-            nonce = scope.get("state", {}).get(_NEW_NONCE)
-            if message["type"] == "http.response.start" and nonce is not None:
-                path = str(scope.get("root_path", "")).rstrip("/") or "/"
-                cookie = (f"{CSRF_COOKIE}={nonce}; Path={path}; HttpOnly; SameSite=Strict")
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"set-cookie", cookie.encode())]
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *FRAMING]
+                nonce = scope.get("state", {}).get(_NEW_NONCE)
+                if nonce is not None:
+                    path = str(scope.get("root_path", "")).rstrip("/") or "/"
+                    secure = "; Secure" if scope.get("scheme") == "https" else ""
+                    cookie = f"{CSRF_COOKIE}={nonce}; Path={path}; HttpOnly; SameSite=Strict{secure}"
+                    headers.append((b"set-cookie", cookie.encode()))
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)

@@ -149,3 +149,12 @@ def test_the_overview_is_read_once_per_few_seconds_and_fresh_after_an_action(
     assert after["at"] != before["at"]
     queues = {q["queue"]: q for q in after["queues"]}
     assert queues["ocr"]["queued"] == 1 and queues["default"]["scheduled"] == 1
+
+
+def test_pages_refuse_other_sites_frames_and_set_a_strict_cookie(web: TestClient) -> None:
+    page = web.get("/jobs")
+    assert page.headers["x-frame-options"] == "DENY"  # no clickjacking of the buttons
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    cookie = page.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "set-cookie" not in web.get("/jobs").headers  # set once per browser

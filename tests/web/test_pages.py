@@ -221,3 +221,19 @@ def test_mounted_under_a_prefix_links_carry_it(wq: Queue) -> None:
         html = client.get("/queue/").text
         assert 'href="/queue/jobs"' in html and 'src="/queue/static/htmx.min.js"' in html
         assert client.get("/queue/jobs", params={"format": "json"}).status_code == 200
+
+
+def test_pages_refresh_their_counts_by_polling_partials(wq: Queue, web: TestClient) -> None:
+    wq.tasks["web.ok"].enqueue(n=1)
+    jobs = web.get("/jobs", params={"state": "queued"}).text
+    assert 'hx-get="/_/jobs?state=queued&amp;order=newest"' in jobs and 'hx-trigger="every 5s"' in jobs
+    partial = web.get("/_/jobs", params={"state": "queued"}).text
+    assert partial.lstrip().startswith('<table id="jobs">') and "<html" not in partial
+    older = web.get("/jobs", params={"after": "5"}).text
+    assert 'hx-get="/_/jobs' not in older  # a later page stays still while it is read
+    live = web.get("/_/overview").text
+    assert "<html" not in live and 'id="queues"' in live
+    assert 'hx-select="#workers"' in web.get("/workers").text
+    assert 'hx-select="#groups"' in web.get("/groups").text
+    sort = re.search(r'id="sort-age" href="([^"]+)"', jobs)
+    assert sort and "order=oldest" in sort.group(1) and "state=queued" in sort.group(1)
