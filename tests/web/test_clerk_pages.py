@@ -17,6 +17,8 @@ import httpx
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from clerk import db as clerk_db
@@ -254,6 +256,23 @@ def test_the_panel_lists_a_bounded_number_of_sites(client: TestClient, pipeline:
     assert "(the 20 in flight longest below)" in client.get("/_/clerk/panel").text
     monkeypatch.setattr(reads, "IN_FLIGHT_CAP", 10)
     assert 'id="sites-in-flight">10+<' in client.get("/_/clerk/panel").text
+
+
+def test_mounted_under_a_prefix_every_link_and_redirect_keeps_it(cli: Cli,
+                                                                  pipeline: Pipeline) -> None:
+    cli("site", "add", "mu", "--url", "https://mu.example.org/")
+    outer = Starlette(routes=[Mount("/ops/queue", app=create_dashboard(pipeline))])
+    with TestClient(outer) as client:
+        page = client.get("/ops/queue/sites/mu").text
+        assert 'hx-get="/ops/queue/_/sites/mu"' in page
+        assert 'action="/ops/queue/sites/mu/enqueue"' in page
+        assert 'href="/ops/queue/sites"' in page
+        assert 'href="/ops/queue/sites/mu"' in client.get("/ops/queue/sites").text
+        csrf = token(client, "/ops/queue/sites/mu")
+        done = client.post("/ops/queue/sites/mu/enqueue", data={"csrf_token": csrf},
+                           follow_redirects=False)
+        assert done.status_code == 303
+        assert done.headers["location"].startswith("/ops/queue/sites/mu?done=enqueued")
 
 
 # -- `clerk dashboard` -----------------------------------------------------------------------
