@@ -157,10 +157,18 @@ def db_group() -> None:
 
 
 @db_group.command("upgrade")
+@click.option("--print", "print_only", is_flag=True,
+              help="Print the pending migrations' SQL (pgqueue's, then clerk's) instead.")
 @pass_context
-def db_upgrade(obj: Context) -> None:
+def db_upgrade(obj: Context, print_only: bool) -> None:
     """Apply pending migrations (safe to run twice, or on two machines at once)."""
     pipeline = obj.pipeline(check_migrated=False)
+    if print_only:  # the SQL `pgqueue migrate --print` writes, for both components
+        from pgqueue.cli import migration_script
+        for migrator in (pipeline.queue.migrator(), clerk_db.clerk_migrator(pipeline.dsn)):
+            click.echo(migration_script(migrator.pending(), migrator.schema,
+                                        migrator.component), nl=False)
+        return
     try:
         applied = pipeline.migrate()
     except psycopg.Error as error:  # a role without CREATE: the owner migrates
