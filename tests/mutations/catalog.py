@@ -38,6 +38,9 @@ ATTACKS = "tests/acceptance/test_attacks.py"
 PERIODIC = "tests/integration/test_periodic.py"
 SITE_BULK = "tests/acceptance/test_site_bulk.py"
 QATTACKS = "tests/integration/test_attacks_queue.py"
+COUNTS = "tests/integration/test_counts.py"
+COUNTS_MIGRATION = "sql/pgqueue/migrations/0008_counts.sql"
+RERUNS = "tests/acceptance/test_cheap_reruns.py"
 RESULTS = "tests/integration/test_results.py"
 CONNECTIONS = "tests/integration/test_connections.py"
 BLOBS = "tests/integration/test_blobs.py"
@@ -496,4 +499,33 @@ MUTATIONS: tuple[Mutation, ...] = (
               "        with self.store.transaction() as db:  # the sync COPY: blocks the loop\n"
               "            return self.store.insert_rows(db, task, args_list,"),),
         (f"{AIO}::test_enqueue_many_by_copy_never_blocks_the_loop",)),
+    Mutation(
+        "counts-fold-adds", "the counters stay exact: the fold adds the ledger to them",
+        (Edit(QUERIES, "    ON CONFLICT (queue, state) DO UPDATE SET jobs = c.jobs + EXCLUDED.jobs",
+              "    ON CONFLICT (queue, state) DO UPDATE SET jobs = EXCLUDED.jobs"),),
+        (f"{COUNTS}::test_counters_equal_a_real_count_after_a_random_concurrent_workload[21]",)),
+    Mutation(
+        "counts-prune-subtracts", "the counters stay exact: pruning takes its rows off them",
+        (Edit(COUNTS_MIGRATION, "    SELECT queue, state, -count(*) FROM old_rows GROUP BY 1, 2;",
+              "    SELECT queue, state, 0 FROM old_rows GROUP BY 1, 2;"),),
+        (f"{COUNTS}::test_counters_equal_a_real_count_after_a_random_concurrent_workload[21]",)),
+    Mutation(
+        "depth-from-counters", "queue depth reads the counters, never the whole history",
+        (Edit(COUNTS_MIGRATION, "        SELECT queue, state, jobs FROM {schema}.job_counts\n",
+              "        SELECT queue, state, 1 FROM {schema}.job_history\n"),),
+        (f"{COUNTS}::test_depth_and_metrics_read_no_history_at_a_million_rows",)),
+    Mutation(
+        "index-conditional", "a re-run asks for the index page with its validators",
+        (Edit("clerk/sources/index.py", '        headers["If-None-Match"] = previous.etag\n',
+              "        pass\n"),
+         Edit("clerk/sources/index.py",
+              '        headers["If-Modified-Since"] = previous.last_modified\n', "        pass\n")),
+        (f"{RERUNS}::test_a_no_op_rerun_asks_conditionally_and_hashes_nothing[honours]",)),
+    Mutation(
+        "ignored-conditions-fallback",
+        "a server that ignores conditions but sends the same validators is believed",
+        (Edit("clerk/fetch.py",
+              "    if (response.status_code == 200 and request.known_sha256 is not None\n",
+              "    if (response.status_code == 999 and request.known_sha256 is not None\n"),),
+        (f"{RERUNS}::test_a_no_op_rerun_asks_conditionally_and_hashes_nothing[ignores]",)),
 )
