@@ -107,3 +107,18 @@ def test_serve_refuses_before_binding_and_serves_behind_basic(db_url: str) -> No
         server.terminate()
         out, err = server.communicate(timeout=30)
     assert "hunter2" not in out + err
+
+
+def test_an_unreachable_database_is_a_503_line_without_the_password() -> None:
+    port = _free_port()  # nothing listens there
+    queue = Queue(f"postgresql://dash:s3cretpw@127.0.0.1:{port}/nowhere_test")
+    try:
+        with TestClient(create_app(queue)) as client:
+            answer = client.get("/jobs")  # each request waits out the connect timeout (10 s)
+            assert answer.status_code == 503
+            assert "cannot connect" in answer.text and "Traceback" not in answer.text
+            assert "s3cretpw" not in answer.text
+            as_json = client.get("/", params={"format": "json"}).json()
+            assert as_json["status"] == 503 and "s3cretpw" not in as_json["error"]
+    finally:
+        queue.close()
