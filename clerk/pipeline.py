@@ -371,7 +371,7 @@ class Pipeline:
                 if not result.changed and known is not None and previous is not None:
                     record.update(pages=previous["pages"], error=previous["error"])
                     self._save_document(record)
-                    self._check_pages(previous["pages"])
+                    self._check_pages(previous["pages"], record)
                     with self.queue.session(atomic=False) as conn:
                         have = blobs.pages_with_text(conn, document)
                     missing = [page for page in range(1, previous["pages"] + 1)
@@ -381,13 +381,18 @@ class Pipeline:
                 record["pages"] = info.pages
                 if info.warnings:
                     record["error"] = f"read with warnings: {info.warnings[0]}"
-                self._check_pages(info.pages)
-            except (FetchError, PdfError, TooManyPages) as error:
+            except (FetchError, PdfError) as error:
                 # The stored version stays this document's (so it is not collected).
                 record.update(error=f"{type(error).__name__}: {error}", pages=None,
                               sha256=(previous or {}).get("sha256"))
                 self._save_document(record)
                 raise
+            # A document over MAX_PAGES_PER_DOCUMENT is stored with its error, so the next
+            # run asks the city whether it changed instead of downloading it again, and a
+            # raised bound reads it without a download.
+            too_long = self._too_many_pages(info.pages)
+            if too_long is not None:
+                record["error"] = f"{type(too_long).__name__}: {too_long}"
             sha256 = str(result.sha256)
             # The same bytes as recorded, downloaded again because the database had lost
             # them (or never had them: an installation not yet imported): the pages read
@@ -402,15 +407,26 @@ class Pipeline:
             self.cache.adopt(incoming, sha256)
         finally:
             incoming.unlink(missing_ok=True)
+        if too_long is not None:
+            raise too_long
         return document, [page for page in range(1, info.pages + 1) if page not in have], sha256
 
-    def _check_pages(self, pages: int) -> None:
-        """Refuse a document longer than MAX_PAGES_PER_DOCUMENT (a 5,000-page blank PDF
+    def _too_many_pages(self, pages: int) -> TooManyPages | None:
+        """A document longer than MAX_PAGES_PER_DOCUMENT is refused (a 5,000-page blank PDF
         linked twenty times would otherwise queue 100,000 OCR jobs ahead of every site)."""
         bound = self.settings.max_pages_per_document
         if pages > bound:
-            raise TooManyPages(f"{pages} pages, more than MAX_PAGES_PER_DOCUMENT={bound}: "
-                               "not read (raise the setting to read it)")
+            return TooManyPages(f"{pages} pages, more than MAX_PAGES_PER_DOCUMENT={bound}: "
+                                "not read (raise the setting to read it)")
+        return None
+
+    def _check_pages(self, pages: int, record: dict[str, Any]) -> None:
+        """Raise TooManyPages for a document over the bound, recorded on its row."""
+        error = self._too_many_pages(pages)
+        if error is not None:
+            record["error"] = f"{type(error).__name__}: {error}"
+            self._save_document(record)
+            raise error
 
     def _record_refused(self, site: str, refused: list[RejectedLink]) -> None:
         """Replace the site's refused links with this fetch's (status shows them)."""
