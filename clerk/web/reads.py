@@ -72,24 +72,46 @@ def _moment(iso: str | None) -> datetime | None:
     return datetime.fromisoformat(iso) if iso else None
 
 
-def site_rows(pipeline: Pipeline, sites: list[str]) -> list[dict[str, Any]]:
-    """One row per site for the Sites list: its run's state, stage, pages and duration."""
-    runs = read_runs(pipeline, sites)
+def site_rows(pipeline: Pipeline, sites: list[str],
+              records: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per site for the Sites list: its run's state, stage, pages and duration.
+
+    With the sites' `records` (their rows of `sites_page`), a site that has no fetch job and
+    no live job is described from its record alone ("never run", or "idle" when its
+    history was pruned): finding its latest run (`site_runs`) would search every job's
+    history for a job it does not have."""
     spans = {row["site"]: row for row in _rows(pipeline, "run_spans", {
         "sites": sites, "fetch_queue": FETCH_QUEUE})}
+    quiet = {site for site in sites if records is not None and site in records
+             and spans[site]["started_at"] is None and not spans[site]["live_jobs"]}
+    runs = {run["site"]: run for run in read_runs(pipeline, [s for s in sites if s not in quiet])}
     rows = []
-    for run in runs:
-        span = spans.get(run["site"], {})
+    for site in sites:
+        span = spans[site]
+        if site in quiet:
+            assert records is not None
+            record = records[site]
+            state = "never run" if record["last_fetch_at"] is None else "idle"
+            run: dict[str, Any] = {
+                "name": record["name"], "state": state, "stage": None, "pages_done": 0,
+                "pages_failed": 0, "pages_cancelled": 0, "pages_pending": 0, "pages_total": 0,
+                "percent": 0.0, "last_result": None, "waiting_for_worker": []}
+            result = state
+            last_fetch, last_success = record["last_fetch_at"], record["last_success_at"]
+        else:
+            run = runs[site]
+            result = stage_label(run)
+            last_fetch, last_success = (_moment(run["last_fetch_at"]),
+                                        _moment(run["last_success_at"]))
         rows.append({
-            "site": run["site"], "name": run["name"], "state": run["state"],
-            "stage": run["stage"], "result": stage_label(run),
+            "site": site, "name": run["name"], "state": run["state"],
+            "stage": run["stage"], "result": result,
             "pages_done": run["pages_done"], "pages_failed": run["pages_failed"],
             "pages_cancelled": run["pages_cancelled"], "pages_pending": run["pages_pending"],
             "pages_total": run["pages_total"], "percent": run["percent"],
-            "started_at": span.get("started_at"), "finished_at": span.get("finished_at"),
-            "duration_seconds": _duration(span.get("started_at"), span.get("finished_at")),
-            "last_fetch_at": _moment(run["last_fetch_at"]),
-            "last_success_at": _moment(run["last_success_at"]),
+            "started_at": span["started_at"], "finished_at": span["finished_at"],
+            "duration_seconds": _duration(span["started_at"], span["finished_at"]),
+            "last_fetch_at": last_fetch, "last_success_at": last_success,
             "fetch_result": printable(run["last_result"]) if run["last_result"] else None,
             "waiting_for_worker": run["waiting_for_worker"]})
     return rows
@@ -101,10 +123,10 @@ def sites_page(pipeline: Pipeline, *, after: str | None = None, q: str | None = 
     found = _rows(pipeline, "sites_page", {"after": after, "q": q or None, "limit": limit + 1})
     more = len(found) > limit
     found = found[:limit]
-    kinds = {row["subdomain"]: row["source_kind"] for row in found}
-    rows = site_rows(pipeline, [row["subdomain"] for row in found])
+    records = {row["subdomain"]: row for row in found}
+    rows = site_rows(pipeline, list(records), records)
     for row in rows:
-        row["kind"] = kinds[row["site"]]
+        row["kind"] = records[row["site"]]["source_kind"]
     return {"sites": rows, "after": after, "q": q or "",
             "next_after": found[-1]["subdomain"] if more else None}
 

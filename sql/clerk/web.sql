@@ -33,16 +33,25 @@ GROUP BY tag ORDER BY min(id) LIMIT %(limit)s;
 -- name: run_spans
 -- When each given site's latest run started (its fetch job was created) and, once it has
 -- no live job left, when its last job finished: the run's duration on the Sites page.
--- The finish is read from the history of the run's jobs (the site's tag, ids from the
--- fetch's on), through job_history_tag (tag, finished_at): bounded by the run's start, so
--- the read covers this run's jobs only, however long the site's history.
-SELECT t.site, f.created_at AS started_at,
+-- The latest fetch is the live one if any (one run per site at a time), else the one that
+-- finished last: read newest first through jobs_tag and job_history_tag (tag, finished_at),
+-- so a site with a long history, or none, costs one index probe, never a scan of every
+-- job's history. The finish is read through job_history_tag from the run's start on.
+-- A site without a fetch (never run, or its history pruned) and without live jobs has
+-- started_at NULL and live_jobs 0: the Sites list then needs nothing more about it.
+SELECT t.site, f.created_at AS started_at, live.jobs AS live_jobs,
        CASE WHEN live.jobs > 0 THEN NULL ELSE done.finished_at END AS finished_at
 FROM unnest(%(sites)s::text[]) AS t(site)
-JOIN LATERAL (
-    SELECT j.id, j.created_at FROM {queue_schema}.all_jobs AS j
-    WHERE j.tag = t.site AND j.queue = %(fetch_queue)s
-    ORDER BY j.id DESC LIMIT 1
+LEFT JOIN LATERAL (
+    SELECT fetches.id, fetches.created_at FROM (
+        (SELECT j.id, j.created_at FROM {queue_schema}.jobs AS j
+         WHERE j.tag = t.site AND j.queue = %(fetch_queue)s ORDER BY j.id DESC LIMIT 1)
+        UNION ALL
+        (SELECT h.id, h.created_at FROM {queue_schema}.job_history AS h
+         WHERE h.tag = t.site AND h.queue = %(fetch_queue)s
+         ORDER BY h.tag, h.finished_at DESC LIMIT 1)
+    ) AS fetches
+    ORDER BY fetches.id DESC LIMIT 1
 ) AS f ON true
 CROSS JOIN LATERAL (
     SELECT max(h.finished_at) AS finished_at FROM {queue_schema}.job_history AS h
