@@ -126,10 +126,11 @@ class Worker:
         self.concurrency = max(1, concurrency)
         if async_concurrency < 1:
             raise ValueError("async_concurrency is at least 1")
-        # Places for async jobs exist only if an `async def` task is registered; the claim
-        # counts them with the slots (`capacity`), so it sizes batches for both kinds.
+        # Places for async jobs exist only if an `async def` task of these queues is
+        # registered; the claim counts them with the slots (`capacity`), so it sizes
+        # batches for both kinds (a worker of sync queues claims for its slots alone).
         self.async_concurrency = (async_concurrency if any(
-            is_async_task(task) for task in tasks.values()) else 0)
+            is_async_task(task) for task in tasks.values() if task.queue in queues) else 0)
         self.capacity = self.concurrency + self.async_concurrency
         self.burst = burst
         self.isolation = isolation

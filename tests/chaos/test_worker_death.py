@@ -52,7 +52,7 @@ def test_random_sigkill_loses_nothing_and_fires_each_group_once(
     monkeypatch.setenv("PGQUEUE_APP_ASYNC_CONCURRENCY", "20")
     group_ids = enqueue_groups(app, JOBS, task)
     for _ in range(WORKERS):
-        fleet.start(db_url, "work,followup", concurrency=CONCURRENCY, lease=2, poll=1)
+        fleet.start(db_url, f"{task.queue},followup", concurrency=CONCURRENCY, lease=2, poll=1)
 
     kills = 0
     stop = threading.Event()
@@ -71,7 +71,7 @@ def test_random_sigkill_loses_nothing_and_fires_each_group_once(
                 if victims:
                     fleet.kill(rng.choice(victims))
                     kills += 1
-                fleet.start(db_url, "work,followup", concurrency=CONCURRENCY, lease=2, poll=1)
+                fleet.start(db_url, f"{task.queue},followup", concurrency=CONCURRENCY, lease=2, poll=1)
         except BaseException as error:
             errors.append(error)
 

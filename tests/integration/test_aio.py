@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pgqueue import AsyncQueue, DuplicateJob, JobFailed, JobNotFound, JobState, Queue, WaitTimeout
-from pgqueue import aio
+from pgqueue import AsyncQueue, DuplicateJob, JobFailed, JobNotFound, JobState, Queue, WaitTimeout, aio
 from tests.chaos.conftest import Fleet, scalar
 from tests.support import worker_app
 
@@ -116,7 +115,7 @@ def test_wait_async_is_woken_by_listen(app: Queue, db_url: str, fleet: Fleet,
             bad = await aq.enqueue(worker_app.async_flaky, {"item": 1, "failures": 5})
             with pytest.raises(WaitTimeout):
                 await aq.wait_async(ok, timeout=0.2)  # no worker yet
-            fleet.start(db_url, "work")
+            fleet.start(db_url, "async")
             # No timeout of its own: only the NOTIFY can end these waits (bounded here).
             result = await asyncio.wait_for(aq.wait_async(ok), 90)
             with pytest.raises(JobFailed) as failed:

@@ -38,7 +38,7 @@ def test_sync_and_async_jobs_share_one_worker(isolation: str, app: Queue, db_url
     sync_ids = app.enqueue_many(worker_app.record, [{"item": i} for i in range(1, 51)])
     async_ids = app.enqueue_many(worker_app.arecord, [{"item": i, "sleep": 0.01}
                                                       for i in range(101, 301)])
-    fleet.start(db_url, "work", concurrency=2, isolation=isolation)
+    fleet.start(db_url, "work,async", concurrency=2, isolation=isolation)
     wait_for(lambda: scalar(db_url, "SELECT count(*) FROM pgqueue.job_history "
                                     "WHERE state = 'succeeded'") == 250,
              timeout=120, what="250 jobs to succeed", watch=fleet)
@@ -55,7 +55,7 @@ def test_sync_and_async_jobs_share_one_worker(isolation: str, app: Queue, db_url
 def test_a_timeout_cancels_the_coroutine_and_fails_the_job(app: Queue, db_url: str,
                                                             fleet: Fleet) -> None:
     job_id = worker_app.async_sleeper.enqueue(item=7)  # timeout=1, one attempt
-    fleet.start(db_url, "work")
+    fleet.start(db_url, "async")
     assert _final(app, job_id, "the sleeper to time out", fleet) is JobState.FAILED
     job = app.get_job(job_id)
     assert job.last_error is not None and job.last_error.startswith("timed out after 1 s")
@@ -68,7 +68,7 @@ def test_cancel_stops_a_running_async_task(app: Queue, db_url: str, fleet: Fleet
     import dataclasses
     sleeper = dataclasses.replace(worker_app.async_sleeper, timeout=None)
     job_id = sleeper.enqueue(item=3)
-    fleet.start(db_url, "work")
+    fleet.start(db_url, "async")
     wait_for(lambda: -3 in [item for _, item, _ in effects(db_url)], timeout=60,
              what="the sleeper to start", watch=fleet)
     app.cancel(ids=[job_id])
@@ -78,7 +78,7 @@ def test_cancel_stops_a_running_async_task(app: Queue, db_url: str, fleet: Fleet
 
 def test_a_failing_async_task_is_retried(app: Queue, db_url: str, fleet: Fleet) -> None:
     job_id = worker_app.async_flaky.enqueue(item=5, failures=2)
-    fleet.start(db_url, "work")
+    fleet.start(db_url, "async")
     assert _final(app, job_id, "the flaky job to succeed", fleet) is JobState.SUCCEEDED
     assert [(item, attempt) for _, item, attempt in effects(db_url)] == [(-5, 1), (-5, 2), (5, 3)]
     assert app.get_job(job_id).attempt == 3

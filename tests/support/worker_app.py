@@ -81,6 +81,7 @@ def collect(label: str = "") -> None:
 
 
 # -- async def tasks: run on the worker's event loop (pgqueue.aioloop) -------------------
+# On a queue of their own: a worker of "work" alone claims for its thread slots only.
 
 async def _arecord(item: int) -> None:
     job = current_job()
@@ -92,7 +93,7 @@ async def _arecord(item: int) -> None:
                             os.getpid()))
 
 
-@queue.task(name="arecord", queue="work", max_attempts=3, retry_backoff=0.05)
+@queue.task(name="arecord", queue="async", max_attempts=3, retry_backoff=0.05)
 async def arecord(item: int, sleep: float = 0.0) -> None:
     """`record` as a coroutine."""
     if sleep:
@@ -100,7 +101,7 @@ async def arecord(item: int, sleep: float = 0.0) -> None:
     await _arecord(item)
 
 
-@queue.task(name="async_sleeper", queue="work", max_attempts=1, timeout=1)
+@queue.task(name="async_sleeper", queue="async", max_attempts=1, timeout=1)
 async def async_sleeper(item: int, seconds: float = 3600.0) -> None:
     """Records a start marker (-item), sleeps; records 1_000_000 + item if its coroutine is
     cancelled (it saw CancelledError), `item` if it ever wakes. Its timeout is 1 s."""
@@ -113,7 +114,7 @@ async def async_sleeper(item: int, seconds: float = 3600.0) -> None:
     await _arecord(item)
 
 
-@queue.task(name="async_flaky", queue="work", max_attempts=3, retry_backoff=0.05)
+@queue.task(name="async_flaky", queue="async", max_attempts=3, retry_backoff=0.05)
 async def async_flaky(item: int, failures: int = 1) -> None:
     """Fails its first `failures` attempts (recording each), then records `item`."""
     job = current_job()
@@ -124,7 +125,7 @@ async def async_flaky(item: int, failures: int = 1) -> None:
     await _arecord(item)
 
 
-@queue.task(name="async_double", queue="work", max_attempts=1)
+@queue.task(name="async_double", queue="async", max_attempts=1)
 async def async_double(x: int) -> dict[str, int]:
     """Returns a result: {"double": 2x}."""
     await asyncio.sleep(0)
