@@ -24,7 +24,7 @@ import threading
 import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -376,9 +376,11 @@ class JobStore:
                 rows = conn.cursor(row_factory=dict_row).execute(*claim).fetchall()
         # A row without an id is no job: the earliest time a job parked by its limit may
         # start (see `claim`); the worker waits no longer than that.
-        if limit > 0:
-            self.wake_at = min((row["run_at"] for row in rows if row["id"] is None),
-                               default=None)
+        if limit > 0:  # a wake-up time still ahead is kept: another claim may not see it
+            now = datetime.now(UTC)
+            self.wake_at = min([row["run_at"] for row in rows if row["id"] is None]
+                               + ([self.wake_at] if self.wake_at and self.wake_at > now
+                                  else []), default=None)
         return [ClaimedJob.from_row(row) for row in rows if row["id"] is not None]
 
     def _record(self, conn: psycopg.Connection[Any], finals: Sequence[Final],
@@ -419,7 +421,7 @@ class JobStore:
             "ids": ids, "attempts": [f[1] for f in finals],
             "states": [f[2] for f in finals], "errors": [storable(f[3]) for f in finals],
             "results": [found.get(f[0]) for f in finals], "from_state": from_state})
-        self.run(conn, "notify_waiters", {"ids": ids})
+        self.run(conn, "notify_waiters")
         row = cursor.fetchone()
         return int(row["finished"]) if row else 0
 

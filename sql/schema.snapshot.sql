@@ -183,8 +183,6 @@ DECLARE
     wanted integer := cardinality(p_ids);
     granted integer;
     full_slots boolean := false;
-    gap double precision;
-    first_open timestamptz;
     i integer;
 BEGIN
     SELECT * INTO lim FROM "pgqueue".limits l WHERE l.task = p_task;
@@ -227,16 +225,14 @@ BEGIN
     END LOOP;
     IF granted < wanted THEN
         IF lim.rate IS NOT NULL AND NOT full_slots THEN
-            -- Blocked by the rate: each waiter is booked for the moment a start leaves the
-            -- window, one gap (per/rate) after the last booking, so a long backlog is
-            -- parked once each, spread out, rather than woken all together.
-            gap := lim.per_seconds / lim.rate;
-            first_open := greatest(recent[1] + lim.per_seconds * interval '1 second',
-                                   coalesce(held.reserved_until, '-infinity') + gap * interval '1 second');
+            -- Blocked by the rate: the k-th waiter may start when the k-th oldest start
+            -- leaves the window (the last opening for the rest). Waiters parked until the
+            -- same moment are then taken in claim order, the older first: none starves,
+            -- and a claim looks at no more of them than it has room for.
             FOR i IN granted + 1 .. wanted LOOP
                 job_id := p_ids[i];
-                park_until := first_open + (i - granted - 1) * gap * interval '1 second';
-                held.reserved_until := park_until;
+                park_until := recent[least(i - granted, cardinality(recent))]
+                              + lim.per_seconds * interval '1 second';
                 RETURN NEXT;
             END LOOP;
         ELSE
@@ -252,7 +248,7 @@ BEGIN
                        ELSE alive_ids || p_ids[1:granted] END,
         attempts = CASE WHEN lim.concurrency IS NULL THEN '{}'
                         ELSE alive_attempts || p_attempts[1:granted] END,
-        starts = recent, reserved_until = held.reserved_until
+        starts = recent
     WHERE k.task = p_task AND k.key = p_key;
 END
 $$;
@@ -264,7 +260,7 @@ BEGIN
     WHERE j.id = (SELECT p.id FROM "pgqueue".jobs p
                   WHERE p.limit_key = OLD.limit_key AND p.state = 'queued'
                     AND p.parked_until IS NOT NULL AND p.run_at = p.parked_until
-                  ORDER BY p.priority DESC, p.fair_rank, p.id
+                  ORDER BY p.run_at
                   LIMIT 1 FOR UPDATE SKIP LOCKED);
     IF FOUND THEN
         PERFORM pg_notify('pgqueue' || '.' || OLD.queue, '');
@@ -578,8 +574,7 @@ CREATE TABLE pgqueue.limit_keys (
     key text NOT NULL,
     holders bigint[] DEFAULT '{}'::bigint[] NOT NULL,
     attempts integer[] DEFAULT '{}'::integer[] NOT NULL,
-    starts timestamp with time zone[] DEFAULT '{}'::timestamp with time zone[] NOT NULL,
-    reserved_until timestamp with time zone
+    starts timestamp with time zone[] DEFAULT '{}'::timestamp with time zone[] NOT NULL
 );
 CREATE TABLE pgqueue.limits (
     task text NOT NULL,
@@ -808,7 +803,7 @@ CREATE UNIQUE INDEX jobs_dedupe ON pgqueue.jobs USING btree (dedupe_key) WHERE (
 CREATE INDEX jobs_fair_key ON pgqueue.jobs USING btree (queue, tag, priority, fair_rank) WHERE ((state = 'queued'::pgqueue.job_state) AND (tag IS NOT NULL));
 CREATE INDEX jobs_group ON pgqueue.jobs USING btree (group_id) WHERE (group_id IS NOT NULL);
 CREATE INDEX jobs_lease ON pgqueue.jobs USING btree (lease_until) WHERE (state = 'running'::pgqueue.job_state);
-CREATE INDEX jobs_parked ON pgqueue.jobs USING btree (limit_key, priority DESC, fair_rank, id) WHERE ((state = 'queued'::pgqueue.job_state) AND (parked_until IS NOT NULL));
+CREATE INDEX jobs_parked ON pgqueue.jobs USING btree (limit_key, run_at) WHERE ((state = 'queued'::pgqueue.job_state) AND (parked_until IS NOT NULL));
 CREATE INDEX jobs_tag ON pgqueue.jobs USING btree (tag) WHERE (tag IS NOT NULL);
 CREATE INDEX periodic_next ON pgqueue.periodic USING btree (next_run_at);
 CREATE OR REPLACE VIEW pgqueue.active_workers AS

@@ -76,8 +76,8 @@ SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
 -- Limits (pgqueue/limits.py): the candidates of a limited task ask take_slots() for their
 -- key's slots, one call per key, in key order (two claims never wait for each other's
 -- keys in opposite orders); those refused are parked (run_at moved to when they may run)
--- and come back as one row with a NULL id whose run_at is the earliest of those times, so
--- the worker wakes then. The rows come back in claim order: the order they run.
+-- and come back as one row with a NULL id whose run_at is the earliest time a parked job
+-- of the keys it saw may start (jobs_parked), so the worker wakes then. The rows come back in claim order: the order they run.
 WITH locked AS MATERIALIZED (
     SELECT id, queue, task, args, attempt, priority, fair_rank, run_at FROM {schema}.jobs
     WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
@@ -129,7 +129,14 @@ SELECT id, queue, task, args, priority, attempt, max_attempts, group_id, origin_
 FROM (SELECT * FROM claimed ORDER BY priority DESC, fair_rank, run_at, id) AS ordered
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, min(run_at)
-FROM parked HAVING count(*) > 0;
+FROM (SELECT run_at FROM parked
+      UNION ALL
+      SELECT (SELECT p.run_at FROM {schema}.jobs AS p
+              WHERE p.limit_key = k.limit_key AND p.state = 'queued'
+                AND p.parked_until IS NOT NULL AND p.run_at > now()
+              ORDER BY p.run_at LIMIT 1)
+      FROM (SELECT DISTINCT limit_key FROM verdicts) AS k) AS next_parked
+HAVING min(run_at) IS NOT NULL;
 
 -- name: claim_across_queues
 -- For a worker serving several queues: the best jobs across them, by the same order and
@@ -192,7 +199,14 @@ SELECT id, queue, task, args, priority, attempt, max_attempts, group_id, origin_
 FROM (SELECT * FROM claimed ORDER BY priority DESC, fair_rank, run_at, id) AS ordered
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, min(run_at)
-FROM parked HAVING count(*) > 0;
+FROM (SELECT run_at FROM parked
+      UNION ALL
+      SELECT (SELECT p.run_at FROM {schema}.jobs AS p
+              WHERE p.limit_key = k.limit_key AND p.state = 'queued'
+                AND p.parked_until IS NOT NULL AND p.run_at > now()
+              ORDER BY p.run_at LIMIT 1)
+      FROM (SELECT DISTINCT limit_key FROM verdicts) AS k) AS next_parked
+HAVING min(run_at) IS NOT NULL;
 
 -- name: finish_jobs
 -- Moves jobs to a final state. The guard (state and attempt as the finisher saw them)
@@ -776,15 +790,18 @@ WHERE coalesce(c.jobs, 0) <> coalesce(r.jobs, 0)
 ORDER BY 1, 2;
 
 -- name: notify_waiters
--- Wakes the `Queue.wait` callers of jobs just finished: run after `finish_jobs`, in its
--- transaction, so with a snapshot taken after finish_jobs locked (and deleted) the jobs.
--- A waiter inserts its row, then reads the job FOR KEY SHARE, which waits for a finish in
--- flight to commit: either its row was committed before this snapshot (it is notified),
--- or its read comes after the finish (it sees the job finished). Each row goes with its
--- notification; a waiter whose job was not finished after all (a late finish the guard
--- refused) looks again and inserts its row again. One index probe when nobody waits.
+-- Wakes the `Queue.wait` callers of jobs no longer in `jobs` (finished): run after
+-- `finish_jobs`, in its transaction, so with a snapshot taken after finish_jobs locked (and
+-- deleted) the jobs. A waiter inserts its row, then reads the job FOR KEY SHARE, which
+-- waits for a finish in flight to commit: either its row was committed before this
+-- snapshot (it is notified), or its read comes after the finish (it sees the job finished).
+-- Each row goes with its notification. No parameter: the finish batch's ids are not sent
+-- twice; the work is a scan of `job_waiters`, empty when nobody waits, and one probe of
+-- the jobs' key per waiter (a waiter holds a connection, so they are few).
 WITH woken AS (
-    DELETE FROM {schema}.job_waiters WHERE job_id = ANY(%(ids)s::bigint[]) RETURNING job_id
+    DELETE FROM {schema}.job_waiters AS w
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.jobs AS j WHERE j.id = w.job_id)
+    RETURNING w.job_id
 )
 SELECT count(pg_notify({schema_name} || '.finished', job_id::text)) AS woken FROM woken;
 

@@ -52,10 +52,13 @@ def page(n: int, sleep: float = 0.01) -> None:
 
 @queue.task(name="fetch", queue="fetch", max_attempts=3, retry_backoff=0.05,
             limit=Limit(key="host", concurrency=2))
-def fetch(host: str, n: int, sleep: float = 0.05) -> None:
-    """At most 2 running per host, on every machine."""
+def fetch(host: str, n: int, sleep: float = 0.05, first_attempt_sleep: float = 0.0) -> None:
+    """At most 2 running per host, on every machine. `first_attempt_sleep`: the first
+    attempt holds its slot that long (a test kills its worker meanwhile)."""
     run = _start(host)
-    time.sleep(sleep)
+    job = current_job()
+    time.sleep(first_attempt_sleep if job is not None and job.attempt == 1
+               and first_attempt_sleep else sleep)
     _end(run)
 
 

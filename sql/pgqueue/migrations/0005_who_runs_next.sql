@@ -88,7 +88,6 @@ CREATE TABLE {schema}.limit_keys (
     holders         bigint[] NOT NULL DEFAULT '{{}}',
     attempts        integer[] NOT NULL DEFAULT '{{}}',
     starts          timestamptz[] NOT NULL DEFAULT '{{}}',
-    reserved_until  timestamptz,
     PRIMARY KEY (task, key)
 );
 
@@ -96,7 +95,9 @@ CREATE TABLE {schema}.limit_keys (
 -- parked: run_at moved to when it may (`parked_until`), out of the claim's way.
 ALTER TABLE {schema}.jobs ADD COLUMN limit_key text;
 ALTER TABLE {schema}.jobs ADD COLUMN parked_until timestamptz;
-CREATE INDEX jobs_parked ON {schema}.jobs (limit_key, priority DESC, fair_rank, id)
+-- A key's parked jobs by the time they may start: whom a holder's end wakes first, and
+-- when the next of them is due (the claim tells its worker, which waits no longer).
+CREATE INDEX jobs_parked ON {schema}.jobs (limit_key, run_at)
     WHERE state = 'queued' AND parked_until IS NOT NULL;
 
 -- A job waiting on a full key is parked for at most CONCURRENCY_PARK seconds: when a
@@ -117,8 +118,6 @@ DECLARE
     wanted integer := cardinality(p_ids);
     granted integer;
     full_slots boolean := false;
-    gap double precision;
-    first_open timestamptz;
     i integer;
 BEGIN
     SELECT * INTO lim FROM {schema}.limits l WHERE l.task = p_task;
@@ -161,16 +160,14 @@ BEGIN
     END LOOP;
     IF granted < wanted THEN
         IF lim.rate IS NOT NULL AND NOT full_slots THEN
-            -- Blocked by the rate: each waiter is booked for the moment a start leaves the
-            -- window, one gap (per/rate) after the last booking, so a long backlog is
-            -- parked once each, spread out, rather than woken all together.
-            gap := lim.per_seconds / lim.rate;
-            first_open := greatest(recent[1] + lim.per_seconds * interval '1 second',
-                                   coalesce(held.reserved_until, '-infinity') + gap * interval '1 second');
+            -- Blocked by the rate: the k-th waiter may start when the k-th oldest start
+            -- leaves the window (the last opening for the rest). Waiters parked until the
+            -- same moment are then taken in claim order, the older first: none starves,
+            -- and a claim looks at no more of them than it has room for.
             FOR i IN granted + 1 .. wanted LOOP
                 job_id := p_ids[i];
-                park_until := first_open + (i - granted - 1) * gap * interval '1 second';
-                held.reserved_until := park_until;
+                park_until := recent[least(i - granted, cardinality(recent))]
+                              + lim.per_seconds * interval '1 second';
                 RETURN NEXT;
             END LOOP;
         ELSE
@@ -186,7 +183,7 @@ BEGIN
                        ELSE alive_ids || p_ids[1:granted] END,
         attempts = CASE WHEN lim.concurrency IS NULL THEN '{{}}'
                         ELSE alive_attempts || p_attempts[1:granted] END,
-        starts = recent, reserved_until = held.reserved_until
+        starts = recent
     WHERE k.task = p_task AND k.key = p_key;
 END
 $$;
@@ -200,7 +197,7 @@ BEGIN
     WHERE j.id = (SELECT p.id FROM {schema}.jobs p
                   WHERE p.limit_key = OLD.limit_key AND p.state = 'queued'
                     AND p.parked_until IS NOT NULL AND p.run_at = p.parked_until
-                  ORDER BY p.priority DESC, p.fair_rank, p.id
+                  ORDER BY p.run_at
                   LIMIT 1 FOR UPDATE SKIP LOCKED);
     IF FOUND THEN
         PERFORM pg_notify({schema_name} || '.' || OLD.queue, '');
