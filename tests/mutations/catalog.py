@@ -455,7 +455,7 @@ MUTATIONS: tuple[Mutation, ...] = (
          f"{RESULTS}::test_a_groups_follow_up_reads_its_members_results")),
     Mutation(
         "result-waiters-notified", "Queue.wait is woken by the finish (LISTEN, never polling)",
-        (Edit("pgqueue/store.py", '        self.run(conn, "notify_waiters", {"ids": ids})\n', ""),),
+        (Edit("pgqueue/store.py", '        self.run(conn, "notify_waiters")\n', ""),),
         (f"{RESULTS}::test_wait_is_woken_by_the_finish",)),
     Mutation(
         "result-size-bounded", "a result over MAX_RESULT_BYTES fails its job, not the worker",
@@ -466,7 +466,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         (Edit("pgqueue/execution.py", "    if _JSON_NUL.search(text):", "    if False:"),),
         (f"{RESULTS}::test_results_that_cannot_be_kept_fail_their_job_not_the_worker",)),
     Mutation(
-        "async-timeout-cancels", "an async job over its timeout has its coroutine cancelled and fails timed out",
+        "async-timeout-cancels",
+        "an async job over its timeout has its coroutine cancelled and fails timed out",
         (Edit("pgqueue/aioloop.py", "    scope = asyncio.timeout_at(when)\n",
               "    scope = asyncio.timeout_at(None)\n"),),
         (f"{ASYNC_TASKS}::test_a_timeout_cancels_the_coroutine_and_fails_the_job",)),
