@@ -109,3 +109,43 @@ def test_changes_wake_on_a_waited_sites_finish_and_not_on_another(
         assert not changes.wait(1.0)
         pipeline.queue.cancel(tag=waited)
         assert changes.wait(60.0)  # woken by the notification, long before the timeout
+
+
+def _seq_scans(plan: Any, table: str) -> list[str]:
+    """The node types that read `table` without an index, anywhere in a JSON plan."""
+    found: list[str] = []
+    if isinstance(plan, dict):
+        if plan.get("Relation Name") == table and plan.get("Node Type") == "Seq Scan":
+            found.append(plan["Node Type"])
+        for value in plan.values():
+            found += _seq_scans(value, table)
+    elif isinstance(plan, list):
+        for value in plan:
+            found += _seq_scans(value, table)
+    return found
+
+
+def test_status_reads_a_million_history_rows_through_indexes(pipeline: Pipeline,
+                                                              db_url: str) -> None:
+    from clerk.status import FETCH_QUEUE, PAGE_QUEUE, statements
+    names = _sites(pipeline, db_url, 50)
+    with connect(db_url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO pgqueue.job_history (id, queue, task, args, priority, state, attempt,
+                max_attempts, run_at, tag, created_at, started_at, finished_at)
+            SELECT 10000000 + g, CASE WHEN g % 10 = 0 THEN 'fetch' ELSE 'ocr' END,
+                   'clerk.ocr_page', '{}', 0, 'succeeded', 1, 3, now(),
+                   'city-' || lpad((g % 3000)::text, 2, '0'), now(), now(), now()
+            FROM generate_series(1, 1000000) g""")
+        conn.execute("VACUUM ANALYZE")
+        plan = conn.execute(
+            psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ")
+            + statements(pipeline.queue.schema)["site_runs"],
+            {"sites": names, "fetch_queue": FETCH_QUEUE, "page_queue": PAGE_QUEUE}
+        ).fetchone()["QUERY PLAN"]
+        depth = conn.execute(psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ")
+                             + pipeline.queue.store.statements.queue_depth
+                             ).fetchone()["QUERY PLAN"]
+    assert "job_history" in str(plan)  # it does read the history: through its indexes
+    assert _seq_scans(plan, "job_history") == [], plan
+    assert "job_history" not in str(depth), depth
