@@ -77,6 +77,11 @@ class Settings:
     spacy_model: str | None = None
     deploy_backend: str = "directory"
     fetch_workers: int = 1
+    # Politeness to a city's (or a platform's) web server, across every machine: at most
+    # this many sites of one source host fetched at once, and started per minute (0: no
+    # rate). Legistar and Granicus host hundreds of cities behind one host.
+    fetch_per_host: int = 2
+    fetch_rate_per_host: int = 30
     ocr_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     extraction_workers: int = 1
     compilation_workers: int = 1
@@ -196,6 +201,8 @@ RULES: dict[str, Rule] = {
     **{f"{queue}_workers": _at_least(0) for queue in QUEUES},
     **{f"{queue}_timeout": _at_least(0, strict=True) for queue in QUEUES},
     "max_jobs_per_worker": _at_least(1),
+    "fetch_per_host": _at_least(1),
+    "fetch_rate_per_host": _at_least(0),
     "refresh": _refresh,
     "job_connections": _at_least(1),
     "shutdown_grace": _at_least(0),

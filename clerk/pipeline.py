@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -45,7 +46,15 @@ from clerk.storage import (
     meeting_slug,
     safe_meeting_name,
 )
-from pgqueue import DuplicateJob, GroupExists, PermanentFailure, Queue, Task, current_job
+from pgqueue import (
+    DuplicateJob,
+    GroupExists,
+    Limit,
+    PermanentFailure,
+    Queue,
+    Task,
+    current_job,
+)
 from pgqueue.db import remember_secrets
 from pgqueue.errors import ConfigurationError
 
@@ -173,7 +182,8 @@ class Pipeline:
         start one.
         """
         validate_subdomain(subdomain)
-        if self.fetch_one("get_site", {"subdomain": subdomain}) is None:
+        site = self.fetch_one("get_site", {"subdomain": subdomain})
+        if site is None:
             raise SiteNotFound(f"no site {subdomain!r}: add it with `clerk site add`")
         level = PRIORITIES[priority] if isinstance(priority, str) else int(priority)
         with self.queue.session() as conn:
@@ -182,9 +192,10 @@ class Pipeline:
             if live:
                 return {"site": subdomain, "joined": True, "live_jobs": sum(live.values())}
             try:
-                job_id = self.queue.enqueue(self.fetch_task, {"site": subdomain}, priority=level,
-                                            tag=subdomain, dedupe_key=f"clerk:fetch:{subdomain}",
-                                            conn=conn)
+                job_id = self.queue.enqueue(self.fetch_task,
+                                            fetch_args(subdomain, site["source_url"]),
+                                            priority=level, tag=subdomain,
+                                            dedupe_key=f"clerk:fetch:{subdomain}", conn=conn)
             except DuplicateJob:  # a fetch enqueued outside clerk's lock: join its run
                 return {"site": subdomain, "joined": True,
                         "live_jobs": sum(self._live_jobs(conn, subdomain).values())}
@@ -253,7 +264,8 @@ class Pipeline:
 
     # -- tasks ----------------------------------------------------------------------------
 
-    def fetch(self, site: str) -> None:
+    def fetch(self, site: str, host: str | None = None) -> None:
+        """`host` (the source URL's) is the key of the fetch limits (`fetch_limit`)."""
         settings = self.settings
         row = self.fetch_one("get_site", {"subdomain": validate_subdomain(site)})
         if row is None:
@@ -640,6 +652,18 @@ def discover(kind: str, source_url: str, session: requests.Session, settings: Se
     return list(result.documents), list(result.rejected), None
 
 
+def fetch_args(site: str, source_url: str) -> dict[str, str]:
+    """A fetch job's arguments: the site, and its source's host, the key of its limits."""
+    return {"site": site, "host": (urlsplit(source_url).hostname or "").lower()}
+
+
+def fetch_limit(settings: Settings) -> Limit:
+    """Fetches of one source host, on every machine: FETCH_PER_HOST at once, and
+    FETCH_RATE_PER_HOST started per minute (0: no rate)."""
+    return Limit(key="host", concurrency=settings.fetch_per_host,
+                 rate=settings.fetch_rate_per_host or None, per=60.0)
+
+
 def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:
     """A Pipeline whose queue has clerk's five tasks registered."""
     try:
@@ -652,7 +676,8 @@ def build_pipeline(settings: Settings, dsn: str | None = None) -> Pipeline:
     pipeline = Pipeline(settings, queue, network)
     pipeline.fetch_task = queue.task(pipeline.fetch, name="clerk.fetch", queue="fetch",
                                      max_attempts=3, timeout=settings.fetch_timeout,
-                                     retry_backoff=settings.retry_backoff)
+                                     retry_backoff=settings.retry_backoff,
+                                     limit=fetch_limit(settings))
     pipeline.ocr_task = queue.task(pipeline.ocr_page, name="clerk.ocr_page", queue="ocr",
                                    max_attempts=3, timeout=settings.ocr_timeout,
                                    retry_backoff=settings.retry_backoff)

@@ -425,6 +425,7 @@ def enqueue_sites(pipeline: Pipeline, sites: Sequence[str], priority: int, *,
     does, for a batch of sites per transaction (their advisory locks, one query for the
     runs in progress, one insert of the fetch jobs), so thousands take seconds."""
     from clerk import db as clerk_db
+    from clerk.pipeline import fetch_args
     enqueued = joined = 0
     for start in range(0, len(sites), batch):
         chunk = list(dict.fromkeys(sites[start:start + batch]))
@@ -432,11 +433,14 @@ def enqueue_sites(pipeline: Pipeline, sites: Sequence[str], priority: int, *,
             clerk_db.execute(conn, "lock_sites", {"subdomains": chunk})
             live = {row["tag"] for row in conn.execute(
                 pipeline.queue.statements.live_tags_among, {"tags": chunk}).fetchall()}
+            sources = {row["subdomain"]: row["source_url"] for row in clerk_db.fetch_all(
+                conn, "site_source_urls", {"subdomains": chunk})}  # the fetch limits' key
             rows = RowBatch()
             now = datetime.now(UTC)
             for site in chunk:
                 if site not in live:
-                    rows.add(pipeline.fetch_task, {"site": site}, priority=priority, run_at=now,
+                    rows.add(pipeline.fetch_task, fetch_args(site, sources.get(site, "")),
+                             priority=priority, run_at=now,
                              group_id=None, tag=site, dedupe_key=f"clerk:fetch:{site}",
                              on_success=None)
             # A fetch enqueued outside clerk's lock holds its dedupe key: that site joins.

@@ -124,6 +124,10 @@ WHERE %(stale_before)s::timestamptz IS NULL
    OR last_success_at IS NULL OR last_success_at < %(stale_before)s::timestamptz
 ORDER BY subdomain;
 
+-- name: site_source_urls
+-- The source URL of each of a batch of sites: its host is the key of the fetch limits.
+SELECT subdomain, source_url FROM {schema}.sites WHERE subdomain = ANY(%(subdomains)s::text[]);
+
 -- name: lock_sites
 -- lock_site for a batch of sites, in one order (two bulk enqueues cannot deadlock).
 SELECT count(pg_advisory_xact_lock(hashtextextended('clerk.site:' || s, 0)))
