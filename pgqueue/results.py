@@ -7,9 +7,9 @@ stores it in the job's `job_history` row, so a result lives and is pruned with i
 
 `wait` is woken by LISTEN, never by polling: on its own connection to PostgreSQL itself
 (`listen_dsn`) it LISTENs on '<schema>.finished', registers in `job_waiters`, then reads
-the job. A finish notifies (payload: the job id) only the ids that have a waiter row, in
-the finishing transaction (`notify_waiters` in queries.sql says why none is missed), so
-jobs nobody waits for cost one index probe of an empty table per finish batch.
+the job. A finish notifies (payload: the job id) the waiters whose jobs have left `jobs`,
+in the finishing transaction (`notify_waiters` in queries.sql says why none is missed),
+so jobs nobody waits for cost a scan of an empty table per finish batch, no parameter.
 """
 
 from __future__ import annotations
