@@ -25,6 +25,7 @@ import psycopg
 from pgqueue import admin, limits, maintenance, results
 from pgqueue import periodic as periodic_jobs
 from pgqueue.admin import CancelResult
+from pgqueue.aio import AsyncQueue
 from pgqueue.aioloop import DEFAULT_ASYNC_CONCURRENCY
 from pgqueue.connections import JOB_CONNECTIONS
 from pgqueue.db import translate_errors
@@ -303,6 +304,15 @@ class Queue:
         seconds without a finish raise `WaitTimeout`. A retry is not a finish: a job that
         fails and will run again is still waited for. Uses a connection of its own."""
         return results.wait(self.store, job_id, timeout)
+
+    async def wait_async(self, job_id: int, timeout: float | None = None) -> Any:
+        """`wait` for a coroutine: the event loop runs on while it waits (LISTEN on an
+        async connection of its own; see `AsyncQueue.wait_async`)."""
+        return await AsyncQueue(self).wait_async(job_id, timeout)
+
+    def aio(self, *, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncQueue:
+        """This queue for asyncio code: `async with q.aio() as aq: await aq.enqueue(...)`."""
+        return AsyncQueue(self, pool_size=pool_size)
 
     def group_results(self, group_id: int) -> dict[int, Any]:
         """The results of a group's succeeded members, by job id. A follow-up of the

@@ -122,6 +122,7 @@ def test_wait_async_is_woken_by_listen(app: Queue, db_url: str, fleet: Fleet,
                 await asyncio.wait_for(aq.wait_async(bad), 90)
             with pytest.raises(JobNotFound):
                 await aq.wait_async(bad + 1000, timeout=5)
+            assert await app.wait_async(ok, timeout=5) == result  # the Queue's own, finished
             return result, str(failed.value)
     result, error = asyncio.run(main())
     assert result == {"double": 42}
