@@ -3,6 +3,8 @@ cancel the coroutine, cancel requests, retries; sync and async jobs in one worke
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +67,6 @@ def test_a_timeout_cancels_the_coroutine_and_fails_the_job(app: Queue, db_url: s
 
 
 def test_cancel_stops_a_running_async_task(app: Queue, db_url: str, fleet: Fleet) -> None:
-    import dataclasses
     sleeper = dataclasses.replace(worker_app.async_sleeper, timeout=None)
     job_id = sleeper.enqueue(item=3)
     fleet.start(db_url, "async")
@@ -82,3 +83,31 @@ def test_a_failing_async_task_is_retried(app: Queue, db_url: str, fleet: Fleet) 
     assert _final(app, job_id, "the flaky job to succeed", fleet) is JobState.SUCCEEDED
     assert [(item, attempt) for _, item, attempt in effects(db_url)] == [(-5, 1), (-5, 2), (5, 3)]
     assert app.get_job(job_id).attempt == 3
+
+
+def test_a_warm_stop_lets_a_running_coroutine_finish(app: Queue, db_url: str,
+                                                     fleet: Fleet) -> None:
+    sleeper = dataclasses.replace(worker_app.async_sleeper, timeout=None)
+    job_id = sleeper.enqueue(item=4, seconds=2.0)
+    worker = fleet.start(db_url, "async", grace=60)
+    wait_for(lambda: -4 in [item for _, item, _ in effects(db_url)], timeout=60,
+             what="the sleeper to start", watch=fleet)
+    fleet.kill(worker, signal.SIGTERM)
+    assert worker.wait(60) == 0
+    assert app.get_job(job_id).state is JobState.SUCCEEDED
+    assert [item for _, item, _ in effects(db_url)] == [-4, 4]
+
+
+def test_past_the_grace_a_coroutine_is_cancelled_and_its_job_given_back(
+        app: Queue, db_url: str, fleet: Fleet) -> None:
+    sleeper = dataclasses.replace(worker_app.async_sleeper, timeout=None)
+    job_id = sleeper.enqueue(item=6)
+    worker = fleet.start(db_url, "async", grace=0.5)
+    wait_for(lambda: -6 in [item for _, item, _ in effects(db_url)], timeout=60,
+             what="the sleeper to start", watch=fleet)
+    fleet.kill(worker, signal.SIGTERM)
+    assert worker.wait(60) == 0
+    job = app.get_job(job_id)
+    assert job.state is JobState.QUEUED  # given back for another worker, not lost
+    wait_for(lambda: 1_000_006 in [item for _, item, _ in effects(db_url)], timeout=30,
+             what="the coroutine to see CancelledError")
