@@ -60,6 +60,7 @@ def substitute(code: str, old: str, new: str) -> str:
 
 LIBRARY = "Using pgqueue as a library"
 ASYNC = "Async: enqueue from a coroutine, `async def` tasks"
+WHO_RUNS_NEXT = "Who runs next: pause, fair order, limits"
 RUNNERS = {  # every block of the README, and the test that runs it
     ("clerk and pgqueue", "bash"): "test_readme_opens_with_the_demo_and_the_tests (the demo: "
                                    "tests/acceptance/test_demo.py; pytest: CI)",
@@ -71,6 +72,7 @@ RUNNERS = {  # every block of the README, and the test that runs it
     (LIBRARY, "python"): "test_readme_library_section_runs",
     (LIBRARY, "sql"): "test_readme_library_section_runs",
     (ASYNC, "python"): "test_readme_async_example_runs",
+    (WHO_RUNS_NEXT, "python"): "test_readme_who_runs_next_runs",
     ("Development", "bash"): "test_readme_development_commands_exist",
     ("What the full path extracts", "sql"): "test_readme_person_votes_query_runs",
 }
@@ -263,6 +265,19 @@ def test_readme_library_section_runs(empty_db_url: str, tmp_path: Path) -> None:
         (job_id,) = conn.execute(block(LIBRARY, "sql")).fetchone()
         assert conn.execute("SELECT queue, task FROM pgqueue.jobs WHERE id = %s",
                             (job_id,)).fetchone() == ("ocr", "clerk.ocr_page")
+
+
+def test_readme_who_runs_next_runs(empty_db_url: str, tmp_path: Path) -> None:
+    """The pause / fair order / limits example as a script, in this checkout's Python."""
+    example = substitute(block(WHO_RUNS_NEXT, "python"),
+                         '"postgresql://app:secret@db.example.org/app"', repr(empty_db_url))
+    (tmp_path / "example.py").write_text(example)
+    env = {**clean_env(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
+    ran = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.splitlines() == ["['ocr']", "[('city.example.org', 2, 1)]"], (
+        ran.stdout + ran.stderr)
 
 
 def test_readme_async_example_runs(empty_db_url: str, tmp_path: Path) -> None:

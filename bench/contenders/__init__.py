@@ -27,4 +27,8 @@ def get(name: str) -> Contender:
     if name == "raw_batched":
         from bench.contenders.raw import RawBatched
         return RawBatched()
+    if name.startswith("pgqueue_tags") and name[len("pgqueue_tags"):].isdigit():
+        # Not in NAMES (not run by default): the cost of fair order, keys = the number
+        from bench.contenders.pgqueue_fair_c import PgQueueTagged
+        return PgQueueTagged(int(name[len("pgqueue_tags"):]))
     raise KeyError(f"unknown contender {name!r}; choose from {', '.join(NAMES)}")

@@ -40,7 +40,7 @@ def test_a_paused_queue_is_not_claimed_by_another_process_until_resumed(
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.support.worker_app", db_url, "work,followup",
-         "--concurrency", "2", "--poll", "0.5"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+         "--concurrency", "2", "--poll", "300"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: len(app.active_workers()) == 1, "the worker to register")
         # Rounds of: a job in the other queue, claimed by the same statement that passes
@@ -55,9 +55,10 @@ def test_a_paused_queue_is_not_claimed_by_another_process_until_resumed(
         assert app.resume("work") is True
         assert app.resume("work") is False
         assert app.paused_queues() == []
-        # The resume's NOTIFY wakes the worker (the poll is only a safety net).
+        # The resume's NOTIFY wakes the worker: its safety-net poll (300 s) is longer
+        # than this wait.
         wait_until(lambda: sorted(i for i in _items(db_url) if i) == [1, 2, 3, 4, 5],
-                   "the resumed queue's jobs to run")
+                   "the resumed queue's jobs to run", timeout=100)
     finally:
         worker.terminate()
         worker.wait(60)

@@ -49,6 +49,10 @@ ASYNC_TASKS = "tests/integration/test_async_tasks.py"
 AIO = "tests/integration/test_aio.py"
 
 ROBUST_FOLLOWUPS = "sql/pgqueue/migrations/0004_robust_followups.sql"
+WHO_RUNS_NEXT = "sql/pgqueue/migrations/0005_who_runs_next.sql"
+PAUSE = "tests/integration/test_pause.py"
+FAIR = "tests/integration/test_fairness.py"
+LIMITS = "tests/integration/test_limits.py"
 # The fan-in's catch (line 47); the chain's catch further down reads the same, so the
 # context names the group's warning.
 _FANIN_CATCH = ("        EXCEPTION WHEN OTHERS THEN\n"
@@ -529,4 +533,52 @@ MUTATIONS: tuple[Mutation, ...] = (
               "    if (response.status_code == 200 and request.known_sha256 is not None\n",
               "    if (response.status_code == 999 and request.known_sha256 is not None\n"),),
         (f"{RERUNS}::test_a_no_op_rerun_asks_conditionally_and_hashes_nothing[ignores]",)),
+    Mutation(
+        "pause-claim", "a paused queue is claimed by no worker until resumed",
+        (Edit(QUERIES, "      AND NOT EXISTS (SELECT FROM {schema}.paused_queues "
+                       "WHERE queue = %(queue)s)\n", ""),
+         Edit(QUERIES, "    WHERE NOT EXISTS (SELECT FROM {schema}.paused_queues AS p "
+                       "WHERE p.queue = q.name)\n", "    WHERE true\n")),
+        (f"{PAUSE}::test_a_paused_queue_is_not_claimed_by_another_process_until_resumed",
+         f"{PAUSE}::test_a_paused_queue_is_skipped_by_the_single_queue_claim")),
+    Mutation(
+        "resume-wakes", "resuming a queue wakes its workers (NOTIFY)",
+        (Edit(QUERIES, "SELECT queue, pg_notify({schema_name} || '.' || queue, '') FROM resumed;",
+              "SELECT queue FROM resumed;"),),
+        (f"{PAUSE}::test_a_paused_queue_is_not_claimed_by_another_process_until_resumed",)),
+    Mutation(
+        "fair-rank-assigned", "keys (tags) take turns among equal priorities",
+        (Edit(WHO_RUNS_NEXT, "    NEW.fair_rank := greatest(coalesce(head, 0), coalesce(last, 0)) "
+                             "+ 1.0 / coalesce(step, 1);", "    NEW.fair_rank := 0;"),),
+        (f"{FAIR}::test_keys_take_turns_among_equal_priorities",
+         f"{FAIR}::test_a_weight_gives_a_key_more_turns",
+         f"{FAIR}::test_small_sites_finish_before_a_big_one_is_half_done")),
+    Mutation(
+        "fair-rank-claimed", "the claim walks jobs in fair order",
+        (Edit(QUERIES, "    ORDER BY priority DESC, fair_rank, run_at, id\n    LIMIT %(limit)s\n",
+              "    ORDER BY priority DESC, run_at, id\n    LIMIT %(limit)s\n"),),
+        (f"{FAIR}::test_keys_take_turns_among_equal_priorities",)),
+    Mutation(
+        "limit-key-lock", "a key's limit is exact under racing claims on many machines",
+        (Edit(WHO_RUNS_NEXT, "    SELECT * INTO held FROM {schema}.limit_keys k "
+                             "WHERE k.task = p_task AND k.key = p_key\n    FOR UPDATE;",
+              "    SELECT * INTO held FROM {schema}.limit_keys k "
+              "WHERE k.task = p_task AND k.key = p_key;"),),
+        (f"{LIMITS}::test_racing_claims_never_pass_a_limit",
+         f"{LIMITS}::test_three_processes_never_run_more_than_the_limit_of_a_key")),
+    Mutation(
+        "limit-holder-freed", "a killed holder's slot frees when its lease is rescued",
+        (Edit(WHO_RUNS_NEXT, "WHERE j.id = h.id AND j.state = 'running' AND j.attempt = h.attempt);",
+              "WHERE j.id = h.id);"),),
+        (f"{LIMITS}::test_a_killed_holders_slot_frees_when_its_lease_is_rescued",)),
+    Mutation(
+        "limit-wakes-waiter", "a holder's end wakes a job parked on its key",
+        (Edit(WHO_RUNS_NEXT, "    UPDATE {schema}.jobs j SET run_at = now(), parked_until = NULL\n",
+              "    UPDATE {schema}.jobs j SET run_at = j.run_at\n"),),
+        (f"{LIMITS}::test_a_limit_parks_what_it_refuses_and_a_holders_end_wakes_one",)),
+    Mutation(
+        "rate-window", "at most N starts per period per key",
+        (Edit(WHO_RUNS_NEXT, "WHERE s > clock - lim.per_seconds * interval '1 second' ORDER BY s);",
+              "WHERE s > clock - 0.5 * lim.per_seconds * interval '1 second' ORDER BY s);"),),
+        (f"{LIMITS}::test_one_start_per_second_per_key",)),
 )
