@@ -144,3 +144,26 @@ def test_a_clerkd_that_could_never_fit_refuses_to_start_in_one_line(
                                                    " most"), result.stderr
     assert f"max_connections {MAX_CONNECTIONS} - 3 reserved" in lines[0]
     assert "too many" in lines[0]
+
+
+def test_a_clerkd_that_fits_only_without_the_connections_in_use_warns(
+        small_server: LocalServer, env: dict[str, str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from clerk.config import load_settings
+    from clerk.daemon import connection_check, planned_connections
+    from clerk.pipeline import build_pipeline
+
+    settings = load_settings(None, env)
+    total, _ = planned_connections(settings, metrics=False)
+    assert total <= MAX_CONNECTIONS - 3  # 16 OCR slots and four queues fit alone
+    pipeline = build_pipeline(settings, env["DATABASE_URL"])
+    others = [psycopg.connect(small_server.url("postgres")) for _ in range(MAX_CONNECTIONS - 3 - total + 1)]
+    try:
+        line = connection_check(settings, pipeline, metrics=False)
+    finally:
+        for conn in others:
+            conn.close()
+        pipeline.close()
+    assert line.startswith(f"connections: this clerkd opens at most {total}; the server allows 37")
+    warned = [r for r in caplog.records if getattr(r, "action", "") == "connections_short"]
+    assert len(warned) == 1 and "not enough left" in warned[0].getMessage()
