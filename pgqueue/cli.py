@@ -31,6 +31,7 @@ import click
 import psycopg
 from psycopg import sql
 
+from pgqueue.aioloop import DEFAULT_ASYNC_CONCURRENCY
 from pgqueue.db import describe, first_line, mask_url
 from pgqueue.errors import PgQueueError
 from pgqueue.migrate import Migration, Migrator, discover
@@ -182,9 +183,12 @@ def load_queue(target: str) -> Queue:
               help="Jobs at a time.")
 @click.option("--isolation", type=click.Choice(["thread", "process"]), default="thread",
               show_default=True, help="process: each job in a child the worker can kill.")
+@click.option("--async-concurrency", default=DEFAULT_ASYNC_CONCURRENCY, show_default=True,
+              type=click.IntRange(min=1),
+              help="Jobs of async def tasks at a time, on the worker's event loop.")
 @click.option("--burst", is_flag=True, help="Exit when nothing is left to do.")
 def worker(target: str, dsn: str | None, schema: str, queues: tuple[str, ...],
-           concurrency: int, isolation: str, burst: bool) -> None:
+           concurrency: int, isolation: str, async_concurrency: int, burst: bool) -> None:
     """Run a worker for the tasks of TARGET (module:queue_object, as myapp.jobs:q)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     queue = load_queue(target)
@@ -194,7 +198,7 @@ def worker(target: str, dsn: str | None, schema: str, queues: tuple[str, ...],
     if schema != queue.schema and explicit is not click.core.ParameterSource.DEFAULT:
         raise click.BadParameter(f"{target} uses schema {queue.schema!r}", param_hint="--schema")
     sys.exit(queue.work(list(queues) or None, concurrency=concurrency, isolation=isolation,
-                        burst=burst))
+                        burst=burst, async_concurrency=async_concurrency))
 
 
 @main.command("retry")

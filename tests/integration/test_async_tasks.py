@@ -111,3 +111,41 @@ def test_past_the_grace_a_coroutine_is_cancelled_and_its_job_given_back(
     assert job.state is JobState.QUEUED  # given back for another worker, not lost
     wait_for(lambda: 1_000_006 in [item for _, item, _ in effects(db_url)], timeout=30,
              what="the coroutine to see CancelledError")
+
+
+ASYNC_APP = '''
+import asyncio
+import os
+from pgqueue import Queue
+q = Queue(os.environ["DATABASE_URL"])
+running = peak = 0
+
+@q.task(name="adouble", queue="acli")
+async def adouble(n: int) -> dict:
+    global running, peak
+    running += 1
+    peak = max(peak, running)
+    await asyncio.sleep(0.2)
+    running -= 1
+    return {"double": 2 * n, "peak": peak}
+'''
+
+
+def test_the_pgqueue_command_runs_async_tasks_with_its_limit(db_url: str,
+                                                            tmp_path: Path) -> None:
+    from tests.integration.test_pgqueue_cli import pgqueue
+
+    (tmp_path / "async_app.py").write_text(ASYNC_APP)
+    q = Queue(db_url)
+    try:
+        adouble = q.task(lambda n: None, name="adouble", queue="acli")
+        ids = q.enqueue_many(adouble, [{"n": n} for n in range(20)])
+        ran = pgqueue("worker", "async_app:q", "-q", "acli", "--async-concurrency", "3",
+                      "--burst", url=db_url, cwd=tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        results = [q.get_job(i).result for i in ids]
+    finally:
+        q.close()
+    assert [r["double"] for r in results] == [2 * n for n in range(20)]
+    peak = max(r["peak"] for r in results)
+    assert 2 <= peak <= 3, peak  # coroutines overlap, never more than --async-concurrency
