@@ -149,3 +149,14 @@ def test_the_pgqueue_command_runs_async_tasks_with_its_limit(db_url: str,
     assert [r["double"] for r in results] == [2 * n for n in range(20)]
     peak = max(r["peak"] for r in results)
     assert 2 <= peak <= 3, peak  # coroutines overlap, never more than --async-concurrency
+
+
+def test_the_lease_keeper_keeps_a_long_coroutines_lease(app: Queue, db_url: str,
+                                                         fleet: Fleet) -> None:
+    """A 6 s coroutine under a 1.5 s lease: heartbeated like a sync job, never rescued."""
+    job_id = worker_app.arecord.enqueue(item=8, sleep=6.0)
+    fleet.start(db_url, "async", lease=1.5)
+    assert _final(app, job_id, "the long coroutine to finish", fleet) is JobState.SUCCEEDED
+    job = app.get_job(job_id)
+    assert (job.attempt, job.rescues) == (1, 0)
+    assert [(item, attempt) for _, item, attempt in effects(db_url)] == [(8, 1)]
