@@ -23,6 +23,8 @@ END
 $$;
 CREATE FUNCTION pgqueue.assign_fair_rank() RETURNS trigger
     LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_bitmapscan TO 'off'
     AS $$
 DECLARE
     head double precision;

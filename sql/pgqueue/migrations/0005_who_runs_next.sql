@@ -39,7 +39,12 @@ CREATE TABLE {schema}.fair_weights (
 -- A BEFORE ROW trigger, so every path that inserts jobs (INSERT, COPY, follow-ups fired
 -- by triggers, retried failures, periodic slots) ranks them alike; rows inserted earlier
 -- by the same statement are visible here, so a bulk insert of one key ranks 1, 2, 3...
-CREATE FUNCTION {schema}.assign_fair_rank() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Its probes must be index probes whatever the planner believes: PL/pgSQL keeps a plan
+-- per session, and one made while `jobs` was nearly empty (a session's first insert, or
+-- the first rows of a bulk insert, whose later rows grow the table within the statement)
+-- could be a sequential scan, then run for every row of a large table.
+CREATE FUNCTION {schema}.assign_fair_rank() RETURNS trigger LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
     head double precision;
     last double precision;
