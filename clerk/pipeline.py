@@ -533,12 +533,22 @@ class Pipeline:
                  stats.extracted, stats.cached, extra={"action": "extracted", "site": site})
 
     def compile(self, site: str, entities: bool, run: str | None = None) -> None:
+        """Compile on this host from the database. A full compile whose pages have no
+        entities in this host's extraction cache (the extraction ran on another host:
+        the cache is a host's own) extracts them here and compiles again, so any host can
+        run it; on the host that extracted, nothing is missing and nothing runs twice."""
         self.export(site)
         root = site_dir(self.settings.storage_dir, site)
         urls = {f"{r['kind']}/{r['meeting']}/{r['date']}": r["url"]
                 for r in self.fetch_all("document_urls", {"site": site})}
         # compile_site keeps a fast compile from replacing this run's full one (its marker).
         result = compile_site(root, entities=entities, document_urls=urls, run=run)
+        if entities and not result.skipped and result.missing_entities:
+            stats = extract_site(root, self.settings)
+            log.info("site %s: %s pages had no entities on this host: extracted here (%s)",
+                     site, result.missing_entities, stats.extracted,
+                     extra={"action": "extracted_for_compile", "site": site})
+            result = compile_site(root, entities=entities, document_urls=urls, run=run)
         if result.skipped:
             log.info("site %s: fast compile skipped, the full one is done", site,
                      extra={"action": "compile_skipped", "site": site})
@@ -547,9 +557,10 @@ class Pipeline:
                  extra={"action": "compiled", "site": site})
 
     def deploy(self, site: str) -> None:
-        """Publish the site's database through the deploy plugin, from the host that
-        compiled it: another host's meetings.db (none, or an older run's) is refused with
-        a clear error and the job retried, never published."""
+        """Publish the site's database through the deploy plugin, from a host that compiled
+        the site's current run in full: a deploy job on another host (which has no
+        meetings.db, or an older run's) compiles it here first, never publishing a stale
+        file."""
         root = site_dir(self.settings.storage_dir, site)
         database = root / DATABASE_FILE
         row = self.fetch_one("get_site", {"subdomain": site}) or {}
@@ -559,9 +570,9 @@ class Pipeline:
             compiled = {}
         if row.get("last_run_key") and (compiled.get("run") != row["last_run_key"]
                                         or not compiled.get("entities")):
-            raise RuntimeError(f"site {site}: this host has not compiled the site's current run "
-                               f"in full (no {DATABASE_FILE} of it under {root}): run the deploy "
-                               "queue on the hosts that run the compilation queue")
+            log.info("site %s: this host had not compiled run %s in full: compiling it here",
+                     site, row["last_run_key"], extra={"action": "compile_for_deploy", "site": site})
+            self.compile(site, entities=True, run=row["last_run_key"])
         target = deploy_database(site, database, self.settings)
         with self.queue.session() as conn:
             clerk_db.execute(conn, "site_succeeded", {"subdomain": site})

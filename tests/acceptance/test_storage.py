@@ -9,6 +9,7 @@ processes in network and mount namespaces; these run in-process, on any machine.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
@@ -228,3 +229,34 @@ def test_a_document_the_database_lost_is_stored_again_and_its_pages_kept(
                         "WHERE task = 'clerk.ocr_page'")[0]["n"] == 3  # the first run's only
     assert rows(db_url, "SELECT count(*) AS n FROM clerk.page_reads WHERE text IS NOT NULL"
                 )[0]["n"] == 3
+
+
+ROLL_CALL = ("Present: Mayor Patricia Alvarez, Councilmembers Grace Lindqvist, Helen Tran\n"
+             "Moved by Councilmember Lindqvist, seconded by Councilmember Tran, to approve the "
+             "consent calendar as presented.\nAYES: Alvarez, Lindqvist, Tran\nNOES: None\n"
+             "Motion carried 3-0.")
+
+
+def test_extraction_compile_and_deploy_each_on_another_host(
+        city: CitySite, cli: Cli, settings: Settings, pdf_factory: PdfFactory,
+        make_pipeline: Callable[[Settings], Pipeline], db_url: str, tmp_path: Path) -> None:
+    """The full path's three steps on three hosts: the compiling host lacks the entities
+    the extraction host cached (a host's own), so it extracts them; the deploying host
+    has compiled nothing, so it compiles the run before it publishes. The published
+    database has the run's pages and people, as on one host."""
+    city.add("minutes.pdf", "City Council Minutes 2024-05-07",
+             pdf_factory.text_pdf("minutes.pdf", [ROLL_CALL]).read_bytes())
+    cli("site", "add", "springfield", "--url", city.url)
+    cli("enqueue", "springfield")
+    work(host(settings, make_pipeline, tmp_path / "a"), "fetch", "ocr")
+    work(host(settings, make_pipeline, tmp_path / "x"), "extraction")
+    work(host(settings, make_pipeline, tmp_path / "y"), "compilation")
+    assert not (tmp_path / "z").exists()
+    work(host(settings, make_pipeline, tmp_path / "z"), "deploy")
+    with sqlite3.connect(tmp_path / "deploy" / "springfield.db") as db:
+        people = {row[0] for row in db.execute("SELECT name FROM people")}
+        votes = db.execute("SELECT count(*) FROM votes").fetchone()[0]
+    assert {"Patricia Alvarez", "Grace Lindqvist", "Helen Tran"} <= people, people
+    assert votes == 3
+    assert (tmp_path / "y" / "springfield" / "entities.sqlite").exists()  # extracted there too
+    assert rows(db_url, "SELECT last_success_at FROM clerk.sites")[0]["last_success_at"]

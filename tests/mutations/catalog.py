@@ -446,6 +446,16 @@ MUTATIONS: tuple[Mutation, ...] = (
               "        return os.open(self.path(sha256), os.O_WRONLY | os.O_CREAT), self.path(sha256)\n"),),
         (f"{BLOBS}::test_cache_entries_arrive_whole_and_checked",)),
     Mutation(
+        "compile-extracts-missing", "any machine runs any stage: a full compile extracts what it lacks",
+        (Edit("clerk/pipeline.py", "        if entities and not result.skipped and result.missing_entities:",
+              "        if False:"),),
+        (f"{STORAGE}::test_extraction_compile_and_deploy_each_on_another_host",)),
+    Mutation(
+        "deploy-compiles-here", "any machine runs any stage: a deploy compiles the run first",
+        (Edit("clerk/pipeline.py", "            self.compile(site, entities=True, run=row[\"last_run_key\"])",
+              "            pass"),),
+        (f"{STORAGE}::test_extraction_compile_and_deploy_each_on_another_host",)),
+    Mutation(
         "cache-job-link", "a cached document is never evicted from under the job reading it",
         (Edit("clerk/blobs.py", "                self._fill(sha256, loader)  # evicted only once",
               "                self.load(sha256, loader)  # evicted only once"),),
