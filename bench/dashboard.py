@@ -50,6 +50,7 @@ PAGES = {
     "jobs, first page": ("/jobs", {}),
     "jobs, failed in ocr": ("/jobs", {"state": "failed", "queue": "ocr"}),
     "jobs, text in args": ("/jobs", {"q": "city7\""}),
+    "jobs, text found nowhere": ("/jobs", {"q": "no such text"}),
     "groups": ("/groups", {}),
 }
 

@@ -107,20 +107,25 @@ def _jobs_context(request: Request) -> dict[str, Any]:
         raise HTTPException(400, "give after or before, not both")
     limit = _int_param(request, "limit") or PAGE_SIZE
     limit = min(max(limit, 1), MAX_PAGE_SIZE)
-    jobs, more = _reads(request).jobs_page(flt, order=order, after=after, before=before,
-                                           limit=limit)
+    page = _reads(request).jobs_page(flt, order=order, after=after, before=before,
+                                     limit=limit)
+    jobs = page.rows
     base = {**flt.query(), "order": order}
     if limit != PAGE_SIZE:
         base["limit"] = str(limit)
-    # Forward: more when this page was cut short going forward, or when we came backwards.
-    has_next = bool(jobs) and (more if before is None else True)
-    has_prev = bool(jobs) and (more if before is not None else after is not None)
+    if before is None:  # came forward (or first page)
+        next_after = page.edge
+        prev_before = jobs[0]["id"] if jobs and after is not None else None
+    else:
+        prev_before = page.edge
+        next_after = jobs[-1]["id"] if jobs else None
     return {
         "filter": flt.as_dict(),
         "order": order,
         "jobs": jobs,
-        "next_after": jobs[-1]["id"] if has_next else None,
-        "prev_before": jobs[0]["id"] if has_prev else None,
+        "next_after": next_after,
+        "prev_before": prev_before,
+        "looked": page.looked,
         "query": base,
         "first_page": after is None and before is None,
     }

@@ -23,6 +23,7 @@ CACHE_SECONDS = 2.0
 THROUGHPUT_MINUTES = 60  # the overview's chart and its "last hour"
 FINAL = ("succeeded", "failed", "cancelled")
 MAX_ID = 2**63 - 1
+SCAN_WINDOW = 100_000  # a filtered page looks at most at this many ids (~0.25 s at worst)
 
 T = TypeVar("T")
 
@@ -61,6 +62,9 @@ class JobFilter:
                    priority=prio, q=text("q"), since=_time(text("since"), "since"),
                    until=_time(text("until"), "until"))
 
+    def is_set(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
     def params(self) -> dict[str, Any]:
         search = None
         if self.q is not None:
@@ -97,12 +101,20 @@ def _time(value: str | None, name: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class JobsPage:
+    rows: list[dict[str, Any]]
+    edge: int | None  # the cursor to go on with in the page's direction; None: no more
+    looked: dict[str, int] | None  # ids looked at, when the look window cut the page short
+
+
 class Reads:
     def __init__(self, store: JobStore) -> None:
         self.store = store
         self.statements = Statements(store.schema, sql_root() / "pgqueue" / "web.sql")
         self._cache: dict[str, tuple[float, Any]] = {}
         self.cache_seconds = CACHE_SECONDS  # how long the overview's counts are reused
+        self.scan_window = SCAN_WINDOW  # ids a filtered jobs page looks at, at most
         self._lock = threading.Lock()
 
     def rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -180,24 +192,44 @@ class Reads:
     # -- jobs -------------------------------------------------------------------------------
 
     def jobs_page(self, flt: JobFilter, *, order: str, after: int | None, before: int | None,
-                  limit: int) -> tuple[list[dict[str, Any]], bool]:
+                  limit: int) -> JobsPage:
         """One page in `order` ('newest' or 'oldest') past the cursor `after` (the last id
-        shown), or the page before `before` (the first id shown); and whether more exist
-        beyond it in that direction."""
+        shown), or the page before `before` (the first id shown).
+
+        Keyset paging on the id, never OFFSET. With a filter, one request looks at no more
+        than `scan_window` ids: a filter that matches few jobs of a long history gives a page
+        cut short, whose cursor continues from where the look ended (bounded time per page,
+        still no duplicate and no gap)."""
         newest = order == "newest"
-        params = {**flt.params(), "limit": limit + 1, "lo": 0, "hi": MAX_ID}
         backwards = before is not None
-        if after is not None:
-            params["hi" if newest else "lo"] = after
-        if backwards:
-            params["lo" if newest else "hi"] = before
-        statement = "jobs_newest" if newest != backwards else "jobs_oldest"
-        rows = self.rows(statement, params)
-        more = len(rows) > limit
-        rows = rows[:limit]
+        descending = newest != backwards
+        bounds = self.rows("id_bounds")[0]
+        low = int(bounds["min_id"] or 1) - 1  # every id is above this
+        top = int(bounds["max_id"] or 0) + 1  # ... and below this
+        start = before if backwards else after
+        window = self.scan_window if flt.is_set() else MAX_ID
+        if descending:
+            hi = min(start, top) if start is not None else top
+            lo = max(low, hi - window)
+            more_beyond = lo > low
+        else:
+            lo = max(start, low) if start is not None else low
+            hi = min(top, lo + window + 1) if window < MAX_ID else MAX_ID
+            more_beyond = hi < top
+        params = {**flt.params(), "limit": limit + 1, "lo": lo, "hi": hi}
+        rows = self.rows("jobs_newest" if descending else "jobs_oldest", params)
+        edge: int | None = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            edge = int(rows[-1]["id"])
+        elif more_beyond:
+            edge = lo + 1 if descending else hi - 1  # where this look ended
+        looked = None
+        if window < MAX_ID and len(rows) < limit and edge is not None:
+            looked = {"from": lo + 1, "to": hi - 1}
         if backwards:
             rows.reverse()
-        return rows, more
+        return JobsPage(rows, edge, looked)
 
     def matching_ids(self, flt: JobFilter, states: list[str]) -> list[int]:
         return [int(r["id"]) for r in self.rows("matching_ids",

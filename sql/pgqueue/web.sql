@@ -51,6 +51,11 @@ SELECT DISTINCT queue, task FROM (
 ORDER BY 1, 2
 LIMIT 500;
 
+-- name: id_bounds
+-- The lowest and highest job id, live or finished (two ends of two primary keys).
+SELECT least((SELECT min(id) FROM {schema}.jobs), (SELECT min(id) FROM {schema}.job_history)) AS min_id,
+       greatest((SELECT max(id) FROM {schema}.jobs), (SELECT max(id) FROM {schema}.job_history)) AS max_id;
+
 -- name: jobs_newest
 -- A page of jobs matching the filter, newest first, ids in (lo, hi): keyset, never OFFSET.
 SELECT id, queue, task, args, priority, state, attempt, max_attempts, run_at, tag, group_id,

@@ -237,3 +237,55 @@ def test_pages_refresh_their_counts_by_polling_partials(wq: Queue, web: TestClie
     assert 'hx-select="#groups"' in web.get("/groups").text
     sort = re.search(r'id="sort-age" href="([^"]+)"', jobs)
     assert sort and "order=oldest" in sort.group(1) and "state=queued" in sort.group(1)
+
+
+def test_a_filtered_page_looks_at_a_bounded_stretch_and_paging_stays_exact(
+        wq: Queue, web: TestClient) -> None:
+    ok, boom = wq.tasks["web.ok"], wq.tasks["web.boom"]
+    wq.enqueue_many(ok, [{"n": i} for i in range(40)])
+    wq.enqueue_many(boom, [{"n": i} for i in range(9)])
+    wq.enqueue_many(ok, [{"n": i} for i in range(40, 80)])
+    wq.enqueue_many(boom, [{"n": i} for i in range(9, 13)])
+    run_all(wq)
+    failed = sorted(_history(web, "/jobs", state="failed", limit="500"))
+    assert len(failed) == 13
+    web.app.state.reads.scan_window = 10  # type: ignore[attr-defined]
+    for order, expected in (("newest", failed[::-1]), ("oldest", failed)):
+        seen: list[int] = []
+        pages = []
+        params = {"order": order, "limit": "4", "state": "failed"}
+        while True:
+            page = web.get("/jobs", params={**params, "format": "json"}).json()
+            pages.append(page)
+            seen += [j["id"] for j in page["jobs"]]
+            if page["next_after"] is None:
+                break
+            params["after"] = str(page["next_after"])
+        assert seen == expected, order
+        assert any(p["looked"] and not p["jobs"] for p in pages), "a page cut short by the window"
+        assert len(pages) <= 15  # ~93 ids, 10 a look, 4 a page
+        last = next(p for p in reversed(pages) if p["jobs"])
+        back = [j["id"] for j in last["jobs"]]
+        page = last
+        while page["prev_before"] is not None:
+            page = web.get("/jobs", params={"order": order, "limit": "4", "state": "failed",
+                                            "format": "json",
+                                            "before": str(page["prev_before"])}).json()
+            back = [j["id"] for j in page["jobs"]] + back
+        assert back == expected, order
+    for order, expected in (("newest", failed[::-1]), ("oldest", failed)):
+        # pages never full: every page ends at a window's edge, ids at the edges included
+        seen, params = [], {"order": order, "limit": "100", "state": "failed"}
+        while True:
+            page = web.get("/jobs", params={**params, "format": "json"}).json()
+            seen += [j["id"] for j in page["jobs"]]
+            if page["next_after"] is None:
+                break
+            params["after"] = str(page["next_after"])
+        assert seen == expected, order
+    html = web.get("/jobs", params={"state": "failed", "limit": "4", "after": str(failed[0])}).text
+    assert 'id="looked"' in html
+    # without a filter the window does not apply: pages are always full
+    web.app.state.reads.scan_window = 1  # type: ignore[attr-defined]
+    page = web.get("/jobs", params={"limit": "20", "format": "json"}).json()
+    assert len(page["jobs"]) == 20 and page["looked"] is None
