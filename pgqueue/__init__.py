@@ -27,10 +27,9 @@ from pgqueue.errors import (
 )
 from pgqueue.groups import Group, GroupProgress
 from pgqueue.jobs import Job, JobState
-from pgqueue.limits import Limit
 from pgqueue.queue import Queue
 from pgqueue.retry import Backoff
-from pgqueue.tasks import JobSpec, Task
+from pgqueue.tasks import JobSpec, Limit, Task
 
 __all__ = [
     "AsyncGroup",

@@ -30,6 +30,10 @@ HORIZON_SECONDS = 0.05  # work each slot keeps waiting: 50 ms
 ROUND_TRIPS_COVERED = 4  # ... or four claim round trips, if that is longer
 MAX_BUFFER = 500  # claimed jobs waiting at most, per worker process
 MIN_JOB_SECONDS = 1e-5  # a floor, so a job measured at 0 s does not divide by zero
+# A job refused by a full key (pgqueue.limits) waits at most this long before the claim
+# looks at it again. A holder's end wakes a waiter at once; this bound covers the waiter
+# parked by a claim that committed just after a holder's end had looked for waiters.
+CONCURRENCY_PARK_SECONDS = 15.0
 
 
 class ClaimSizer:

@@ -20,7 +20,7 @@ worker on every machine, with no coordinator:
   released, or rescued after its worker was killed: no finish path changes). A job refused
   a slot is *parked*: its run_at moves to when it may start (the next opening of the rate
   window, booked one gap after the last waiter), or for a full key up to
-  `CONCURRENCY_PARK_SECONDS`, and a holder's end wakes one waiter at once (a trigger, with
+  `pgqueue.claiming.CONCURRENCY_PARK_SECONDS`, and a holder's end wakes one waiter at once (a trigger, with
   a NOTIFY). A parked job is never lost and never holds a worker slot.
 
 Why the key is a job argument, not a function of the arguments: the claim runs in SQL on
@@ -31,51 +31,15 @@ job's row (`args`), and a job enqueued from SQL (`add_job`) is limited like any 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
 from pgqueue.errors import ConfigurationError
+from pgqueue.store import JobStore
+from pgqueue.tasks import Limit
 
-if TYPE_CHECKING:
-    from pgqueue.store import JobStore
-
-# A job refused by a full key waits at most this long before it is looked at again. A
-# holder's end wakes a waiter at once; this bound covers the waiter parked by a claim that
-# committed just after a holder's end had looked for waiters.
-CONCURRENCY_PARK_SECONDS = 15.0
 MAX_WEIGHT = 1000.0
-
-
-@dataclass(frozen=True)
-class Limit:
-    """At most `concurrency` jobs of a task running at once, and at most `rate` starting per
-    `per` seconds, per value of the job argument `key` (None: one key for the task)."""
-
-    key: str | None = None
-    concurrency: int | None = None
-    rate: int | None = None
-    per: float = 1.0
-
-    def check(self, task: str) -> Limit:
-        if self.concurrency is None and self.rate is None:
-            raise ConfigurationError(f"the limit of task {task!r} sets neither a concurrency "
-                                     "nor a rate")
-        for name in ("concurrency", "rate"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ConfigurationError(f"the limit of task {task!r}: {name} must be a whole "
-                                         f"number of at least 1, not {value!r}")
-        if self.rate is not None and (isinstance(self.per, bool) or not isinstance(
-                self.per, int | float) or not self.per > 0):
-            raise ConfigurationError(f"the limit of task {task!r}: per must be a positive "
-                                     f"number of seconds, not {self.per!r}")
-        if self.key is not None and (not isinstance(self.key, str) or not self.key):
-            raise ConfigurationError(f"the limit of task {task!r}: key must name a job "
-                                     f"argument, not {self.key!r}")
-        return self
 
 
 # -- pause ----------------------------------------------------------------------------------

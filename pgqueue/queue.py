@@ -38,7 +38,7 @@ from pgqueue.migrate import Migrator
 from pgqueue.retry import Backoff
 from pgqueue.sql import Statements
 from pgqueue.store import DEFAULT_POOL_SIZE, JobStore
-from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Task
+from pgqueue.tasks import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, JobSpec, Limit, Task
 from pgqueue.worker import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_POLL_INTERVAL,
@@ -117,7 +117,7 @@ class Queue:
              queue: str = DEFAULT_QUEUE, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              timeout: int | None = None, retry_backoff: Backoff | float | None = None,
              priority: int = 0, retry_on: tuple[type[BaseException], ...] = (Exception,),
-             limit: limits.Limit | None = None) -> Any:
+             limit: Limit | None = None) -> Any:
         """Register a task: `@q.task(queue="ocr", max_attempts=3, timeout=600)`.
 
         `limit=Limit(key="host", concurrency=2, rate=1, per=1.0)` bounds its jobs per value
@@ -441,7 +441,7 @@ class Queue:
         equal priorities, for jobs enqueued from now on (None: back to 1)."""
         limits.set_weight(self.store, queue, key, weight)
 
-    def set_limit(self, task: Task | str, limit: limits.Limit | None) -> None:
+    def set_limit(self, task: Task | str, limit: Limit | None) -> None:
         """Write (None: remove) a task's limit now, whatever its workers declared."""
         name = task if isinstance(task, str) else task.name
         limits.declare(self.store, [(name, limit)])

@@ -33,6 +33,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgqueue import connections
+from pgqueue.claiming import CONCURRENCY_PARK_SECONDS
 from pgqueue.db import (
     CONNECT_TIMEOUT,
     connect,
@@ -53,7 +54,6 @@ from pgqueue.enqueue import (
 )
 from pgqueue.errors import DatabaseUnavailable, DuplicateJob
 from pgqueue.jobs import ClaimedJob, storable
-from pgqueue.limits import CONCURRENCY_PARK_SECONDS
 from pgqueue.sql import Statements
 
 if TYPE_CHECKING:

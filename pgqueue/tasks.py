@@ -9,13 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pgqueue.errors import InvalidJobSpec, SerializationError
+from pgqueue.errors import ConfigurationError, InvalidJobSpec, SerializationError
 from pgqueue.retry import Backoff
 
 if TYPE_CHECKING:
     import psycopg
-
-    from pgqueue.limits import Limit
 
 DEFAULT_QUEUE = "default"
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -124,6 +122,36 @@ class JobSink(Protocol):
                 delay: float | None = None, dedupe_key: str | None = None,
                 tag: str | None = None, on_success: Sequence[JobSpec] | None = None,
                 conn: psycopg.Connection[Any] | None = None) -> int: ...
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `concurrency` jobs of a task running at once, and at most `rate` starting per
+    `per` seconds, per value of the job argument `key` (None: one key for the task)."""
+
+    key: str | None = None
+    concurrency: int | None = None
+    rate: int | None = None
+    per: float = 1.0
+
+    def check(self, task: str) -> Limit:
+        if self.concurrency is None and self.rate is None:
+            raise ConfigurationError(f"the limit of task {task!r} sets neither a concurrency "
+                                     "nor a rate")
+        for name in ("concurrency", "rate"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigurationError(f"the limit of task {task!r}: {name} must be a whole "
+                                         f"number of at least 1, not {value!r}")
+        if self.rate is not None and (isinstance(self.per, bool) or not isinstance(
+                self.per, int | float) or not self.per > 0):
+            raise ConfigurationError(f"the limit of task {task!r}: per must be a positive "
+                                     f"number of seconds, not {self.per!r}")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key):
+            raise ConfigurationError(f"the limit of task {task!r}: key must name a job "
+                                     f"argument, not {self.key!r}")
+        return self
 
 
 @dataclass
