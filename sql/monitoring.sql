@@ -52,3 +52,15 @@ GROUP BY j.queue ORDER BY j.queue;
 -- Periodic schedules (clerk: one per refreshed site), soonest first, with the last slot's job.
 SELECT name, task, schedule, next_run_at, last_slot, last_job_state, enqueued, skipped
 FROM pgqueue.periodic_schedules ORDER BY next_run_at LIMIT 20;
+
+-- Paused queues (`clerk pause QUEUE`): no worker claims them until `clerk resume QUEUE`.
+SELECT queue, reason, now() - paused_at AS paused_for FROM pgqueue.queue_pauses ORDER BY queue;
+
+-- Per-key limits in use (clerk: fetches per source host): running, recent starts, parked.
+SELECT task, key, running, concurrency, recent_starts, rate, per_seconds, parked
+FROM pgqueue.limit_usage ORDER BY parked DESC, running DESC LIMIT 20;
+
+-- Fair order: the next jobs of a queue in the order the claim takes them (tags in turn).
+SELECT id, tag, priority, fair_rank, run_at FROM pgqueue.jobs
+WHERE state = 'queued' AND queue = 'ocr' AND run_at <= now()
+ORDER BY priority DESC, fair_rank, run_at, id LIMIT 20;
