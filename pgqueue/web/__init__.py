@@ -74,6 +74,13 @@ they answer with the count to confirm), `/queues/{name}/pause`, `/queues/{name}/
 
 from __future__ import annotations
 
+try:
+    import jinja2  # noqa: F401
+    import starlette  # noqa: F401
+except ImportError as missing:  # one clear line, not a trace into our modules
+    raise ImportError(f"pgqueue.web needs Starlette, Jinja2 and uvicorn (the 'web' extra): "
+                      f"{missing}") from None
+
 from pgqueue.web.app import create_app
 from pgqueue.web.extension import Extension
 from pgqueue.web.render import json_default, json_dumps, render, wants_json
