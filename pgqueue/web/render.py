@@ -96,6 +96,12 @@ def format_when(value: Any) -> str:
     return str(value)
 
 
+def last_line(text: Any) -> str:
+    """The last non-blank line of an error (its exception), '' for none."""
+    lines = [line for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
 def make_environment(extensions: Sequence[Extension]) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = [
         jinja2.FileSystemLoader(str(ext.templates_dir)) for ext in extensions
@@ -106,6 +112,7 @@ def make_environment(extensions: Sequence[Extension]) -> jinja2.Environment:
                              lstrip_blocks=True)
     env.filters["age"] = format_age
     env.filters["when"] = format_when
+    env.filters["last_line"] = last_line
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, default=json_default, indent=2,
                                                           ensure_ascii=False)
     env.globals["url"] = _url

@@ -194,6 +194,10 @@ def test_a_script_in_an_arg_or_an_error_renders_as_text(wq: Queue, web: TestClie
         html = web.get(path).text
         assert SCRIPT not in html, path
         assert escaped in html, path
+    with wq.session() as conn:  # an error of blank lines only (written by hand) still renders
+        conn.execute(f"UPDATE {wq.schema}.job_history SET last_error = E'\\n  \\n' WHERE id = %s",
+                     (job,))
+    assert web.get("/jobs").status_code == 200 and web.get(f"/jobs/{job}").status_code == 200
     # the filter's own echo of the search is escaped too
     html = web.get("/jobs", params={"q": '"><script>alert(2)</script>'}).text
     assert "<script>alert(2)" not in html and "&lt;script&gt;alert(2)" in html
