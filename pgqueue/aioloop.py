@@ -156,14 +156,17 @@ class AsyncSlots:
                 loop.run_until_complete(asyncio.wait(pending, timeout=2))
             loop.close()
 
-    def submit(self, token: Any, job: ClaimedJob, context: JobContext) -> None:
-        """From any thread: run the job when a place is free."""
-        self._ready_loop().call_soon_threadsafe(self._spawn, token, job, context)
+    def submit(self, jobs: list[tuple[Any, ClaimedJob, JobContext]]) -> None:
+        """From any thread: run each (token, job, context) when a place is free. One
+        hand-over (one wake-up of the loop) for a whole claim."""
+        self._ready_loop().call_soon_threadsafe(self._spawn, jobs)
 
-    def _spawn(self, token: Any, job: ClaimedJob, context: JobContext) -> None:
-        task = self._ready_loop().create_task(self._job(token, job, context))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, jobs: list[tuple[Any, ClaimedJob, JobContext]]) -> None:
+        loop = self._ready_loop()
+        for token, job, context in jobs:
+            task = loop.create_task(self._job(token, job, context))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _job(self, token: Any, job: ClaimedJob, context: JobContext) -> None:
         async with self._places:

@@ -98,15 +98,22 @@ class Slots:
                     ready.append(item)
                 self._held[item.job.id] = item
             self._outstanding += len(items)
-        for item in ready:
-            self._ready(item)
+        self._ready_all(ready)
 
     def _ready(self, item: Held) -> None:
-        """To the event loop (an async task's job) or the slot threads' inbox."""
-        if self.aio is not None and is_async_task(self.tasks.get(item.job.task)):
-            self.aio.submit(item, item.job, item.context)
-        else:
-            self._inbox.put(item)
+        self._ready_all([item])
+
+    def _ready_all(self, items: list[Held]) -> None:
+        """To the event loop (async tasks' jobs, in one hand-over) or the slot threads'
+        inbox."""
+        coroutines = []
+        for item in items:
+            if self.aio is not None and is_async_task(self.tasks.get(item.job.task)):
+                coroutines.append((item, item.job, item.context))
+            else:
+                self._inbox.put(item)
+        if coroutines and self.aio is not None:
+            self.aio.submit(coroutines)
 
     def outstanding(self) -> int:
         with self._lock:

@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+
 from bench import probe
 from bench.contenders.base import QUEUE, THROUGHPUT_TASK, Layout, Producer
 from bench.contenders.pgqueue_c import PgQueue
@@ -34,28 +36,34 @@ def make_queue(dsn: str) -> Any:
 
 
 class PgQueueAsyncProducer(Producer):
-    """Enqueues from a coroutine, as a FastAPI handler would, through one AsyncQueue."""
+    """Enqueues from a coroutine through one AsyncQueue, on the caller's own async
+    connection, as the sync producer passes its own (a pooled one is checked with a round
+    trip each time it is taken)."""
 
     def __init__(self, dsn: str) -> None:
         from pgqueue import AsyncQueue
         self.loop = asyncio.new_event_loop()
         self.q = make_queue(dsn)
         self.aq = AsyncQueue(self.q, pool_size=1)
+        self.conn = self.loop.run_until_complete(
+            psycopg.AsyncConnection.connect(dsn, autocommit=True))
 
     def one(self, i: int, task: str = THROUGHPUT_TASK) -> None:
-        self.loop.run_until_complete(self.aq.enqueue(self.q.tasks[task], {"i": i}))
+        self.loop.run_until_complete(self.aq.enqueue(self.q.tasks[task], {"i": i},
+                                                     conn=self.conn))
 
     def each(self, numbers: Sequence[int]) -> None:
         async def enqueue_all() -> None:
             for i in numbers:
-                await self.aq.enqueue(self.q.tasks[THROUGHPUT_TASK], {"i": i})
+                await self.aq.enqueue(self.q.tasks[THROUGHPUT_TASK], {"i": i}, conn=self.conn)
         self.loop.run_until_complete(enqueue_all())
 
     def bulk(self, numbers: Sequence[int]) -> None:
         self.loop.run_until_complete(self.aq.enqueue_many(
-            self.q.tasks[THROUGHPUT_TASK], [{"i": i} for i in numbers]))
+            self.q.tasks[THROUGHPUT_TASK], [{"i": i} for i in numbers], conn=self.conn))
 
     def close(self) -> None:
+        self.loop.run_until_complete(self.conn.close())
         self.loop.run_until_complete(self.aq.close())
         self.loop.close()
         self.q.close()

@@ -493,8 +493,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "async-on-the-loop", "async def tasks run on the worker's event loop beside its sync slots",
         (Edit("pgqueue/slots.py",
-              "        if self.aio is not None and is_async_task(self.tasks.get(item.job.task)):",
-              "        if False:"),),
+              "if self.aio is not None and is_async_task(self.tasks.get(item.job.task)):",
+              "if False:"),),
         (f"{ASYNC_TASKS}::test_sync_and_async_jobs_share_one_worker",)),
     Mutation(
         "async-retried", "a failed async job is retried as a sync one is",
