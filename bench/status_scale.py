@@ -6,7 +6,8 @@ old way (an aggregate over all of job_history) for comparison. Milliseconds, med
     python -m bench.status_scale --rows 0,200000    # quicker
 
 History is filled with generate_series (the statement triggers count it as any finish is
-counted), on a throwaway PostgreSQL on 127.0.0.1; 50 sites have a run in flight.
+counted), on a throwaway PostgreSQL on 127.0.0.1; 50 sites have a run in flight, newer
+than their history (its ids are below theirs, as earlier runs' are).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ACTIVE_SITES = 50
 FILL = """
 INSERT INTO pgqueue.job_history (id, queue, task, args, priority, state, attempt,
     max_attempts, run_at, tag, created_at, started_at, finished_at)
-SELECT g, CASE WHEN g %% 10 = 0 THEN 'fetch' ELSE 'ocr' END,
+SELECT -g, CASE WHEN g %% 10 = 0 THEN 'fetch' ELSE 'ocr' END,
        CASE WHEN g %% 10 = 0 THEN 'clerk.fetch' ELSE 'clerk.ocr' END, '{}', 0,
        CASE WHEN g %% 97 = 0 THEN 'failed' ELSE 'succeeded' END::pgqueue.job_state, 1, 3,
        now(), 'city-' || (g %% 3000), now(), now() - interval '3 seconds',

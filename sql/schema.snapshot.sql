@@ -799,6 +799,7 @@ CREATE INDEX job_history_failed ON pgqueue.job_history USING btree (queue, finis
 CREATE INDEX job_history_group ON pgqueue.job_history USING btree (group_id) WHERE (group_id IS NOT NULL);
 CREATE INDEX job_history_prune ON pgqueue.job_history USING btree (state, finished_at);
 CREATE INDEX job_history_tag ON pgqueue.job_history USING btree (tag, finished_at) WHERE (tag IS NOT NULL);
+CREATE INDEX job_history_tag_queue ON pgqueue.job_history USING btree (tag, queue, id) WHERE (tag IS NOT NULL);
 CREATE INDEX job_waiters_job ON pgqueue.job_waiters USING btree (job_id);
 CREATE INDEX jobs_claim ON pgqueue.jobs USING btree (queue, priority DESC, fair_rank, run_at, id) WHERE (state = 'queued'::pgqueue.job_state);
 CREATE UNIQUE INDEX jobs_dedupe ON pgqueue.jobs USING btree (dedupe_key) WHERE (dedupe_key IS NOT NULL);

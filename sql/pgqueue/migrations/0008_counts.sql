@@ -60,6 +60,10 @@ CREATE TABLE {schema}.job_rollups (
     PRIMARY KEY (minute, queue, task, state)
 );
 
+-- A tag's jobs of one queue, newest first (clerk status: a site's latest fetch is one
+-- probe, not a walk through every row the site has in retention).
+CREATE INDEX job_history_tag_queue ON {schema}.job_history (tag, queue, id) WHERE tag IS NOT NULL;
+
 CREATE FUNCTION {schema}.count_history_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {schema}.job_count_changes (queue, state, jobs, task, minute, finished, seconds)
