@@ -140,7 +140,7 @@ def _run(pipeline: Pipeline, workers: int, echo: Echo) -> int:
         pipeline.allow_url(url)  # its own server on 127.0.0.1, refused by default (clerk.network)
         pipeline.fetch_all("add_site", {
             "subdomain": DEMO_SITE, "name": "Sample City", "source_url": url + "index.html",
-            "source_kind": "index"})
+            "source_kind": "index", "token": None})
         echo(f"serving the sample site at {url}index.html")
         result = pipeline.enqueue_site(DEMO_SITE, "high")
         # An interrupted demo's jobs still running (their leases not yet expired) are joined.
