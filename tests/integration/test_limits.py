@@ -196,8 +196,21 @@ def test_a_killed_holders_slot_frees_when_its_lease_is_rescued(
 
 def test_one_start_per_second_per_key(fair: Queue, db_url: str, tmp_path: Path) -> None:
     """Issue 15's rate test: a limit of 1 start per second per key, two keys, two worker
-    processes: over 10 s, 10 starts per key, give or take one (a count, not a timing)."""
-    fair.enqueue_many(fair_app.ping, [{"host": f"h{i % 2}", "n": i} for i in range(60)])
+    processes: over 10 s, 10 starts per key, give or take one (a count, not a timing). A
+    backlog waits from the start, and new jobs keep coming (one per key every 0.2 s), so
+    a job is always due whenever the window would let one more start."""
+    fair.enqueue_many(fair_app.ping, [{"host": f"h{i % 2}", "n": i} for i in range(20)])
+    stop_feeding = threading.Event()
+
+    def feed() -> None:
+        n = 1000
+        while not stop_feeding.wait(0.2):
+            for host in ("h0", "h1"):
+                fair_app.ping.enqueue(host=host, n=n)
+                n += 1
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     procs = start_workers(db_url, "ping", 2, 4, tmp_path)
     try:
         with psycopg.connect(db_url, autocommit=True) as conn:
@@ -217,6 +230,8 @@ def test_one_start_per_second_per_key(fair: Queue, db_url: str, tmp_path: Path) 
                 "SELECT min(gap) FROM (SELECT started_at - lag(started_at) OVER "
                 "(PARTITION BY key ORDER BY started_at) AS gap FROM runs) g").fetchone()[0]
     finally:
+        stop_feeding.set()
+        feeder.join(30)
         stop(procs)
     # Each start was granted a second after the one before, by the database's clock; the
     # jobs record theirs a little later, so the gaps they see are close to a second.
