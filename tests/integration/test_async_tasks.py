@@ -8,9 +8,10 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from pgqueue import JobState, Queue
+from pgqueue import Backoff, JobState, Queue, maintenance
 from tests.chaos.conftest import Fleet, scalar, wait_for
 from tests.support import worker_app
 from tests.support.postgres import effects
@@ -160,3 +161,23 @@ def test_the_lease_keeper_keeps_a_long_coroutines_lease(app: Queue, db_url: str,
     job = app.get_job(job_id)
     assert (job.attempt, job.rescues) == (1, 0)
     assert [(item, attempt) for _, item, attempt in effects(db_url)] == [(8, 1)]
+
+
+def test_a_lost_lease_cancels_the_coroutine(app: Queue, db_url: str, fleet: Fleet) -> None:
+    """The job is rescued from under its worker (its lease made to expire): the lease
+    keeper's next beat finds it gone and the coroutine is cancelled, as a sync job in a
+    killable process would be killed."""
+    sleeper = dataclasses.replace(worker_app.async_sleeper, timeout=None, max_attempts=3)
+    job_id = sleeper.enqueue(item=9)
+    fleet.start(db_url, "async", lease=30)
+    wait_for(lambda: -9 in [item for _, item, _ in effects(db_url)], timeout=60,
+             what="the sleeper to start", watch=fleet)
+    with psycopg.connect(db_url) as conn:  # one transaction: expire, rescue, and keep it
+        conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 second' "
+                     "WHERE id = %s", (job_id,))
+        assert maintenance.rescue_expired(app.store, lambda task: Backoff(), conn)["requeued"] == 1
+        # from this worker (a re-claim here would wait for the attempt it still runs)
+        conn.execute("UPDATE pgqueue.jobs SET run_at = now() + interval '1 hour' "
+                     "WHERE id = %s", (job_id,))
+    wait_for(lambda: 1_000_009 in [item for _, item, _ in effects(db_url)], timeout=60,
+             what="the first attempt's coroutine to be cancelled", watch=fleet)
