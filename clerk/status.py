@@ -325,6 +325,13 @@ def _queue_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _paused_lines(data: dict[str, Any]) -> list[str]:
+    """Each paused queue (`clerk pause QUEUE`), with its reason."""
+    return [f"paused: {printable(row['queue'])} since {row['paused_at']}"
+            + (f": {printable(row['reason'])}" if row["reason"] else "")
+            + " (clerk resume to go on)" for row in data.get("paused", [])]
+
+
 def _worker_lines(data: dict[str, Any]) -> list[str]:
     lines = ["", f"workers ({len(data['workers'])}):"]
     for worker in data["workers"]:
@@ -357,7 +364,7 @@ def _site_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-OVERVIEW_SECTIONS = [_header_lines, _queue_lines, _worker_lines, _site_lines]
+OVERVIEW_SECTIONS = [_header_lines, _queue_lines, _paused_lines, _worker_lines, _site_lines]
 
 
 def overview_lines(data: dict[str, Any]) -> list[str]:
