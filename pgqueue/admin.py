@@ -41,6 +41,8 @@ def cancel(store: JobStore, *, tag: str | None = None, group_id: int | None = No
     if tag is None and group_id is None and not ids:
         raise ValueError("cancel needs a tag, a group id or job ids")
     with store.transaction() as conn:
+        # Running jobs first: a worker's finish locks jobs, then their groups.
+        signalled = _flag_running(store, conn, tag=tag, group_id=group_id, ids=ids)
         groups = 0
         if tag is not None:
             groups += len(store.run(conn, "cancel_groups_by_tag", {"tag": tag}).fetchall())
@@ -51,7 +53,6 @@ def cancel(store: JobStore, *, tag: str | None = None, group_id: int | None = No
         else:
             queued = store.run(conn, "lock_queued_by_ids", {"ids": ids}).fetchall()
         cancelled = _finish_queued(store, conn, queued, "cancelled by request")
-        signalled = _flag_running(store, conn, tag=tag, group_id=group_id, ids=ids)
     return CancelResult(cancelled, signalled, groups)
 
 

@@ -465,14 +465,22 @@ RETURNING id;
 
 -- name: request_cancel_running
 -- Running jobs cannot be deleted under their worker: flag them and tell the workers.
-WITH flagged AS (
-    UPDATE {schema}.jobs SET cancel_requested = true, updated_at = now()
+-- Their rows are locked in id order, as a worker's finish locks them, and before a cancel
+-- touches any group (a finish locks jobs, then groups): no deadlock between the two.
+WITH chosen AS (
+    SELECT id FROM {schema}.jobs
     WHERE state = 'running' AND NOT cancel_requested
       AND ((%(tag)s::text IS NOT NULL AND tag = %(tag)s)
         OR (%(queue)s::text IS NOT NULL AND queue = %(queue)s)
         OR (%(group_id)s::bigint IS NOT NULL AND group_id = %(group_id)s)
         OR id = ANY(%(ids)s::bigint[]))
-    RETURNING id
+    ORDER BY id
+    FOR UPDATE
+),
+flagged AS (
+    UPDATE {schema}.jobs AS j SET cancel_requested = true, updated_at = now()
+    FROM chosen WHERE j.id = chosen.id
+    RETURNING j.id
 )
 SELECT coalesce(array_agg(id), '{{}}') AS ids,
        (SELECT count(pg_notify({schema_name} || '.cancel', '')) FROM flagged LIMIT 1) AS notified

@@ -95,7 +95,7 @@ def claim_and_lose(app: Queue, db_url: str, queue: str) -> tuple[int, int, int]:
             "metadata": Jsonb({})}).fetchone()["id"]
         (claimed,) = conn.execute(app.statements.claim, {
             "queue": queue, "limit": 1, "worker_id": worker_id, "lease_seconds": 30,
-            "free": 1, "floor": None, "buffered": None}).fetchall()
+            "free": 1, "floor": None, "buffered": None, "park_seconds": 15}).fetchall()
         conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'")
     assert app.rescue_expired() == {"requeued": 1, "failed": 0}
     return claimed["id"], worker_id, claimed["attempt"]
@@ -111,7 +111,8 @@ def stale_outcomes(app: Queue, db_url: str, job_id: int, worker_id: int, attempt
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
         changed["fail"] = conn.execute(app.statements.finish_jobs, {
             "ids": [job_id], "attempts": [attempt], "states": ["failed"],
-            "errors": ["stale failure"], "from_state": "running"}).fetchone()["finished"]
+            "errors": ["stale failure"], "results": [None],
+            "from_state": "running"}).fetchone()["finished"]
         changed["retry"] = len(conn.execute(app.statements.retry_later, {
             "ids": [job_id], "attempts": [attempt], "delays": [0.0],
             "errors": ["stale failure"]}).fetchall())
@@ -119,7 +120,7 @@ def stale_outcomes(app: Queue, db_url: str, job_id: int, worker_id: int, attempt
             "ids": [job_id], "worker_id": worker_id}).fetchall())
         changed["finish"] = conn.execute(app.statements.finish_jobs, {
             "ids": [job_id], "attempts": [attempt], "states": ["succeeded"], "errors": [None],
-            "from_state": "running"}).fetchone()["finished"]
+            "results": [None], "from_state": "running"}).fetchone()["finished"]
     return changed
 
 
@@ -357,7 +358,7 @@ def test_property_followups_fire_once_per_group(
                 "metadata": Jsonb({})}).fetchone()["id"]
             stale = conn.execute(queue.statements.claim, {
                 "queue": "m", "limit": lost, "worker_id": worker_id, "lease_seconds": 30,
-                "free": lost, "floor": None, "buffered": None}
+                "free": lost, "floor": None, "buffered": None, "park_seconds": 15}
             ).fetchall()
             conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'"
                          " WHERE state = 'running'")
@@ -369,7 +370,7 @@ def test_property_followups_fire_once_per_group(
                     result = conn.execute(queue.statements.finish_jobs, {
                         "ids": [r["id"] for r in stale], "attempts": [r["attempt"] for r in stale],
                         "states": [state] * len(stale), "errors": ["stale"] * len(stale),
-                        "from_state": "running"}).fetchone()
+                        "results": [None] * len(stale), "from_state": "running"}).fetchone()
                 assert result["finished"] == 0
 
         # While the rescued jobs wait to re-run, a stale failure changes nothing (a stale
