@@ -324,7 +324,8 @@ def test_readme_development_commands_exist() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert pgqueue.__all__ == [
-        "AsyncGroup", "AsyncQueue", "Backoff", "CancelResult", "ConfigurationError", "DatabaseError", "DatabaseUnavailable",
+        "AsyncGroup", "AsyncQueue", "Backoff", "CancelResult", "ConfigurationError", "DatabaseError",
+        "DatabaseUnavailable",
         "DuplicateJob", "Group", "GroupError", "GroupExists", "GroupProgress", "GroupSealed",
         "InvalidJobSpec", "Job", "JobCancelled", "JobContext", "JobFailed", "JobInterrupted",
         "JobNotFound",
