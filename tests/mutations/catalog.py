@@ -148,8 +148,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{QUEUE}::test_dedupe_key_is_unique_among_live_jobs",)),
     Mutation(
         "dedupe-many", "a dedupe key is unique among live jobs",
-        (Edit(QUERIES, "%(dedupe_keys)s::text[]",
-              "array_fill(NULL::text, ARRAY[cardinality(%(dedupe_keys)s::text[])])"),),
+        (Edit(QUERIES, "%(dedupe_keys)s::text[], %(timeouts)s::integer[]",
+              "array_fill(NULL::text, ARRAY[cardinality(%(dedupe_keys)s::text[])]), "
+              "%(timeouts)s::integer[]"),),
         (f"{QUEUE}::test_dedupe_key_is_unique_among_live_jobs",)),
     Mutation(
         "callers-transaction", "a job is created iff the caller's transaction commits",
