@@ -120,14 +120,16 @@ def worker_rows(db_url: str) -> list[tuple]:
     return rows(db_url, "SELECT pid, queues FROM pgqueue.active_workers ORDER BY pid")
 
 
-def test_sigterm_mid_job_loses_nothing(site: str, clerk_env: dict[str, str], db_url: str,
+def test_sigterm_mid_job_loses_nothing(site: str, http_server: HttpServer,
+                                       clerk_env: dict[str, str], db_url: str,
                                        tmp_path: Path, daemons: list[Clerkd]) -> None:
     clerk(clerk_env, "site", "add", "springfield", "--url", site)
     clerk(clerk_env, "enqueue", "springfield")
     daemon = Clerkd(clerk_env, tmp_path / "clerkd.log", fetch=1)
     daemons.append(daemon)
-    wait_for(lambda: rows(db_url, "SELECT 1 FROM pgqueue.jobs WHERE state = 'running'"),
-             "the fetch job to start")
+    # Claimed is not yet started: wait for the fetch to be downloading the slow agenda.
+    wait_for(lambda: any(seen.path == "/agenda.pdf" for seen in http_server.requests),
+             "the fetch job to be downloading")
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(90) == 0, daemon.log.read_text()
     # The fetch finished within the grace period: its run's page jobs are all queued.
@@ -145,15 +147,17 @@ def test_sigterm_mid_job_loses_nothing(site: str, clerk_env: dict[str, str], db_
     assert status["complete"], status
 
 
-def test_sigterm_after_grace_gives_the_job_back(site: str, clerk_env: dict[str, str],
+def test_sigterm_after_grace_gives_the_job_back(site: str, http_server: HttpServer,
+                                                clerk_env: dict[str, str],
                                                 db_url: str, tmp_path: Path,
                                                 daemons: list[Clerkd]) -> None:
     clerk(clerk_env, "site", "add", "springfield", "--url", site)
     clerk(clerk_env, "enqueue", "springfield")
     daemon = Clerkd({**clerk_env, "CLERK_SHUTDOWN_GRACE": "0.5"}, tmp_path / "clerkd.log", fetch=1)
     daemons.append(daemon)
-    wait_for(lambda: rows(db_url, "SELECT 1 FROM pgqueue.jobs WHERE state = 'running'"),
-             "the fetch job to start")
+    # Claimed is not yet started: wait for the fetch to be downloading the slow agenda.
+    wait_for(lambda: any(seen.path == "/agenda.pdf" for seen in http_server.requests),
+             "the fetch job to be downloading")
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(60) == 0, daemon.log.read_text()
     # Too slow for the grace period: given back, not lost, and its attempt not counted.

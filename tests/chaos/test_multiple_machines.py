@@ -285,8 +285,10 @@ def test_clerk_stages_on_hosts_that_share_only_the_database(
         d = start_host("host-d", lab.host("b"), url(server, lab.db_address(2)), ["ocr"], env,
                        storage, log_dir)
         hosts.append(d)
-        wait_for(lambda: scalar(here, "SELECT last_success_at FROM clerk.sites"), timeout=300,
-                 what="the run to be deployed")
+        # The deploy job records the site's success before its own finish is committed.
+        wait_for(lambda: scalar(here, "SELECT count(*) FROM pgqueue.job_history WHERE "
+                                      "task = 'clerk.deploy' AND state = 'succeeded'"),
+                 timeout=300, what="the run to be deployed")
 
         with psycopg.connect(here, autocommit=True) as conn:
             stages = {(r[0], r[1]) for r in conn.execute(
