@@ -222,15 +222,19 @@ WITH outcome AS (
 -- `locked` carries each outcome on to the DELETE, which joins nothing else: a second join
 -- with `outcome` was planned (estimates of 10 and 1 rows) as a nested loop scanning the
 -- whole batch for every row, quadratic: 20 ms for a finish of 340 jobs, half the drain rate.
+-- `j.id = ANY(ids)` is the join condition again, said so the planner reads `jobs` by its
+-- primary key: from the join alone it estimated a sequential scan of the backlog cheaper
+-- than 450 index probes, and hashed 20,000 rows to finish 450 (7 of a finish's 12 ms).
 locked AS (
     SELECT j.id, o.state AS final_state, o.error AS final_error, o.result::jsonb AS final_result
     FROM {schema}.jobs AS j JOIN outcome AS o USING (id)
-    WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND (
+       j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state
        -- A success of the attempt a job was rescued after, while it waits to run again
        -- (its worker was frozen or cut off, not dead): the work is done, so it is kept.
        -- Any other outcome of that attempt, or any outcome of another, changes nothing.
        OR j.attempt = o.attempt AND j.state = 'queued' AND o.state = 'succeeded'
-          AND %(from_state)s::text = 'running'
+          AND %(from_state)s::text = 'running')
     ORDER BY j.id
     FOR UPDATE OF j
 ),

@@ -62,7 +62,7 @@ _FANIN_CATCH = ("        EXCEPTION WHEN OTHERS THEN\n"
 RERUN_RUNNING = f"{GROUPS}::test_stale_outcomes_while_the_rerun_runs_change_nothing"
 RESCUED_WAITING = f"{GROUPS}::test_stale_outcomes_while_the_rescued_job_waits_keep_only_its_success"
 
-_FINISH_GUARD = "    WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state\n"
+_FINISH_GUARD = "       j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state\n"
 # retry_later's WHERE; requeue_rescued has the same line, so the context names the statement.
 _RETRY_GUARD = ("WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'\n"
                 "RETURNING j.id;\n\n-- name: release_jobs")
@@ -71,11 +71,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- the guards of every terminal update ---------------------------------------------
     Mutation(
         "finish-attempt-guard", "a late finish changes nothing",
-        (Edit(QUERIES, _FINISH_GUARD, "    WHERE j.state = %(from_state)s::{schema}.job_state\n"),),
+        (Edit(QUERIES, _FINISH_GUARD, "       j.state = %(from_state)s::{schema}.job_state\n"),),
         (RERUN_RUNNING,)),
     Mutation(
         "finish-state-guard", "a late finish changes nothing",
-        (Edit(QUERIES, _FINISH_GUARD, "    WHERE j.attempt = o.attempt\n"),),
+        (Edit(QUERIES, _FINISH_GUARD, "       j.attempt = o.attempt\n"),),
         (RESCUED_WAITING,)),
     Mutation(
         "retry-attempt-guard", "a late failure changes nothing",
@@ -98,7 +98,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "cancel-state-guard", "cancel deletes only queued jobs; running ones are told to stop",
         (Edit(QUERIES, "WHERE tag = %(tag)s AND state = 'queued'\nFOR UPDATE SKIP LOCKED;",
               "WHERE tag = %(tag)s\nFOR UPDATE SKIP LOCKED;"),
-         Edit(QUERIES, _FINISH_GUARD, "    WHERE j.attempt = o.attempt\n")),
+         Edit(QUERIES, _FINISH_GUARD, "       j.attempt = o.attempt\n")),
         (f"{GROUPS}::test_cancel_a_site_stops_queued_and_running_jobs",)),
     Mutation(
         "release-gives-back", "warm shutdown gives unfinished jobs back, their attempt not counted",
