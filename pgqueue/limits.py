@@ -1,7 +1,7 @@
 """Who runs next: paused queues, fair order across keys, and per-key limits.
 
-All three are enforced by the claim statement itself (`claim` and `claim_across_queues`
-in sql/pgqueue/queries.sql; the tables are migration 0005), so they hold across every
+All three are enforced by the claim statement itself (`claim` in
+sql/pgqueue/queries.sql; the tables are migration 0005), so they hold across every
 worker on every machine, with no coordinator:
 
 - **Pause**: a queue in `paused_queues` is claimed by nobody until resumed; resuming

@@ -325,14 +325,12 @@ class JobStore:
     def _claim(self, queues: Sequence[str], limit: int, worker_id: int | None,
                lease_seconds: float, free: int | None, floor: int | None,
                buffered: Sequence[str] | None) -> tuple[Any, dict[str, Any]]:
-        """One queue: the simple claim. Several: the best jobs across them (priority first)."""
+        """The best jobs across `queues` (priority first; one queue is the simple case)."""
         params = {"limit": limit, "worker_id": worker_id, "lease_seconds": lease_seconds,
                   "free": limit if free is None else free, "floor": floor,
                   "buffered": None if buffered is None else list(buffered),
                   "park_seconds": CONCURRENCY_PARK_SECONDS}
-        if len(queues) == 1:
-            return self.statements.claim, {**params, "queue": queues[0]}
-        return self.statements.claim_across_queues, {**params, "queues": list(queues)}
+        return self.statements.claim, {**params, "queues": list(queues)}
 
     def claim(self, conn: psycopg.Connection[Any], *, worker_id: int | None,
               queues: Sequence[str], limit: int, lease_seconds: float) -> list[ClaimedJob]:

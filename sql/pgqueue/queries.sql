@@ -56,14 +56,17 @@ SELECT pg_notify({schema_name} || '.' || %(queue)s, '');
 SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
 
 -- name: claim
+-- The jobs a worker takes next, best first, from one queue or several: locked, leased
+-- (attempt counted now) and returned in the order they run.
+-- The walk: per queue, a LATERAL reads jobs_claim (queued rows only) in this ORDER BY and
+-- stops at LIMIT, so claiming costs the same however much history or backlog exists;
+-- the queues' few rows are then merged by the outer ORDER BY. (Written as one walk with
+-- `queue = ANY(...)`, PostgreSQL cannot read the index in order and sorts the whole
+-- backlog: seen, a sequential scan and sort over 10,000 queued rows for a LIMIT 10.)
 -- The MATERIALIZED CTE is an optimisation fence: written as `WHERE id IN (subquery)` the
--- planner may re-run the LIMIT subquery per row and claim more rows than asked. The inner
--- SELECT walks jobs_claim (queued rows only, in this ORDER BY), so claiming costs the same
--- however much history or backlog exists. One queue per statement: with `queue = ANY(...)`
--- PostgreSQL cannot read the index in order and sorts the whole backlog instead (seen:
--- a sequential scan and sort over 10,000 queued rows for a LIMIT 10).
--- SKIP LOCKED lets concurrent workers take disjoint rows. A paused queue (paused_queues)
--- is cut off by a one-time filter before the walk reads a row.
+-- planner may re-run the LIMIT subquery per row and claim more rows than asked.
+-- SKIP LOCKED lets concurrent workers take disjoint rows; rows locked but not chosen are
+-- released at commit. A paused queue (paused_queues) is skipped before its walk.
 -- fair_rank (migration 0005) orders keys (tags) round-robin within a priority; it is
 -- assigned when a job is inserted, so the walk is the same ordered index scan as ever.
 -- Priority over the buffer: the first %(free)s rows are for free slots; the rest wait in
@@ -71,78 +74,12 @@ SELECT id FROM {schema}.jobs WHERE dedupe_key = %(dedupe_key)s;
 -- best the worker holds): a lower-priority job held there would run ahead of a
 -- higher-priority job enqueued meanwhile (a running job's next step). And only from the
 -- queues in %(buffered)s (NULL: any), those whose run times the worker has measured as
--- short: an unknown job may be an hour long. Rows locked but not chosen are released at
--- commit.
+-- short: an unknown job may be an hour long.
 -- Limits (pgqueue/limits.py): the candidates of a limited task ask take_slots() for their
 -- key's slots, one call per key, in key order (two claims never wait for each other's
 -- keys in opposite orders); those refused are parked (run_at moved to when they may run)
 -- and come back as one row with a NULL id whose run_at is the earliest time a parked job
--- of the keys it saw may start (jobs_parked), so the worker wakes then. The rows come back in claim order: the order they run.
-WITH locked AS MATERIALIZED (
-    SELECT id, queue, task, args, attempt, priority, fair_rank, run_at FROM {schema}.jobs
-    WHERE state = 'queued' AND queue = %(queue)s AND run_at <= now()
-      AND NOT EXISTS (SELECT FROM {schema}.paused_queues WHERE queue = %(queue)s)
-    ORDER BY priority DESC, fair_rank, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-),
-candidates AS MATERIALIZED (
-    SELECT * FROM (
-        SELECT *, row_number() OVER (ORDER BY priority DESC, fair_rank, run_at, id) AS n,
-               max(priority) OVER () AS top
-        FROM locked
-    ) AS ranked
-    WHERE n <= %(free)s
-       OR (priority >= greatest(top, %(floor)s::smallint)
-           AND (%(buffered)s::text[] IS NULL OR queue = ANY(%(buffered)s::text[])))
-),
-verdicts AS MATERIALIZED (
-    SELECT v.job_id, v.park_until, k.task || ':' || k.key AS limit_key
-    FROM (SELECT m.task, coalesce(c.args ->> m.key_arg, '') AS key,
-                 array_agg(c.id ORDER BY c.n) AS ids,
-                 array_agg(c.attempt + 1 ORDER BY c.n) AS attempts
-          FROM candidates AS c JOIN {schema}.limits AS m ON m.task = c.task
-          GROUP BY 1, 2 ORDER BY 1, 2) AS k
-    CROSS JOIN LATERAL {schema}.take_slots(k.task, k.key, k.ids, k.attempts,
-                                           %(park_seconds)s) AS v
-),
-parked AS (
-    UPDATE {schema}.jobs AS j
-    SET run_at = v.park_until, parked_until = v.park_until, limit_key = v.limit_key
-    FROM verdicts AS v
-    WHERE j.id = v.job_id AND v.park_until IS NOT NULL
-    RETURNING j.run_at
-),
-claimed AS (
-    UPDATE {schema}.jobs AS j
-    SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
-        lease_until = now() + %(lease_seconds)s * interval '1 second',
-        started_at = now(), updated_at = now(), limit_key = v.limit_key
-    FROM candidates AS c LEFT JOIN verdicts AS v ON v.job_id = c.id
-    WHERE j.id = c.id AND v.park_until IS NULL
-    RETURNING j.id, j.queue, j.task, j.args, j.priority, j.attempt, j.max_attempts,
-              j.group_id, j.origin_group_id, j.tag, j.timeout_seconds, j.rescues, j.run_at,
-              j.fair_rank
-)
-SELECT id, queue, task, args, priority, attempt, max_attempts, group_id, origin_group_id, tag,
-       timeout_seconds, rescues, run_at
-FROM (SELECT * FROM claimed ORDER BY priority DESC, fair_rank, run_at, id) AS ordered
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, min(run_at)
-FROM (SELECT run_at FROM parked
-      UNION ALL
-      SELECT (SELECT p.run_at FROM {schema}.jobs AS p
-              WHERE p.limit_key = k.limit_key AND p.state = 'queued'
-                AND p.parked_until IS NOT NULL AND p.run_at > now()
-              ORDER BY p.run_at LIMIT 1)
-      FROM (SELECT DISTINCT limit_key FROM verdicts) AS k) AS next_parked
-HAVING min(run_at) IS NOT NULL;
-
--- name: claim_across_queues
--- For a worker serving several queues: the best jobs across them, by the same order and
--- with the same rules for paused queues, the buffer and limits. Each queue's candidates
--- come from its own ordered walk of jobs_claim (a LATERAL per queue, for the reason given
--- at `claim`); rows locked but not chosen are released at commit.
+-- of the keys it saw may start (jobs_parked), so the worker wakes then.
 WITH locked AS MATERIALIZED (
     SELECT c.* FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (

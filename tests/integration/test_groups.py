@@ -94,7 +94,7 @@ def claim_and_lose(app: Queue, db_url: str, queue: str) -> tuple[int, int, int]:
             "host": "lost-host", "pid": 1, "queues": [queue], "concurrency": 1,
             "metadata": Jsonb({})}).fetchone()["id"]
         (claimed,) = conn.execute(app.statements.claim, {
-            "queue": queue, "limit": 1, "worker_id": worker_id, "lease_seconds": 30,
+            "queues": [queue], "limit": 1, "worker_id": worker_id, "lease_seconds": 30,
             "free": 1, "floor": None, "buffered": None, "park_seconds": 15}).fetchall()
         conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'")
     assert app.rescue_expired() == {"requeued": 1, "failed": 0}
@@ -357,7 +357,7 @@ def test_property_followups_fire_once_per_group(
                 "host": "lost-host", "pid": 1, "queues": ["m"], "concurrency": 1,
                 "metadata": Jsonb({})}).fetchone()["id"]
             stale = conn.execute(queue.statements.claim, {
-                "queue": "m", "limit": lost, "worker_id": worker_id, "lease_seconds": 30,
+                "queues": ["m"], "limit": lost, "worker_id": worker_id, "lease_seconds": 30,
                 "free": lost, "floor": None, "buffered": None, "park_seconds": 15}
             ).fetchall()
             conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'"

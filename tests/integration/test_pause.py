@@ -1,7 +1,7 @@
 """Paused queues (issue 13): a paused queue is claimed by no worker on any machine until it
 is resumed, and resuming wakes the workers. Real worker processes; no timings: the proof
 that a worker looked at the paused queue is a job of another queue it claimed afterwards,
-with the same claim statement (claim_across_queues)."""
+with the same claim statement."""
 
 from __future__ import annotations
 

@@ -272,7 +272,7 @@ def test_claim_uses_the_partial_index_over_a_large_history(app: Queue, db_url: s
         conn.execute("ANALYZE")
         plan = conn.execute(
             psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + app.statements.claim,
-            {"queue": "work", "limit": 10, "worker_id": 1, "lease_seconds": 30, "free": 10,
+            {"queues": ["work"], "limit": 10, "worker_id": 1, "lease_seconds": 30, "free": 10,
              "floor": None, "buffered": None, "park_seconds": 15},
         ).fetchone()[0]
     assert "jobs_claim" in str(plan)
