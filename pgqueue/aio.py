@@ -42,12 +42,11 @@ from pgqueue import connections, results
 from pgqueue.db import CONNECT_TIMEOUT, decode_json_safely, describe, remember_secrets, translate_errors
 from pgqueue.enqueue import (
     COPY_ROWS_PER_WRITE,
-    COPY_THRESHOLD,
     DEFAULT_BATCH_SIZE,
     RowBatch,
-    batched,
     batched_text,
     job_params,
+    plan_batches,
     reserve_params,
     run_at_for,
     task_rows,
@@ -203,26 +202,18 @@ class AsyncQueue:
                            grow: AsyncGroup | None = None) -> list[int]:
         """`JobStore.insert_rows`, awaited: the same batches and rows."""
         ids: list[int] = []
-        position = 0
-        for chunk in batched(args_list, batch_size):
-            if len(chunk) >= COPY_THRESHOLD and dedupe_keys is None:
-                if grow is not None:
-                    await grow.count(db, len(chunk))
-                ids.extend(await self._copy(db, task, chunk, priority=priority, run_at=run_at,
-                                            group_id=group_id, tag=tag, on_success=on_success))
-                position += len(chunk)
-                continue
-            batch = RowBatch()
-            for args in chunk:
-                key = dedupe_keys[position] if dedupe_keys is not None else None
-                position += 1
-                batch.add(task, args, priority=priority, run_at=run_at, group_id=group_id,
-                          tag=tag, dedupe_key=key, on_success=on_success)
+        for batch in plan_batches(task, args_list, priority=priority, run_at=run_at,
+                                  group_id=group_id, tag=tag, dedupe_keys=dedupe_keys,
+                                  on_success=on_success, batch_size=batch_size):
             if grow is not None:
                 await grow.count(db, len(batch))
-            row = await (await self.run(db, "insert_jobs", batch.params())).fetchone()
-            assert row is not None
-            ids.extend(row["ids"])
+            if isinstance(batch, RowBatch):
+                row = await (await self.run(db, "insert_jobs", batch.params())).fetchone()
+                assert row is not None
+                ids.extend(row["ids"])
+            else:
+                ids.extend(await self._copy(db, task, batch, priority=priority, run_at=run_at,
+                                            group_id=group_id, tag=tag, on_success=on_success))
             await asyncio.sleep(0)  # let the loop run between batches
         return ids
 

@@ -198,3 +198,26 @@ def batched(items: Iterable[dict[str, Any]], size: int) -> Iterable[list[dict[st
             chunk = []
     if chunk:
         yield chunk
+
+
+def plan_batches(task: Task, args_list: Iterable[dict[str, Any]], *, priority: int | None,
+                 run_at: datetime, group_id: int | None, tag: str | None,
+                 dedupe_keys: Sequence[str | None] | None,
+                 on_success: Sequence[JobSpec] | None,
+                 batch_size: int = DEFAULT_BATCH_SIZE,
+                 ) -> Iterator[list[dict[str, Any]] | RowBatch]:
+    """The batches an enqueue of many sends, in order (the sync and async stores share it):
+    a list of args is a COPY (a big batch without dedupe keys), a RowBatch one INSERT."""
+    position = 0
+    for chunk in batched(args_list, batch_size):
+        if len(chunk) >= COPY_THRESHOLD and dedupe_keys is None:
+            position += len(chunk)
+            yield chunk
+            continue
+        batch = RowBatch()
+        for args in chunk:
+            key = dedupe_keys[position] if dedupe_keys is not None else None
+            position += 1
+            batch.add(task, args, priority=priority, run_at=run_at, group_id=group_id,
+                      tag=tag, dedupe_key=key, on_success=on_success)
+        yield batch

@@ -43,13 +43,12 @@ from pgqueue.db import (
     translate_errors,
 )
 from pgqueue.enqueue import (
-    COPY_THRESHOLD,
     DEFAULT_BATCH_SIZE,
     RowBatch,
-    batched,
     copy_rows,
     insert_batch,
     job_params,
+    plan_batches,
     run_at_for,
 )
 from pgqueue.errors import DatabaseUnavailable, DuplicateJob
@@ -291,25 +290,17 @@ class JobStore:
         """Insert many jobs on `conn`, one statement (or COPY) per `batch_size` rows.
         `before_each(conn, count)` runs ahead of each batch (a group counts its members)."""
         ids: list[int] = []
-        position = 0
-        for chunk in batched(args_list, batch_size):
-            if len(chunk) >= COPY_THRESHOLD and dedupe_keys is None:
-                if before_each is not None:
-                    before_each(conn, len(chunk))
-                ids.extend(copy_rows(conn, self.statements, task, chunk, priority=priority,
-                                     run_at=run_at, group_id=group_id, tag=tag,
-                                     on_success=on_success))
-                position += len(chunk)
-                continue
-            batch = RowBatch()
-            for args in chunk:
-                key = dedupe_keys[position] if dedupe_keys is not None else None
-                position += 1
-                batch.add(task, args, priority=priority, run_at=run_at, group_id=group_id,
-                          tag=tag, dedupe_key=key, on_success=on_success)
+        for batch in plan_batches(task, args_list, priority=priority, run_at=run_at,
+                                  group_id=group_id, tag=tag, dedupe_keys=dedupe_keys,
+                                  on_success=on_success, batch_size=batch_size):
             if before_each is not None:
                 before_each(conn, len(batch))
-            ids.extend(insert_batch(conn, self.statements, batch))
+            if isinstance(batch, RowBatch):
+                ids.extend(insert_batch(conn, self.statements, batch))
+            else:
+                ids.extend(copy_rows(conn, self.statements, task, batch, priority=priority,
+                                     run_at=run_at, group_id=group_id, tag=tag,
+                                     on_success=on_success))
         return ids
 
     # -- a worker's statements ------------------------------------------------------------
