@@ -39,7 +39,14 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from pgqueue import connections, results
-from pgqueue.db import CONNECT_TIMEOUT, decode_json_safely, describe, remember_secrets, translate_errors
+from pgqueue.db import (
+    CONNECT_TIMEOUT,
+    decode_json_safely,
+    describe,
+    remember_secrets,
+    translate_errors,
+    without_jit,
+)
 from pgqueue.enqueue import (
     COPY_ROWS_PER_WRITE,
     DEFAULT_BATCH_SIZE,
@@ -117,6 +124,8 @@ class AsyncQueue:
                                            "application_name": POOL_ROLE}
                 if self.store.pooled:
                     options["prepare_threshold"] = None  # a pooler may hand us another backend
+                else:
+                    options["options"] = without_jit(self.store.dsn)
                 pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
                     self.store.dsn, min_size=1, max_size=self.pool_size, open=False,
                     name="pgqueue-async", timeout=CONNECT_TIMEOUT, kwargs=options,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -88,6 +89,15 @@ def describe(conninfo: str) -> str:
     host = params.get("host") or "localhost"
     port = params.get("port") or "5432"
     return mask_url(f"{host}:{port}/{params.get('dbname', '')}")
+
+
+def without_jit(conninfo: str) -> str:
+    """The `options` for a session to PostgreSQL itself: the conninfo's own (or PGOPTIONS),
+    plus `jit=off`. pgqueue's statements are short and indexed, and JIT compilation only
+    slows them: over millions of history rows the estimates pass jit_above_cost, and a
+    status read spent 1-2 s compiling. (Not through a pooler: PgBouncer refuses `options`.)"""
+    given = conninfo_to_dict(conninfo).get("options") or os.environ.get("PGOPTIONS", "")
+    return f"{given} -c jit=off".strip()
 
 
 def connect(conninfo: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:

@@ -41,6 +41,7 @@ from pgqueue.db import (
     describe,
     query,
     translate_errors,
+    without_jit,
 )
 from pgqueue.enqueue import (
     DEFAULT_BATCH_SIZE,
@@ -146,6 +147,8 @@ class JobStore:
         options: dict[str, Any] = {"application_name": role}
         if self.pooled:
             options["prepare_threshold"] = None  # a pooler may hand us another backend
+        else:
+            options["options"] = without_jit(self._dsn)
         return options
 
     def connect(self, *, autocommit: bool = False, role: str = connections.POOL,
@@ -155,7 +158,8 @@ class JobStore:
         short work."""
         if direct:
             return connect(self.listen_dsn, autocommit=autocommit,
-                           **{"application_name": role, **kwargs})
+                           **{"application_name": role,
+                              "options": without_jit(self.listen_dsn), **kwargs})
         return connect(self._dsn, autocommit=autocommit, **{**self._options(role), **kwargs})
 
     def _connection_pool(self) -> ConnectionPool:

@@ -51,3 +51,28 @@ def test_threads_asking_at_once_share_one_pool(db_url: str, monkeypatch: pytest.
         store.close()
         for pool in made:  # the leaked ones too, or their __del__ warns
             pool.close()
+
+
+def settings_of(conn: Any) -> tuple[str, str]:
+    return (conn.execute("SHOW jit").fetchone()["jit"],
+            conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"])
+
+
+@pytest.mark.parametrize("given", ["dsn", "PGOPTIONS"])
+def test_every_connection_runs_without_jit_and_keeps_the_users_options(
+        db_url: str, given: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JIT only slows pgqueue's short statements (1-2 s compiling a 5 ms one over a big
+    history); the user's own session options (in the DSN, or PGOPTIONS) still apply."""
+    if given == "dsn":
+        store = JobStore(db_url + " options='-c statement_timeout=4321'")
+    else:
+        monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=4321")
+        store = JobStore(db_url)
+    try:
+        with store.session(atomic=False) as pooled:
+            assert settings_of(pooled) == ("off", "4321ms")
+        for direct in (False, True):  # a worker's own connection; LISTEN and session locks
+            with store.connect(autocommit=True, direct=direct) as own:
+                assert settings_of(own) == ("off", "4321ms")
+    finally:
+        store.close()
