@@ -63,9 +63,12 @@ RERUN_RUNNING = f"{GROUPS}::test_stale_outcomes_while_the_rerun_runs_change_noth
 RESCUED_WAITING = f"{GROUPS}::test_stale_outcomes_while_the_rescued_job_waits_keep_only_its_success"
 
 _FINISH_GUARD = "    WHERE j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state\n"
-# retry_later's WHERE; requeue_rescued has the same line, so the context names the statement.
-_RETRY_GUARD = ("WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'\n"
-                "RETURNING j.id;\n\n-- name: release_jobs")
+# retry_later's guard; requeue_rescued and give_back_unknown have the same line, so the
+# context runs on to the outcome retry_later records.
+_RETRY_GUARD = ("    WHERE j.attempt = o.attempt AND j.state = 'running'\n"
+                "    ORDER BY j.id\n    FOR UPDATE OF j\n),\nrecorded AS (\n"
+                "    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id,"
+                " started_at)\n    SELECT id, attempt, 'failed',")
 
 MUTATIONS: tuple[Mutation, ...] = (
     # -- the guards of every terminal update ---------------------------------------------
