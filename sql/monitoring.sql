@@ -31,6 +31,14 @@ SELECT id, queue, task, tag, attempt, max_attempts, final, failed_at,
        regexp_replace(last_error, '^.*\n(?=[^\n]+\n?$)', '') AS error
 FROM pgqueue.recent_failures ORDER BY failed_at DESC LIMIT 20;
 
+-- Why one job took several attempts: each attempt that did not end it (failed and retried,
+-- lost with its worker and rescued, given back), oldest first, with the last line of its
+-- error (the column holds the whole traceback); the attempt that ended it is its
+-- job_history row.
+SELECT attempt, outcome, worker_id, started_at, ended_at,
+       regexp_replace(error, '^.*\n(?=[^\n]+\n?$)', '') AS error
+FROM pgqueue.job_attempts WHERE job_id = 42 ORDER BY id;
+
 -- Throughput: jobs finished per minute over the last hour, by queue and state.
 SELECT date_trunc('minute', finished_at) AS minute, queue, state, count(*)
 FROM pgqueue.job_history WHERE finished_at > now() - interval '1 hour'

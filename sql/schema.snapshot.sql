@@ -531,6 +531,25 @@ CREATE SEQUENCE pgqueue.groups_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE pgqueue.groups_id_seq OWNED BY pgqueue.groups.id;
+CREATE TABLE pgqueue.job_attempts (
+    job_id bigint NOT NULL,
+    id bigint NOT NULL,
+    attempt integer NOT NULL,
+    outcome text NOT NULL,
+    error text,
+    worker_id bigint,
+    started_at timestamp with time zone,
+    ended_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT job_attempts_outcome_check CHECK ((outcome = ANY (ARRAY['failed'::text, 'rescued'::text, 'returned'::text])))
+);
+ALTER TABLE pgqueue.job_attempts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME pgqueue.job_attempts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 CREATE TABLE pgqueue.job_count_changes (
     queue text NOT NULL,
     state pgqueue.job_state NOT NULL,
@@ -770,6 +789,8 @@ ALTER TABLE ONLY pgqueue.groups
     ADD CONSTRAINT groups_key_key UNIQUE (key);
 ALTER TABLE ONLY pgqueue.groups
     ADD CONSTRAINT groups_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgqueue.job_attempts
+    ADD CONSTRAINT job_attempts_pkey PRIMARY KEY (job_id, id);
 ALTER TABLE ONLY pgqueue.job_counts
     ADD CONSTRAINT job_counts_pkey PRIMARY KEY (queue, state);
 ALTER TABLE ONLY pgqueue.job_history

@@ -65,8 +65,11 @@ JSON encoding (`json_dumps`, `json_default`)
 Pages (each also JSON at the same path): `/` overview, `/jobs` (filters: state, queue,
 task, tag, priority, q (text in args), since, until; keyset paging with `after`/`before`
 cursors, a filtered page looking at 100,000 ids at most; `order=newest|oldest`),
-`/jobs/{id}`, `/workers`, `/groups`, `/groups/{id}`; `/_/overview` and `/_/jobs` are the
-partials the pages poll. The overview's counts are cached for 2 s (an action clears them).
+`/jobs/{id}` (its `attempts`, oldest first: number, attempt, outcome (failed, rescued,
+returned, then the job's own: running, succeeded, failed, cancelled), error with its
+traceback, worker_id, worker_host, worker_pid, started_at, ended_at, seconds; and its
+`timeline` of events), `/workers`, `/groups`, `/groups/{id}`; `/_/overview` and `/_/jobs` are
+the partials the pages poll. The overview's counts are cached for 2 s (an action clears them).
 Actions (POST, absent when read-only): `/jobs/{id}/retry`, `/jobs/{id}/cancel`,
 `/jobs/retry` and `/jobs/cancel` (the filter's fields in the form; without `confirm=yes`
 they answer with the count to confirm), `/queues/{name}/pause`, `/queues/{name}/resume`.

@@ -154,19 +154,44 @@ def job_detail(request: Request) -> Response:
     if job["group_id"] is not None:
         found = _reads(request).rows("group", {"id": job["group_id"]})
         group = found[0] if found else None
-    timeline = [(label, job[key]) for label, key in (
-        ("enqueued", "created_at"), ("runnable from", "run_at"), ("started", "started_at"),
-        ("finished", "finished_at")) if job.get(key) is not None]
-    timeline.sort(key=lambda item: item[1])
+    attempts, total = _reads(request).attempts(job)
     context = {
         "job": job,
         "group": group,
-        "timeline": [{"event": label, "at": at} for label, at in timeline],
+        "attempts": attempts,
+        "attempts_total": total,
+        "timeline": timeline(job, attempts),
         "chain": job["on_success"] or [],
         "can_retry": job["state"] == "failed",
         "can_cancel": job["state"] in ("queued", "running") and not job["cancel_requested"],
     }
     return render(request, "pgqueue/job.html", context)
+
+
+# What the timeline says when an attempt ends without ending its job, by its outcome (the
+# attempt that ends the job is the "finished" event).
+ENDED = {
+    "failed": "attempt {attempt} failed: retried",
+    "rescued": "attempt {attempt} lost (lease expired): rescued",
+    "returned": "attempt {attempt} given back (its worker does not know the task)",
+}
+
+
+def timeline(job: dict[str, Any], attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A job's events in time order: enqueued, each attempt's start and its end when it did
+    not end the job (a retry, a rescue, a give-back), when it may run (next), finished."""
+    events: list[tuple[str, Any]] = [("enqueued", job["created_at"])]
+    for attempt in attempts:
+        if attempt["started_at"] is not None:
+            events.append((f"attempt {attempt['attempt']} started", attempt["started_at"]))
+        ended = ENDED.get(attempt["outcome"])
+        if ended is not None:
+            events.append((ended.format(attempt=attempt["attempt"]), attempt["ended_at"]))
+    events.append(("runnable from", job["run_at"]))
+    if job["finished_at"] is not None:
+        events.append((f"finished: {job['state']}", job["finished_at"]))
+    events.sort(key=lambda item: item[1])  # stable: enqueued stays first at equal times
+    return [{"event": label, "at": at} for label, at in events]
 
 
 def workers(request: Request) -> Response:

@@ -24,6 +24,9 @@ THROUGHPUT_MINUTES = 60  # the overview's chart and its "last hour"
 FINAL = ("succeeded", "failed", "cancelled")
 MAX_ID = 2**63 - 1
 SCAN_WINDOW = 100_000  # a filtered page looks at most at this many ids (~0.25 s at worst)
+# A job page lists at most this many attempts, the latest (a job has max_attempts plus at
+# most 5 rescues and 5 give-backs per run; only retries by hand, run after run, add more).
+MAX_ATTEMPTS_SHOWN = 100
 
 T = TypeVar("T")
 
@@ -241,3 +244,50 @@ class Reads:
             return {"queues": sorted({r["queue"] for r in rows}),
                     "tasks": sorted({r["task"] for r in rows})}
         return self.cached("filter_choices", make, seconds=10.0)
+
+    # -- one job ----------------------------------------------------------------------------
+
+    def attempts(self, job: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """The attempts of `job` (a row of the `job` statement), oldest first, and how many
+        there are in all (more than listed past `MAX_ATTEMPTS_SHOWN`).
+
+        Those that did not end the job come from `job_attempts` (migration 0009); the one
+        that ended it, or that it is running, is the job's own row: nothing else records it,
+        so a success writes no attempt row."""
+        rows = self.rows("job_attempts", {"id": job["id"], "limit": MAX_ATTEMPTS_SHOWN})
+        total = int(rows[0]["total"]) if rows else 0
+        listed = [{key: value for key, value in row.items() if key != "total"}
+                  for row in reversed(rows)]
+        last = final_attempt(job)
+        if last is not None:
+            listed.append(last)
+            total += 1
+        first = total - len(listed) + 1
+        for number, attempt in enumerate(listed, start=first):
+            attempt["number"] = number
+            ended, started = attempt["ended_at"], attempt["started_at"]
+            attempt["seconds"] = ((ended - started).total_seconds()
+                                  if ended is not None and started is not None else None)
+        return listed, total
+
+
+def final_attempt(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The attempt a job is running or that ended it, from the job's row; None when it has
+    none: queued (its earlier attempts are all in job_attempts), or cancelled or failed
+    before it ran (a queued job cancelled keeps the start and error of an attempt it no
+    longer runs, and no worker; a follow-up recorded failed never started)."""
+    state = job["state"]
+    if job["started_at"] is None or state == "queued":
+        return None
+    if state == "cancelled" and job["worker_id"] is None:
+        return None
+    return {
+        "attempt": job["attempt"],
+        "outcome": state,
+        "error": None if state in ("running", "succeeded") else job["last_error"],
+        "worker_id": job["worker_id"],
+        "worker_host": job["worker_host"],
+        "worker_pid": job["worker_pid"],
+        "started_at": job["started_at"],
+        "ended_at": job["finished_at"],
+    }

@@ -214,13 +214,29 @@ counted AS (
 SELECT (SELECT count(*) FROM recorded) AS finished, (SELECT count(*) FROM counted) AS groups;
 
 -- name: retry_later
--- A failed attempt with attempts left goes back to queued, after a backoff.
+-- A failed attempt with attempts left goes back to queued, after a backoff, and is recorded
+-- in job_attempts (with the worker that ran it, which the update clears) in the same
+-- statement. The rows are locked first, under the guard, in id order (finish_jobs' order):
+-- what is recorded is exactly what is requeued, so a late failure from a worker whose job
+-- was rescued records nothing. A success never comes here: it writes no attempt row.
+WITH locked AS (
+    SELECT j.id, j.attempt, j.worker_id, j.started_at, o.delay, o.error
+    FROM {schema}.jobs AS j
+    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
+                %(errors)s::text[]) AS o(id, attempt, delay, error) ON j.id = o.id
+    WHERE j.attempt = o.attempt AND j.state = 'running'
+    ORDER BY j.id
+    FOR UPDATE OF j
+),
+recorded AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id, started_at)
+    SELECT id, attempt, 'failed', error, worker_id, started_at FROM locked
+)
 UPDATE {schema}.jobs AS j
-SET state = 'queued', run_at = now() + o.delay * interval '1 second', last_error = o.error,
-    lease_until = NULL, worker_id = NULL, updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
-            %(errors)s::text[]) AS o(id, attempt, delay, error)
-WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
+SET state = 'queued', run_at = now() + locked.delay * interval '1 second',
+    last_error = locked.error, lease_until = NULL, worker_id = NULL, updated_at = now()
+FROM locked
+WHERE j.id = locked.id
 RETURNING j.id;
 
 -- name: release_jobs
@@ -235,14 +251,27 @@ RETURNING id;
 -- A job whose task this worker does not know (an older worker, during a rolling upgrade):
 -- queued again a little later for a worker that knows it, the attempt not counted, at
 -- most %(max_returns)s times (jobs.unknown_returns); the caller fails the others.
+-- The give-back is recorded in job_attempts as 'returned' (locked first, as in retry_later).
+WITH locked AS (
+    SELECT j.id, j.attempt, j.worker_id, j.started_at, o.error
+    FROM {schema}.jobs AS j
+    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(errors)s::text[])
+        AS o(id, attempt, error) ON j.id = o.id
+    WHERE j.attempt = o.attempt AND j.state = 'running'
+      AND j.unknown_returns < %(max_returns)s
+    ORDER BY j.id
+    FOR UPDATE OF j
+),
+recorded AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id, started_at)
+    SELECT id, attempt, 'returned', error, worker_id, started_at FROM locked
+)
 UPDATE {schema}.jobs AS j
 SET state = 'queued', attempt = j.attempt - 1, unknown_returns = j.unknown_returns + 1,
-    lease_until = NULL, worker_id = NULL, last_error = o.error, updated_at = now(),
+    lease_until = NULL, worker_id = NULL, last_error = locked.error, updated_at = now(),
     run_at = now() + %(delay)s * power(2, j.unknown_returns) * interval '1 second'
-FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(errors)s::text[])
-    AS o(id, attempt, error)
-WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
-  AND j.unknown_returns < %(max_returns)s
+FROM locked
+WHERE j.id = locked.id
 RETURNING j.id;
 
 -- name: heartbeat
@@ -320,12 +349,28 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: requeue_rescued
+-- The rescuer puts a lost attempt back, and records it in job_attempts as 'rescued' with
+-- the worker that lost it, in the same statement (the shape of retry_later; the rows are
+-- already locked by expired_leases in this transaction).
+WITH locked AS (
+    SELECT j.id, j.attempt, j.worker_id, j.started_at, o.delay, o.error
+    FROM {schema}.jobs AS j
+    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
+                %(errors)s::text[]) AS o(id, attempt, delay, error) ON j.id = o.id
+    WHERE j.attempt = o.attempt AND j.state = 'running'
+    ORDER BY j.id
+    FOR UPDATE OF j
+),
+recorded AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id, started_at)
+    SELECT id, attempt, 'rescued', error, worker_id, started_at FROM locked
+)
 UPDATE {schema}.jobs AS j
 SET state = 'queued', rescues = j.rescues + 1, lease_until = NULL, worker_id = NULL,
-    run_at = now() + o.delay * interval '1 second', last_error = o.error, updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
-            %(errors)s::text[]) AS o(id, attempt, delay, error)
-WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'
+    run_at = now() + locked.delay * interval '1 second', last_error = locked.error,
+    updated_at = now()
+FROM locked
+WHERE j.id = locked.id
 RETURNING j.id;
 
 -- name: stale_workers
@@ -439,7 +484,9 @@ FOR UPDATE;
 -- name: requeue_failed
 -- A retried job returns to `jobs` with its id and a fresh attempt count. Inserted first,
 -- and only what was inserted leaves the history: a job whose dedupe key a live job holds
--- meanwhile (the next run's) stays failed, with its record, and is not counted.
+-- meanwhile (the next run's) stays failed, with its record, and is not counted. The last
+-- attempt, which the history row held, goes to job_attempts (if it ran: a follow-up
+-- recorded failed never started), so the job page still shows why it failed.
 WITH inserted AS (
     INSERT INTO {schema}.jobs (id, queue, task, args, priority, state, attempt, max_attempts,
                                run_at, group_id, origin_group_id, tag, dedupe_key,
@@ -450,6 +497,14 @@ WITH inserted AS (
     WHERE id = ANY(%(ids)s::bigint[]) AND state = 'failed'
     ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
     RETURNING id, queue
+),
+recorded AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id, started_at,
+                                       ended_at)
+    SELECT h.id, h.attempt, 'failed', h.last_error, h.worker_id, h.started_at, h.finished_at
+    FROM {schema}.job_history AS h JOIN inserted USING (id)
+    WHERE h.started_at IS NOT NULL
+    ORDER BY h.id
 ),
 moved AS (
     DELETE FROM {schema}.job_history AS h USING inserted WHERE h.id = inserted.id
@@ -465,13 +520,20 @@ ORDER BY failed_at DESC
 LIMIT %(limit)s;
 
 -- name: prune_history
--- Deleted in batches (each a short transaction) through job_history_prune.
-WITH doomed AS (
+-- Deleted in batches (each a short transaction) through job_history_prune; a job's earlier
+-- attempts (job_attempts, through its primary key) go in the same statement. The rows are
+-- locked, skipping any that a retry of failed jobs holds (lock_failed): that job goes back
+-- to `jobs` with its attempts, so they must not be deleted from under it.
+WITH doomed AS MATERIALIZED (
     SELECT id FROM {schema}.job_history
     WHERE state = %(state)s::{schema}.job_state
       AND finished_at < now() - %(older_than)s * interval '1 second'
     ORDER BY finished_at
     LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+),
+attempts AS (
+    DELETE FROM {schema}.job_attempts AS a USING doomed WHERE a.job_id = doomed.id
 )
 DELETE FROM {schema}.job_history AS h USING doomed WHERE h.id = doomed.id;
 

@@ -154,3 +154,16 @@ WHERE origin_group_id = %(id)s
   AND finished_at >= %(completed_at)s AND created_at >= %(completed_at)s
 ORDER BY id
 LIMIT 100;
+
+-- name: job_attempts
+-- A job's attempts that did not end it (migration 0009), newest first through the primary
+-- key (job_id, id), at most `limit` (a job retried by hand again and again keeps them all);
+-- `total` counts them all. The attempt that ended the job, or that it is running, is its
+-- own row (`job`).
+SELECT a.attempt, a.outcome, a.error, a.worker_id, w.host AS worker_host, w.pid AS worker_pid,
+       a.started_at, a.ended_at, count(*) OVER () AS total
+FROM {schema}.job_attempts AS a
+LEFT JOIN {schema}.workers AS w ON w.id = a.worker_id
+WHERE a.job_id = %(id)s
+ORDER BY a.id DESC
+LIMIT %(limit)s;

@@ -131,5 +131,17 @@ def test_failed_jobs_filtered_and_retried_with_the_button(
         live = conn.execute("SELECT tag, state::text FROM pgqueue.jobs WHERE queue = 'fetch' "
                             "ORDER BY tag").fetchall()
     assert live == [("north", "queued"), ("south", "queued"), ("west", "queued")]
+    # The retried job's page still lists its failed attempts, each error opening on a click.
+    with psycopg.connect(db_url) as conn:
+        (north,) = conn.execute("SELECT id FROM pgqueue.jobs WHERE tag = 'north'").fetchone()
+    dashboard.open(f"/jobs/{north}")
+    (attempt,) = dashboard.browser.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")
+    assert attempt.get_attribute("data-outcome") == "failed"
+    error = attempt.find_element(By.CSS_SELECTOR, "details pre")
+    assert not error.is_displayed()
+    attempt.find_element(By.CSS_SELECTOR, "details summary").click()
+    dashboard.wait(lambda _: error.is_displayed(), "the attempt's error did not open")
+    assert "Traceback (most recent call last)" in error.text and "HTTP 404" in error.text
+    dashboard.screenshot("job-attempts")
     dashboard.open("/jobs?state=failed")
     assert dashboard.browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr[data-id]") == []

@@ -47,6 +47,8 @@ BLOBS = "tests/integration/test_blobs.py"
 STORAGE = "tests/acceptance/test_storage.py"
 ASYNC_TASKS = "tests/integration/test_async_tasks.py"
 AIO = "tests/integration/test_aio.py"
+ATTEMPTS = "tests/integration/test_attempts.py"
+WEB_PAGES = "tests/web/test_pages.py"
 
 ROBUST_FOLLOWUPS = "sql/pgqueue/migrations/0004_robust_followups.sql"
 WHO_RUNS_NEXT = "sql/pgqueue/migrations/0005_who_runs_next.sql"
@@ -63,9 +65,12 @@ RERUN_RUNNING = f"{GROUPS}::test_stale_outcomes_while_the_rerun_runs_change_noth
 RESCUED_WAITING = f"{GROUPS}::test_stale_outcomes_while_the_rescued_job_waits_keep_only_its_success"
 
 _FINISH_GUARD = "       j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state\n"
-# retry_later's WHERE; requeue_rescued has the same line, so the context names the statement.
-_RETRY_GUARD = ("WHERE j.id = o.id AND j.attempt = o.attempt AND j.state = 'running'\n"
-                "RETURNING j.id;\n\n-- name: release_jobs")
+# retry_later's guard; requeue_rescued and give_back_unknown have the same line, so the
+# context runs on to the outcome retry_later records.
+_RETRY_GUARD = ("    WHERE j.attempt = o.attempt AND j.state = 'running'\n"
+                "    ORDER BY j.id\n    FOR UPDATE OF j\n),\nrecorded AS (\n"
+                "    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id,"
+                " started_at)\n    SELECT id, attempt, 'failed',")
 
 MUTATIONS: tuple[Mutation, ...] = (
     # -- the guards of every terminal update ---------------------------------------------
@@ -105,6 +110,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         (Edit(QUERIES, "SET state = 'queued', attempt = attempt - 1, lease_until = NULL",
               "SET state = state, attempt = attempt, lease_until = NULL"),),
         (f"{QUEUE}::test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop",)),
+    # -- every attempt kept -----------------------------------------------------------------
+    Mutation(
+        "attempt-recorded-on-retry", "every attempt of a job is kept, with its error",
+        (Edit(QUERIES, "    SELECT id, attempt, 'failed', error, worker_id, started_at FROM locked\n",
+              "    SELECT id, attempt, 'failed', error, worker_id, started_at FROM locked"
+              " WHERE false\n"),),
+        (f"{ATTEMPTS}::test_each_failed_attempt_is_kept_with_its_traceback_in_order",
+         f"{WEB_PAGES}::test_a_job_page_lists_every_attempt_with_its_error_and_traceback")),
+    Mutation(
+        "attempt-recorded-on-rescue", "every attempt of a job is kept, with its error",
+        (Edit(QUERIES, "    SELECT id, attempt, 'rescued', error, worker_id, started_at FROM locked\n",
+              "    SELECT id, attempt, 'rescued', error, worker_id, started_at FROM locked"
+              " WHERE false\n"),),
+        (f"{ATTEMPTS}::test_a_rescued_attempt_is_kept_and_a_late_failure_records_nothing",
+         f"{WEB_PAGES}::test_a_rescued_attempt_shows_as_rescued")),
+    Mutation(
+        "attempts-pruned-with-history", "pruning a job's history takes its attempts",
+        (Edit(QUERIES,
+              "    DELETE FROM {schema}.job_attempts AS a USING doomed WHERE a.job_id = doomed.id\n",
+              "    SELECT 1\n"),),
+        (f"{ATTEMPTS}::test_pruning_a_jobs_history_deletes_its_attempts",)),
     # -- the rescuer ------------------------------------------------------------------------
     Mutation(
         "rescuer-lease-expiry", "only jobs whose lease ran out are rescued (at-least-once)",

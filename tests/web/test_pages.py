@@ -9,7 +9,7 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from pgqueue import Queue
+from pgqueue import Queue, current_job
 from tests.web.conftest import SCRIPT, run_all
 
 WEB_SQL = Path(__file__).resolve().parents[2] / "sql" / "pgqueue" / "web.sql"
@@ -85,6 +85,80 @@ def test_every_page_answers_html_and_the_same_context_as_json(wq: Queue, web: Te
     detail = web.get(f"/groups/{group.id}", params={"format": "json"}).json()
     assert detail["members"] == {"succeeded": 3}
     assert [(f["task"], f["state"]) for f in detail["fired"]] == [("web.after", "succeeded")]
+
+
+def test_a_job_page_lists_every_attempt_with_its_error_and_traceback(
+        wq: Queue, web: TestClient) -> None:
+    @wq.task(name="web.flaky", queue="default", max_attempts=3, retry_backoff=0.01)
+    def flaky() -> None:
+        job = current_job()
+        assert job is not None
+        if job.attempt < 3:
+            raise ValueError(f"scan {job.attempt} unreadable {SCRIPT}")
+
+    job_id = flaky.enqueue()
+    run_all(wq, ("default",))
+    page = web.get(f"/jobs/{job_id}", params={"format": "json"}).json()
+    assert page["job"]["state"] == "succeeded"
+    attempts = page["attempts"]
+    assert [(a["number"], a["attempt"], a["outcome"]) for a in attempts] == [
+        (1, 1, "failed"), (2, 2, "failed"), (3, 3, "succeeded")]
+    for number, attempt in enumerate(attempts[:2], start=1):
+        assert attempt["error"].startswith("Traceback (most recent call last)")
+        assert f"ValueError: scan {number} unreadable {SCRIPT}" in attempt["error"]
+    assert attempts[2]["error"] is None
+    for attempt in attempts:
+        assert attempt["worker_id"] is not None and attempt["worker_host"]
+        started, ended = (datetime.fromisoformat(attempt[k]) for k in ("started_at", "ended_at"))
+        assert started <= ended and attempt["seconds"] == (ended - started).total_seconds()
+    events = [t["event"] for t in page["timeline"]]
+    assert events[0] == "enqueued" and events[-1] == "finished: succeeded"
+    assert [e for e in events if e.startswith("attempt")] == [
+        "attempt 1 started", "attempt 1 failed: retried", "attempt 2 started",
+        "attempt 2 failed: retried", "attempt 3 started"]
+    times = [datetime.fromisoformat(t["at"]) for t in page["timeline"]]
+    assert times == sorted(times)
+
+    html = web.get(f"/jobs/{job_id}").text
+    section = html[html.index('<table id="attempts">'):]
+    section = section[:section.index("</table>")]
+    assert re.findall(r'data-outcome="(\w+)"', section) == ["failed", "failed", "succeeded"]
+    errors = re.findall(r"<details><summary[^>]*>(.*?)</summary><pre[^>]*>(.*?)</pre>",
+                        section, re.S)
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert [summary for summary, _ in errors] == [
+        f"ValueError: scan {n} unreadable {escaped}" for n in (1, 2)]
+    assert all(text.startswith("Traceback (most recent call last)") for _, text in errors)
+    assert SCRIPT not in html
+
+
+def test_a_rescued_attempt_shows_as_rescued(wq: Queue, web: TestClient) -> None:
+    job_id = wq.tasks["web.ok"].enqueue(n=1)
+    with wq.session() as conn:
+        worker_id = wq.store.register_worker(conn, host="lost-host", pid=7, queues=["default"],
+                                             concurrency=1, isolation="thread")
+    with wq.connect(autocommit=True) as conn:
+        (claimed,) = wq.store.claim(conn, worker_id=worker_id, queues=["default"], limit=1,
+                                    lease_seconds=60)
+        conn.execute(f"UPDATE {wq.schema}.jobs SET lease_until = now() - interval '1 s'")
+    assert claimed.id == job_id and wq.rescue_expired() == {"requeued": 1, "failed": 0}
+    page = web.get(f"/jobs/{job_id}", params={"format": "json"}).json()
+    assert page["job"]["state"] == "queued"
+    (lost,) = page["attempts"]
+    assert (lost["attempt"], lost["outcome"], lost["worker_host"], lost["worker_pid"]) == (
+        1, "rescued", "lost-host", 7)
+    assert lost["error"] == "worker lost (lease expired) during attempt 1"
+    assert "attempt 1 lost (lease expired): rescued" in [t["event"] for t in page["timeline"]]
+    html = web.get(f"/jobs/{job_id}").text
+    assert 'data-outcome="rescued"' in html and "lost (lease expired), rescued" in html
+    assert "lost-host" in html
+
+    with wq.session() as conn:  # the rescue's backoff, skipped
+        conn.execute(f"UPDATE {wq.schema}.jobs SET run_at = now()")
+    run_all(wq, ("default",))
+    page = web.get(f"/jobs/{job_id}", params={"format": "json"}).json()
+    assert [(a["attempt"], a["outcome"]) for a in page["attempts"]] == [
+        (1, "rescued"), (2, "succeeded")]
 
 
 def test_missing_job_and_bad_filters_are_one_line_errors(web: TestClient) -> None:
