@@ -223,7 +223,8 @@ WITH locked AS (
     SELECT j.id, j.attempt, j.worker_id, j.started_at, o.delay, o.error
     FROM {schema}.jobs AS j
     JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
-                %(errors)s::text[]) AS o(id, attempt, delay, error) ON j.id = o.id
+                %(errors)s::text[]) AS o(id, attempt, delay, error)
+        ON j.id = o.id AND j.id = ANY(%(ids)s::bigint[])  -- by primary key: see finish_jobs
     WHERE j.attempt = o.attempt AND j.state = 'running'
     ORDER BY j.id
     FOR UPDATE OF j
@@ -256,7 +257,7 @@ WITH locked AS (
     SELECT j.id, j.attempt, j.worker_id, j.started_at, o.error
     FROM {schema}.jobs AS j
     JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(errors)s::text[])
-        AS o(id, attempt, error) ON j.id = o.id
+        AS o(id, attempt, error) ON j.id = o.id AND j.id = ANY(%(ids)s::bigint[])
     WHERE j.attempt = o.attempt AND j.state = 'running'
       AND j.unknown_returns < %(max_returns)s
     ORDER BY j.id
@@ -356,7 +357,8 @@ WITH locked AS (
     SELECT j.id, j.attempt, j.worker_id, j.started_at, o.delay, o.error
     FROM {schema}.jobs AS j
     JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
-                %(errors)s::text[]) AS o(id, attempt, delay, error) ON j.id = o.id
+                %(errors)s::text[]) AS o(id, attempt, delay, error)
+        ON j.id = o.id AND j.id = ANY(%(ids)s::bigint[])  -- by primary key: see finish_jobs
     WHERE j.attempt = o.attempt AND j.state = 'running'
     ORDER BY j.id
     FOR UPDATE OF j
