@@ -66,7 +66,7 @@ def claim_and_lose(app: Queue, db_url: str) -> tuple[int, int, int]:
             "host": "lost-host", "pid": 1, "queues": ["work"], "concurrency": 1,
             "metadata": Jsonb({})}).fetchone()["id"]
         (claimed,) = conn.execute(app.statements.claim, {
-            "queue": "work", "limit": 1, "worker_id": worker_id, "lease_seconds": 30,
+            "queues": ["work"], "limit": 1, "worker_id": worker_id, "lease_seconds": 30,
             "free": 1, "floor": None, "buffered": None, "park_seconds": 15}).fetchall()
         conn.execute("UPDATE pgqueue.jobs SET lease_until = now() - interval '1 s'")
     assert app.rescue_expired() == {"requeued": 1, "failed": 0}
