@@ -66,6 +66,9 @@ class Slots:
         self._finished: list[Held] = []  # outcome known, not yet recorded
         self._timed: dict[int, Held] = {}  # started with a deadline (thread isolation)
         self._outstanding = 0  # claimed and not finished: running, or waiting in the inbox
+        # When a finished job wakes the loop (see _run): the loop keeps these current.
+        self.flush_at = max(1, (concurrency + async_concurrency) // 2)  # worker._flush_due's
+        self.refill_below = 1 << 30  # until the loop says: every job
         self._done_since_beat = 0
         self._inbox: stdlib_queue.SimpleQueue[Held | None] = stdlib_queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -214,6 +217,11 @@ class Slots:
                         self._outstanding -= 1
                         self._timed.pop(item.job.id, None)
                         follow = self._settle(item)
+                    # The loop acts on a first outcome (its coalescing timer starts), on a
+                    # batch worth a round trip, and when the held jobs run low; waking it for
+                    # every job cost two thread switches a job.
+                    wanted = (len(self._finished) in (1, self.flush_at)
+                              or self._outstanding < self.refill_below)
                 if follow is not None:
                     self._ready(follow)
                 if abandoned:
@@ -222,7 +230,8 @@ class Slots:
                                 - (timeout or 0), outcome.state,
                                 extra={"action": "late_return", "job_id": item.job.id})
                     return
-                self.wake.set()
+                if wanted:
+                    self.wake.set()
         finally:
             runner.close()
 

@@ -375,6 +375,11 @@ class Worker:
             return 0  # the queue was empty a moment ago: top the buffer up on a NOTIFY
         return want if want >= max(1, self.sizer.buffer() // 2) else 0
 
+    def _refill_below(self) -> int:
+        """Held jobs under which `_claim_limit` would claim again: a finishing slot wakes
+        the loop then (and when a slot frees up)."""
+        return max(self.capacity, self.sizer.target() - max(1, self.sizer.buffer() // 2) + 1)
+
     def _flush_due(self) -> bool:
         pending = self.slots.finished_count()
         if not pending:
@@ -438,6 +443,7 @@ class Worker:
                     continue
                 next_deadline = self.slots.enforce_deadlines()
                 limit = self._claim_limit()
+                self.slots.refill_below = self._refill_below()
                 if limit > 0 or self._flush_due():
                     self._nudged = False
                     jobs = self._flush_and_claim(limit)
