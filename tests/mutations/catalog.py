@@ -280,8 +280,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{QATTACKS}::test_a_broken_fanin_fails_its_group_visibly_and_rescue_goes_on",)),
     Mutation(
         "error-text-storable", "an error with a NUL or a lone surrogate is stored, the worker lives",
-        (Edit("pgqueue/store.py", '"errors": [storable(f[3]) for f in finals]',
-              '"errors": [f[3] for f in finals]'),
+        (Edit("pgqueue/store.py", "errors = [storable(f[3]) for f in finals]",
+              "errors = [f[3] for f in finals]"),
          Edit("pgqueue/execution.py", '    return storable(text[-MAX_ERROR_CHARS:]) or ""',
               '    return text[-MAX_ERROR_CHARS:] or ""')),
         (f"{QATTACKS}::test_a_nul_or_lone_surrogate_in_an_error_is_stored_sanitized",)),
