@@ -67,7 +67,7 @@ class Slots:
         self._timed: dict[int, Held] = {}  # started with a deadline (thread isolation)
         self._outstanding = 0  # claimed and not finished: running, or waiting in the inbox
         # When a finished job wakes the loop (see _run): the loop keeps these current.
-        self.flush_at = max(1, (concurrency + async_concurrency) // 2)  # worker._flush_due's
+        self.flush_at = max(1, (concurrency + async_concurrency) // 2)  # a batch to record
         self.refill_below = 1 << 30  # until the loop says: every job
         self._done_since_beat = 0
         self._inbox: stdlib_queue.SimpleQueue[Held | None] = stdlib_queue.SimpleQueue()

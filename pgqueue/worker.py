@@ -384,7 +384,7 @@ class Worker:
         pending = self.slots.finished_count()
         if not pending:
             return False
-        return (self.slots.outstanding() == 0 or pending >= max(1, self.capacity // 2)
+        return (self.slots.outstanding() == 0 or pending >= self.slots.flush_at
                 or time.monotonic() - self._last_trip >= COALESCE_SECONDS)
 
     def _run(self) -> int:
