@@ -241,10 +241,11 @@ WHERE j.id = locked.id
 RETURNING j.id;
 
 -- name: release_jobs
--- A warm shutdown gives unfinished jobs back: queued again, the attempt not counted.
+-- A warm shutdown gives unfinished jobs back: queued again, the attempt not counted, run_at
+-- kept (the job keeps its place in line, and a periodic job still shows its slot).
 UPDATE {schema}.jobs
 SET state = 'queued', attempt = attempt - 1, lease_until = NULL, worker_id = NULL,
-    run_at = now(), updated_at = now()
+    updated_at = now()
 WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
 RETURNING id;
 

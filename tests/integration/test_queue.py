@@ -335,6 +335,7 @@ def test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop(app: Queue, db_url:
         assert release.wait(30)
 
     ids = app.enqueue_many(gate, [{"i": i} for i in range(6)])
+    place_in_line = {i: app.get_job(i).run_at for i in ids}
     worker = app.worker(["gate"], concurrency=1, prefetch=5)
     thread = threading.Thread(target=worker.run)
     thread.start()
@@ -347,7 +348,9 @@ def test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop(app: Queue, db_url:
     thread.join(30)
     states = Counter(app.get_job(i).state for i in ids)
     assert states == {JobState.SUCCEEDED: 1, JobState.QUEUED: 5}
-    assert all(app.get_job(i).attempt == 0 for i in ids if app.get_job(i).state is JobState.QUEUED)
+    given_back = [app.get_job(i) for i in ids if app.get_job(i).state is JobState.QUEUED]
+    assert all(job.attempt == 0 for job in given_back)
+    assert all(job.run_at == place_in_line[job.id] for job in given_back)  # keeps its place
     app.work(["gate"], concurrency=2, prefetch=10, burst=True)
     assert all(app.get_job(i).state is JobState.SUCCEEDED for i in ids)
 
