@@ -110,6 +110,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         (Edit(QUERIES, "SET state = 'queued', attempt = attempt - 1, lease_until = NULL",
               "SET state = state, attempt = attempt, lease_until = NULL"),),
         (f"{QUEUE}::test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop",)),
+    Mutation(
+        "release-keeps-place", "a job given back at a warm shutdown keeps its place in line",
+        (Edit(QUERIES, "lease_until = NULL, worker_id = NULL,\n    updated_at = now()\n"
+                       "WHERE id = ANY(%(ids)s::bigint[]) AND worker_id",
+              "lease_until = NULL, worker_id = NULL,\n    run_at = now(), updated_at = now()\n"
+              "WHERE id = ANY(%(ids)s::bigint[]) AND worker_id"),),
+        (f"{QUEUE}::test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop",)),
     # -- every attempt kept -----------------------------------------------------------------
     Mutation(
         "attempt-recorded-on-retry", "every attempt of a job is kept, with its error",
