@@ -157,9 +157,11 @@ class AsyncQueue:
                     else:
                         yield pooled
             except PoolTimeout:
+                await asyncio.to_thread(self.store.raise_if_refused)  # PostgreSQL's reason
                 raise DatabaseUnavailable(
-                    f"cannot connect to PostgreSQL at {describe(self.store.dsn)} "
-                    f"(no connection within {CONNECT_TIMEOUT} s)") from None
+                    f"no free connection to PostgreSQL at {describe(self.store.dsn)} within "
+                    f"{CONNECT_TIMEOUT} s: all {self.pool_size} of this process's async "
+                    "pooled connections are busy (pool_size)") from None
 
     async def run(self, conn: AsyncConn, name: str, params: Any = None
                   ) -> psycopg.AsyncCursor[dict[str, Any]]:

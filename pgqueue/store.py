@@ -83,6 +83,7 @@ def _after_fork_in_child() -> None:
     the stores and alive until the child exits."""
     for store in list(_stores):
         store._pool_lock = threading.Lock()  # a thread may have held it at the fork
+        store._in_use = 0
         if store._pool is not None:
             _inherited_pools.append(store._pool)
             store._pool = None
@@ -119,6 +120,10 @@ class JobStore:
         self._pool: ConnectionPool | None = None
         self._pool_key: tuple[int, str] | None = None
         self._pool_lock = threading.Lock()  # two threads must not both build a pool
+        # The last pooled session found PostgreSQL refusing: the next ones ask it directly
+        # first, and fail at once with its reason while it still refuses (`_pool_session`).
+        self._refusing = False
+        self._in_use = 0  # pooled connections lent out now (busy, or a stale pool?)
         self.claims = 0  # claim round trips made by this process (tests and bench read it)
         self.wake_at: datetime | None = None  # the last claim's earliest parked job
         _stores.add(self)
@@ -204,17 +209,73 @@ class JobStore:
             else:
                 yield conn
             return
-        try:
-            with self._connection_pool().connection() as pooled:
-                if atomic:
-                    with pooled.transaction():
-                        yield pooled
-                else:
+        with self._pool_session() as pooled:
+            if atomic:
+                with pooled.transaction():
                     yield pooled
+            else:
+                yield pooled
+
+    @contextlib.contextmanager
+    def _pool_session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, or DatabaseUnavailable saying why there is none.
+
+        The pool waits up to CONNECT_TIMEOUT for a connection (riding out a server restart).
+        When it gives up, one direct connect tells the causes apart: PostgreSQL refuses (its
+        reason is the message); it accepts and every pooled connection is in use (busy); or
+        it accepts and the pool is still backing off from an outage (its retries wait up to
+        minutes): then a fresh pool serves. While the server refuses, each later session
+        asks it directly first and fails at once: a dashboard polling a down database
+        answers in milliseconds, not 10 s a request.
+        """
+        if self._refusing:
+            self.raise_if_refused()
+        pool = self._connection_pool()
+        try:
+            conn = pool.getconn()
         except PoolTimeout:
-            raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {describe(self._dsn)} "
-                f"(no connection within {CONNECT_TIMEOUT} s)") from None
+            self.raise_if_refused()
+            if self._in_use >= self.pool_size:
+                raise DatabaseUnavailable(
+                    f"no free connection to PostgreSQL at {describe(self._dsn)} within "
+                    f"{CONNECT_TIMEOUT} s: all {self.pool_size} of this process's pooled "
+                    "connections are busy (pool_size)") from None
+            pool = self._renew_pool(pool)
+            conn = pool.getconn()
+        with self._pool_lock:
+            self._in_use += 1
+        try:
+            with conn:  # as ConnectionPool.connection(): commit or roll back, then give back
+                yield conn
+        finally:
+            with self._pool_lock:
+                self._in_use -= 1
+            pool.putconn(conn)
+
+    def raise_if_refused(self) -> None:
+        """Connect directly once: DatabaseUnavailable with PostgreSQL's reason if it refuses
+        (a pool's timeout does not say why); if it accepts after refusing, the pool (still
+        backing off) is renewed."""
+        try:
+            connect(self._dsn, autocommit=True, **self._options(connections.POOL)).close()
+        except DatabaseUnavailable:
+            self._refusing = True
+            raise
+        if self._refusing:
+            self._refusing = False
+            if self._pool is not None:
+                self._renew_pool(self._pool)
+
+    def _renew_pool(self, stale: ConnectionPool) -> ConnectionPool:
+        """Replace a pool that cannot connect to a server that accepts: a session waiting
+        on it fails (PoolClosed, a DatabaseUnavailable for pgqueue's statements); those
+        using its connections keep them until they give them back, then they close."""
+        with self._pool_lock:
+            if self._pool is stale:
+                self._pool = None
+                self._pool_key = None
+        stale.close(timeout=0)
+        return self._connection_pool()
 
     @contextlib.contextmanager
     def transaction(self, conn: psycopg.Connection[Any] | None = None, *, atomic: bool = True

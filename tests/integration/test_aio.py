@@ -9,9 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from pgqueue import AsyncQueue, DuplicateJob, JobFailed, JobNotFound, JobState, Queue, WaitTimeout, aio
+from pgqueue import (
+    AsyncQueue,
+    DatabaseUnavailable,
+    DuplicateJob,
+    JobFailed,
+    JobNotFound,
+    JobState,
+    Queue,
+    WaitTimeout,
+    aio,
+)
 from tests.chaos.conftest import Fleet, scalar
 from tests.support import worker_app
+from tests.support.postgres import database_url
 
 
 @pytest.fixture
@@ -42,6 +53,24 @@ def test_enqueue_from_a_coroutine(app: Queue) -> None:
     job_id, inserted = asyncio.run(main())
     assert inserted == 4  # the taken key "k" skipped
     assert app.get_job(job_id).args == {"item": 7}  # the sync facade sees the same job
+
+
+def test_a_refusing_server_is_an_error_with_its_reason(admin_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No such database: the async pool's timeout becomes PostgreSQL's own reason."""
+    monkeypatch.setattr(aio, "CONNECT_TIMEOUT", 1)
+    name = "pgqueue_test_never_created"
+    queue = Queue(database_url(admin_url, name))
+
+    async def main() -> None:
+        async with AsyncQueue(queue) as aq:
+            await aq.get_job(1)
+    try:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            asyncio.run(main())
+        assert f'database "{name}" does not exist' in str(raised.value), raised.value
+    finally:
+        queue.close()
 
 
 def test_enqueue_many_by_copy_never_blocks_the_loop(app: Queue, db_url: str) -> None:

@@ -1,16 +1,21 @@
-"""The store's connection pool: one per process, however many threads ask for it at once."""
+"""The store's connection pool: one per process, however many threads ask for it at once;
+when it has no connection to give, an error that says why."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
 import pgqueue.store
+from pgqueue.errors import DatabaseUnavailable
 from pgqueue.store import JobStore
+from tests.support.postgres import database_url
 
 THREADS = 16
 
@@ -76,3 +81,58 @@ def test_every_connection_runs_without_jit_and_keeps_the_users_options(
                 assert settings_of(own) == ("off", "4321ms")
     finally:
         store.close()
+
+
+def test_a_pool_with_every_connection_busy_says_so(db_url: str, monkeypatch: pytest.MonkeyPatch
+                                                   ) -> None:
+    """The server accepts connections, this process's pool (1) is all in use: the error
+    says busy and pool_size, not that PostgreSQL cannot be reached."""
+    monkeypatch.setattr(pgqueue.store, "CONNECT_TIMEOUT", 1)
+    store = JobStore(db_url, pool_size=1)
+    try:
+        with store.session(atomic=False), pytest.raises(DatabaseUnavailable) as raised, \
+                store.session(atomic=False):
+            pass
+        assert "busy (pool_size)" in str(raised.value), raised.value
+        assert "cannot connect" not in str(raised.value)
+        with store.session(atomic=False) as conn:  # the held one came back
+            assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    finally:
+        store.close()
+
+
+def test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts(
+        admin_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database does not exist yet: the first session waits out the pool and reports
+    PostgreSQL's reason; later ones ask the server directly and fail without waiting on
+    the pool; once the database exists, sessions work again."""
+    monkeypatch.setattr(pgqueue.store, "CONNECT_TIMEOUT", 1)
+    name = f"pgqueue_test_late_{os.getpid()}"
+    store = JobStore(database_url(admin_url, name))
+    waits: list[float] = []
+    real_getconn = ConnectionPool.getconn
+
+    def counted_getconn(pool: ConnectionPool, *args: Any, **kwargs: Any) -> Any:
+        waits.append(time.monotonic())
+        return real_getconn(pool, *args, **kwargs)
+
+    monkeypatch.setattr(ConnectionPool, "getconn", counted_getconn)
+    try:
+        with pytest.raises(DatabaseUnavailable) as first, store.session():
+            pass
+        assert f'database "{name}" does not exist' in str(first.value), first.value
+        assert len(waits) == 1
+        for _ in range(3):
+            with pytest.raises(DatabaseUnavailable) as later, store.session():
+                pass
+            assert str(later.value) == str(first.value)
+        assert len(waits) == 1, "a session waited on the pool while the server refused"
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        with store.session() as conn:
+            assert conn.execute("SELECT current_database() AS db").fetchone() == {"db": name}
+        assert len(waits) == 2
+    finally:
+        store.close()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

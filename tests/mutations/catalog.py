@@ -43,6 +43,7 @@ COUNTS_MIGRATION = "sql/pgqueue/migrations/0008_counts.sql"
 RERUNS = "tests/acceptance/test_cheap_reruns.py"
 RESULTS = "tests/integration/test_results.py"
 CONNECTIONS = "tests/integration/test_connections.py"
+POOL = "tests/integration/test_store_pool.py"
 BLOBS = "tests/integration/test_blobs.py"
 STORAGE = "tests/acceptance/test_storage.py"
 ASYNC_TASKS = "tests/integration/test_async_tasks.py"
@@ -351,6 +352,25 @@ MUTATIONS: tuple[Mutation, ...] = (
         (Edit("pgqueue/maintenance.py", "role=MAINTENANCE, direct=True,",
               "role=MAINTENANCE, direct=False,"),),
         (f"{CONNECTIONS}::test_behind_pgbouncer_in_transaction_mode_listen_goes_direct",)),
+    Mutation(
+        "pool-refusal-fails-fast", "while PostgreSQL refuses, a session fails at once with why",
+        (Edit("pgqueue/store.py", "        if self._refusing:\n            self.raise_if_refused()\n",
+              ""),),
+        (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",)),
+    Mutation(
+        "pool-renewed-after-outage", "once PostgreSQL accepts again, so does the pool",
+        (Edit("pgqueue/store.py", "            if self._pool is not None:\n"
+                                  "                self._renew_pool(self._pool)\n", ""),),
+        (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",)),
+    Mutation(
+        "pool-refusal-reason-async", "the async pool's timeout says PostgreSQL's reason too",
+        (Edit("pgqueue/aio.py", "await asyncio.to_thread(self.store.raise_if_refused)", "None"),),
+        (f"{AIO}::test_a_refusing_server_is_an_error_with_its_reason",)),
+    Mutation(
+        "pool-busy-said", "a pool with every connection in use says busy, not unreachable",
+        (Edit("pgqueue/store.py", "            if self._in_use >= self.pool_size:",
+              "            if False:"),),
+        (f"{POOL}::test_a_pool_with_every_connection_busy_says_so",)),
     Mutation(
         "retry-keeps-record", "a retry never deletes a failure record",
         (Edit(QUERIES,
