@@ -491,10 +491,13 @@ class JobStore:
         return int(row["finished"]) if row else 0
 
     def release(self, conn: psycopg.Connection[Any], *, worker_id: int | None,
-                ids: Sequence[int]) -> int:
-        """Give unfinished jobs back (a warm stop): queued again, the attempt not counted."""
-        return len(self.run(conn, "release_jobs", {"ids": list(ids), "worker_id": worker_id}
-                            ).fetchall())
+                ids: Sequence[int], started: Sequence[int] = (),
+                reason: str = "given back at a warm shutdown") -> int:
+        """Give unfinished jobs back (a warm stop): queued again, the attempt not counted;
+        those in `started` (a slot ran them) kept as a 'returned' attempt saying `reason`."""
+        return len(self.run(conn, "release_jobs", {
+            "ids": list(ids), "worker_id": worker_id, "started": int_array(started),
+            "reason": reason}).fetchall())
 
     def heartbeat(self, conn: psycopg.Connection[Any], *, worker_id: int | None,
                   ids: Sequence[int], lease_seconds: float) -> dict[int, bool]:

@@ -494,8 +494,12 @@ class Worker:
         try:
             self._flush_and_claim(0)
             if unfinished:
-                released = self.store.release(self._connection(), worker_id=self.worker_id,
-                                              ids=[held.job.id for held in unfinished])
+                released = self.store.release(
+                    self._connection(), worker_id=self.worker_id,
+                    ids=[held.job.id for held in unfinished],
+                    started=[held.job.id for held in unfinished if held.started],
+                    reason=f"given back at a warm shutdown: still running when the "
+                           f"{self.shutdown_grace:g} s grace ended")
                 log.info("worker %s gave back %s unfinished jobs", self.worker_id, released,
                          extra={"action": "released"})
             self.store.stop_worker(self._connection(), worker_id=self.worker_id)

@@ -242,12 +242,22 @@ RETURNING j.id;
 
 -- name: release_jobs
 -- A warm shutdown gives unfinished jobs back: queued again, the attempt not counted, run_at
--- kept (the job keeps its place in line, and a periodic job still shows its slot).
-UPDATE {schema}.jobs
-SET state = 'queued', attempt = attempt - 1, lease_until = NULL, worker_id = NULL,
-    updated_at = now()
-WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
-RETURNING id;
+-- kept (the job keeps its place in line, and a periodic job still shows its slot). Those a
+-- slot had started (%(started)s) are recorded in job_attempts as 'returned'; those still
+-- waiting in the worker's inbox never ran, and leave no trace.
+WITH released AS (
+    UPDATE {schema}.jobs
+    SET state = 'queued', attempt = attempt - 1, lease_until = NULL, worker_id = NULL,
+        updated_at = now()
+    WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
+    RETURNING id, attempt + 1 AS attempt, started_at
+),
+recorded AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id, started_at)
+    SELECT id, attempt, 'returned', %(reason)s, %(worker_id)s, started_at FROM released
+    WHERE id = ANY(%(started)s::bigint[])
+)
+SELECT id FROM released;
 
 -- name: give_back_unknown
 -- A job whose task this worker does not know (an older worker, during a rolling upgrade):

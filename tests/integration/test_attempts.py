@@ -4,6 +4,8 @@ job retried by hand); a success writes nothing; pruning a job's history takes it
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -104,6 +106,37 @@ def test_a_give_back_is_kept_as_returned(
     assert (row["attempt"], row["outcome"]) == (1, "returned")
     assert "no task named 'attempts.v2'" in row["error"]
     assert app.get_job(job_id).attempt == 0  # not counted
+
+
+def test_a_job_given_back_at_a_warm_shutdown_is_kept_as_returned_if_it_ran(
+        app: Queue, db_url: str) -> None:
+    """One job runs past the grace, five wait in the worker's inbox: all six go back, the
+    one that ran leaves a 'returned' attempt (its worker, start, the grace), the rest none."""
+    started = threading.Event()
+
+    @app.task(name="attempts.stuck", queue="stuck")
+    def stuck(i: int) -> None:
+        started.set()
+        current = current_job()
+        assert current is not None
+        while True:  # until the shutdown interrupts it (JobInterrupted)
+            current.check()
+            time.sleep(0.01)
+
+    ids = app.enqueue_many(stuck, [{"i": i} for i in range(6)])
+    worker = app.worker(["stuck"], concurrency=1, prefetch=5, shutdown_grace=0.2)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(30)
+    worker.stop()
+    thread.join(30)
+    assert {app.get_job(i).state for i in ids} == {JobState.QUEUED}
+    (row,) = attempts(db_url)
+    assert row["job_id"] in ids and (row["attempt"], row["outcome"]) == (1, "returned")
+    assert "warm shutdown" in row["error"] and "0.2 s grace" in row["error"], row["error"]
+    assert row["worker_id"] == worker.worker_id
+    assert row["started_at"] is not None and row["started_at"] <= row["ended_at"]
+    assert app.get_job(row["job_id"]).attempt == 0  # still not counted
 
 
 def test_a_failed_job_retried_by_hand_keeps_its_earlier_run(app: Queue, db_url: str) -> None:

@@ -94,9 +94,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "release-worker-guard", "a late release changes nothing",
         (Edit(QUERIES,
-              "WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'\n"
-              "RETURNING id;",
-              "WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'\nRETURNING id;"),),
+              "    WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'\n"
+              "    RETURNING id, attempt + 1 AS attempt, started_at\n",
+              "    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'\n"
+              "    RETURNING id, attempt + 1 AS attempt, started_at\n"),),
         (RERUN_RUNNING,)),
     Mutation(
         # Cancel is guarded twice (it locks only queued rows, and finishes from 'queued'):
@@ -113,12 +114,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{QUEUE}::test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop",)),
     Mutation(
         "release-keeps-place", "a job given back at a warm shutdown keeps its place in line",
-        (Edit(QUERIES, "lease_until = NULL, worker_id = NULL,\n    updated_at = now()\n"
-                       "WHERE id = ANY(%(ids)s::bigint[]) AND worker_id",
-              "lease_until = NULL, worker_id = NULL,\n    run_at = now(), updated_at = now()\n"
-              "WHERE id = ANY(%(ids)s::bigint[]) AND worker_id"),),
+        (Edit(QUERIES, "lease_until = NULL, worker_id = NULL,\n        updated_at = now()\n"
+                       "    WHERE id = ANY(%(ids)s::bigint[]) AND worker_id",
+              "lease_until = NULL, worker_id = NULL,\n        run_at = now(), updated_at = now()\n"
+              "    WHERE id = ANY(%(ids)s::bigint[]) AND worker_id"),),
         (f"{QUEUE}::test_prefetched_jobs_run_once_and_go_back_on_a_warm_stop",)),
     # -- every attempt kept -----------------------------------------------------------------
+    Mutation(
+        "attempt-recorded-on-release", "a job a warm shutdown gives back after it ran is kept",
+        (Edit(QUERIES, "    WHERE id = ANY(%(started)s::bigint[])\n",
+              "    WHERE false AND id = ANY(%(started)s::bigint[])\n"),),
+        (f"{ATTEMPTS}::test_a_job_given_back_at_a_warm_shutdown_is_kept_as_returned_if_it_ran",)),
     Mutation(
         "attempt-recorded-on-retry", "every attempt of a job is kept, with its error",
         (Edit(QUERIES, "    SELECT id, attempt, 'failed', error, worker_id, started_at FROM locked\n",
