@@ -106,7 +106,7 @@ def stale_outcomes(app: Queue, db_url: str, job_id: int, worker_id: int, attempt
     """What the lost worker sends when it wakes up, through the statements a worker records
     outcomes with: a final failure (finish_jobs), a failure to retry (retry_later), a
     warm-shutdown give-back (release_jobs), and last a success (finish_jobs). Returns how
-    many rows each changed."""
+    many rows each changed, and how many attempts they recorded."""
     changed = {}
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
         changed["fail"] = conn.execute(app.statements.finish_jobs, {
@@ -117,10 +117,14 @@ def stale_outcomes(app: Queue, db_url: str, job_id: int, worker_id: int, attempt
             "ids": [job_id], "attempts": [attempt], "delays": [0.0],
             "errors": ["stale failure"]}).fetchall())
         changed["release"] = len(conn.execute(app.statements.release_jobs, {
-            "ids": [job_id], "worker_id": worker_id}).fetchall())
+            "ids": [job_id], "worker_id": worker_id, "started": [job_id],
+            "reason": "stale give-back"}).fetchall())
         changed["finish"] = conn.execute(app.statements.finish_jobs, {
             "ids": [job_id], "attempts": [attempt], "states": ["succeeded"], "errors": [None],
             "results": [None], "from_state": "running"}).fetchone()["finished"]
+        changed["recorded"] = conn.execute(  # attempts kept from these stale outcomes
+            "SELECT count(*) AS n FROM pgqueue.job_attempts WHERE error LIKE 'stale%'"
+        ).fetchone()["n"]
     return changed
 
 
@@ -146,7 +150,7 @@ def test_stale_outcomes_while_the_rerun_runs_change_nothing(app: Queue, db_url: 
         job = app.get_job(job_id)
         assert (job.state, job.attempt, job.rescues) == (JobState.RUNNING, 2, 1)
         assert stale_outcomes(app, db_url, job_id, lost_worker, attempt) == \
-            {"fail": 0, "retry": 0, "release": 0, "finish": 0}
+            {"fail": 0, "retry": 0, "release": 0, "finish": 0, "recorded": 0}
         assert app.rescue_expired() == {"requeued": 0, "failed": 0}  # its lease is live
         job = app.get_job(job_id)
         assert (job.state, job.attempt) == (JobState.RUNNING, 2)
@@ -178,7 +182,7 @@ def test_stale_outcomes_while_the_rescued_job_waits_keep_only_its_success(app: Q
     # Its failures and give-backs change nothing; its success, the work done, is kept
     # (issue 23: a frozen worker's completed attempt was discarded, and the job run again).
     assert stale_outcomes(app, db_url, job_id, lost_worker, attempt) == \
-        {"fail": 0, "retry": 0, "release": 0, "finish": 1}
+        {"fail": 0, "retry": 0, "release": 0, "finish": 1, "recorded": 0}
     job = app.get_job(job_id)
     assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 1, 1)
     assert app.get_group(group.id).pending == 0
