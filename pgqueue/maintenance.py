@@ -81,7 +81,8 @@ def rescue_expired(store: JobStore, backoff_for: BackoffFor,
         failed = store.finish(db, give_up, from_state="running")
         requeued = 0
         if again:
-            requeued = len(store.run(db, "requeue_rescued", {
+            requeued = len(store.run(db, "requeue_attempts", {
+                "outcome": "rescued",
                 "ids": [r[0] for r in again], "attempts": [r[1] for r in again],
                 "delays": [r[2] for r in again], "errors": [r[3] for r in again]}).fetchall())
         store.run(db, "stale_workers", {"stale_seconds": STALE_WORKER_SECONDS})

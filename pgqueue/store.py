@@ -448,7 +448,8 @@ class JobStore:
         if finals:
             self.finish(conn, finals, from_state="running", results=results)
         if retries:
-            self.run(conn, "retry_later", {
+            self.run(conn, "requeue_attempts", {
+                "outcome": "failed",
                 "ids": [r[0] for r in retries], "attempts": [r[1] for r in retries],
                 "delays": [r[2] for r in retries], "errors": [storable(r[3]) for r in retries]})
 

@@ -213,12 +213,15 @@ counted AS (
 )
 SELECT (SELECT count(*) FROM recorded) AS finished, (SELECT count(*) FROM counted) AS groups;
 
--- name: retry_later
--- A failed attempt with attempts left goes back to queued, after a backoff, and is recorded
--- in job_attempts (with the worker that ran it, which the update clears) in the same
--- statement. The rows are locked first, under the guard, in id order (finish_jobs' order):
--- what is recorded is exactly what is requeued, so a late failure from a worker whose job
--- was rescued records nothing. A success never comes here: it writes no attempt row.
+-- name: requeue_attempts
+-- An attempt that ended without ending its job goes back to queued, after a backoff: a
+-- failure with attempts left (outcome 'failed', from its worker) or a lost one ('rescued',
+-- from the rescuer, which already holds the rows (expired_leases), counted in rescues).
+-- It is recorded in job_attempts (with the worker that ran it, which the update clears)
+-- in the same statement. The rows are locked first, under the guard, in id order
+-- (finish_jobs' order): what is recorded is exactly what is requeued, so a late failure
+-- from a worker whose job was rescued records nothing. A success never comes here: it
+-- writes no attempt row.
 WITH locked AS (
     SELECT j.id, j.attempt, j.worker_id, j.started_at, o.delay, o.error
     FROM {schema}.jobs AS j
@@ -231,10 +234,11 @@ WITH locked AS (
 ),
 recorded AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id, started_at)
-    SELECT id, attempt, 'failed', error, worker_id, started_at FROM locked
+    SELECT id, attempt, %(outcome)s::text, error, worker_id, started_at FROM locked
 )
 UPDATE {schema}.jobs AS j
 SET state = 'queued', run_at = now() + locked.delay * interval '1 second',
+    rescues = j.rescues + (%(outcome)s::text = 'rescued')::int,
     last_error = locked.error, lease_until = NULL, worker_id = NULL, updated_at = now()
 FROM locked
 WHERE j.id = locked.id
@@ -263,7 +267,7 @@ SELECT id FROM released;
 -- A job whose task this worker does not know (an older worker, during a rolling upgrade):
 -- queued again a little later for a worker that knows it, the attempt not counted, at
 -- most %(max_returns)s times (jobs.unknown_returns); the caller fails the others.
--- The give-back is recorded in job_attempts as 'returned' (locked first, as in retry_later).
+-- The give-back is recorded in job_attempts as 'returned' (locked first, as in requeue_attempts).
 WITH locked AS (
     SELECT j.id, j.attempt, j.worker_id, j.started_at, o.error
     FROM {schema}.jobs AS j
@@ -359,32 +363,6 @@ WHERE state = 'running' AND lease_until < now()
 ORDER BY lease_until
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
-
--- name: requeue_rescued
--- The rescuer puts a lost attempt back, and records it in job_attempts as 'rescued' with
--- the worker that lost it, in the same statement (the shape of retry_later; the rows are
--- already locked by expired_leases in this transaction).
-WITH locked AS (
-    SELECT j.id, j.attempt, j.worker_id, j.started_at, o.delay, o.error
-    FROM {schema}.jobs AS j
-    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(delays)s::double precision[],
-                %(errors)s::text[]) AS o(id, attempt, delay, error)
-        ON j.id = o.id AND j.id = ANY(%(ids)s::bigint[])  -- by primary key: see finish_jobs
-    WHERE j.attempt = o.attempt AND j.state = 'running'
-    ORDER BY j.id
-    FOR UPDATE OF j
-),
-recorded AS (
-    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id, started_at)
-    SELECT id, attempt, 'rescued', error, worker_id, started_at FROM locked
-)
-UPDATE {schema}.jobs AS j
-SET state = 'queued', rescues = j.rescues + 1, lease_until = NULL, worker_id = NULL,
-    run_at = now() + locked.delay * interval '1 second', last_error = locked.error,
-    updated_at = now()
-FROM locked
-WHERE j.id = locked.id
-RETURNING j.id;
 
 -- name: stale_workers
 -- Worker rows whose heartbeat stopped: marked stopped so status no longer lists them.

@@ -49,7 +49,7 @@ def test_each_failed_attempt_is_kept_with_its_traceback_in_order(app: Queue, db_
     job_id = app.enqueue(flaky(app, fails=2))
     assert app.work(["work"], burst=True, poll_interval=0.05) == 0
     job = app.get_job(job_id)
-    assert (job.state, job.attempt) == (JobState.SUCCEEDED, 3)
+    assert (job.state, job.attempt, job.rescues) == (JobState.SUCCEEDED, 3, 0)  # no rescue
     rows = attempts(db_url, job_id)
     assert [(r["attempt"], r["outcome"]) for r in rows] == [(1, "failed"), (2, "failed")]
     for number, row in enumerate(rows, start=1):
@@ -85,8 +85,8 @@ def test_a_rescued_attempt_is_kept_and_a_late_failure_records_nothing(
     assert row["started_at"] is not None
     # The lost worker wakes and reports a failure of the attempt it no longer holds.
     with psycopg.connect(db_url, autocommit=True) as conn:
-        stale = conn.execute(app.statements.retry_later, {
-            "ids": [job_id], "attempts": [attempt], "delays": [0.0],
+        stale = conn.execute(app.statements.requeue_attempts, {
+            "outcome": "failed", "ids": [job_id], "attempts": [attempt], "delays": [0.0],
             "errors": ["stale failure"]}).fetchall()
         conn.execute("UPDATE pgqueue.jobs SET run_at = now()")  # no rescue backoff
     assert stale == [] and len(attempts(db_url, job_id)) == 1

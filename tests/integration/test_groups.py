@@ -104,7 +104,7 @@ def claim_and_lose(app: Queue, db_url: str, queue: str) -> tuple[int, int, int]:
 def stale_outcomes(app: Queue, db_url: str, job_id: int, worker_id: int, attempt: int
                    ) -> dict[str, int]:
     """What the lost worker sends when it wakes up, through the statements a worker records
-    outcomes with: a final failure (finish_jobs), a failure to retry (retry_later), a
+    outcomes with: a final failure (finish_jobs), a failure to retry (requeue_attempts), a
     warm-shutdown give-back (release_jobs), and last a success (finish_jobs). Returns how
     many rows each changed, and how many attempts they recorded."""
     changed = {}
@@ -113,8 +113,8 @@ def stale_outcomes(app: Queue, db_url: str, job_id: int, worker_id: int, attempt
             "ids": [job_id], "attempts": [attempt], "states": ["failed"],
             "errors": ["stale failure"], "results": [None],
             "from_state": "running"}).fetchone()["finished"]
-        changed["retry"] = len(conn.execute(app.statements.retry_later, {
-            "ids": [job_id], "attempts": [attempt], "delays": [0.0],
+        changed["retry"] = len(conn.execute(app.statements.requeue_attempts, {
+            "outcome": "failed", "ids": [job_id], "attempts": [attempt], "delays": [0.0],
             "errors": ["stale failure"]}).fetchall())
         changed["release"] = len(conn.execute(app.statements.release_jobs, {
             "ids": [job_id], "worker_id": worker_id, "started": [job_id],

@@ -66,12 +66,12 @@ RERUN_RUNNING = f"{GROUPS}::test_stale_outcomes_while_the_rerun_runs_change_noth
 RESCUED_WAITING = f"{GROUPS}::test_stale_outcomes_while_the_rescued_job_waits_keep_only_its_success"
 
 _FINISH_GUARD = "       j.attempt = o.attempt AND j.state = %(from_state)s::{schema}.job_state\n"
-# retry_later's guard; requeue_rescued and give_back_unknown have the same line, so the
-# context runs on to the outcome retry_later records.
+# requeue_attempts' guard; give_back_unknown starts with the same line, so the context runs
+# on to the outcome requeue_attempts records.
 _RETRY_GUARD = ("    WHERE j.attempt = o.attempt AND j.state = 'running'\n"
                 "    ORDER BY j.id\n    FOR UPDATE OF j\n),\nrecorded AS (\n"
                 "    INSERT INTO {schema}.job_attempts (job_id, attempt, outcome, error, worker_id,"
-                " started_at)\n    SELECT id, attempt, 'failed',")
+                " started_at)\n    SELECT id, attempt, %(outcome)s::text,")
 
 MUTATIONS: tuple[Mutation, ...] = (
     # -- the guards of every terminal update ---------------------------------------------
@@ -126,18 +126,14 @@ MUTATIONS: tuple[Mutation, ...] = (
               "    WHERE false AND id = ANY(%(started)s::bigint[])\n"),),
         (f"{ATTEMPTS}::test_a_job_given_back_at_a_warm_shutdown_is_kept_as_returned_if_it_ran",)),
     Mutation(
-        "attempt-recorded-on-retry", "every attempt of a job is kept, with its error",
-        (Edit(QUERIES, "    SELECT id, attempt, 'failed', error, worker_id, started_at FROM locked\n",
-              "    SELECT id, attempt, 'failed', error, worker_id, started_at FROM locked"
-              " WHERE false\n"),),
+        "attempt-recorded-on-requeue", "every attempt of a job is kept, with its error",
+        (Edit(QUERIES, "    SELECT id, attempt, %(outcome)s::text, error, worker_id, started_at"
+                       " FROM locked\n",
+              "    SELECT id, attempt, %(outcome)s::text, error, worker_id, started_at"
+              " FROM locked WHERE false\n"),),
         (f"{ATTEMPTS}::test_each_failed_attempt_is_kept_with_its_traceback_in_order",
-         f"{WEB_PAGES}::test_a_job_page_lists_every_attempt_with_its_error_and_traceback")),
-    Mutation(
-        "attempt-recorded-on-rescue", "every attempt of a job is kept, with its error",
-        (Edit(QUERIES, "    SELECT id, attempt, 'rescued', error, worker_id, started_at FROM locked\n",
-              "    SELECT id, attempt, 'rescued', error, worker_id, started_at FROM locked"
-              " WHERE false\n"),),
-        (f"{ATTEMPTS}::test_a_rescued_attempt_is_kept_and_a_late_failure_records_nothing",
+         f"{WEB_PAGES}::test_a_job_page_lists_every_attempt_with_its_error_and_traceback",
+         f"{ATTEMPTS}::test_a_rescued_attempt_is_kept_and_a_late_failure_records_nothing",
          f"{WEB_PAGES}::test_a_rescued_attempt_shows_as_rescued")),
     Mutation(
         "attempts-pruned-with-history", "pruning a job's history takes its attempts",
