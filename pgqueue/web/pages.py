@@ -173,7 +173,7 @@ def job_detail(request: Request) -> Response:
 ENDED = {
     "failed": "attempt {attempt} failed: retried",
     "rescued": "attempt {attempt} lost (lease expired): rescued",
-    "returned": "attempt {attempt} given back (its worker does not know the task)",
+    "returned": "attempt {attempt} given back by its worker (not counted)",
 }
 
 

@@ -161,6 +161,31 @@ def test_a_rescued_attempt_shows_as_rescued(wq: Queue, web: TestClient) -> None:
         (1, "rescued"), (2, "succeeded")]
 
 
+def test_a_job_given_back_at_a_warm_shutdown_shows_the_run_that_was_cut(
+        wq: Queue, web: TestClient) -> None:
+    job_id = wq.tasks["web.ok"].enqueue(n=1)
+    with wq.session() as conn:
+        worker_id = wq.store.register_worker(conn, host="stopping-host", pid=9,
+                                             queues=["default"], concurrency=1,
+                                             isolation="thread")
+    with wq.connect(autocommit=True) as conn:
+        (claimed,) = wq.store.claim(conn, worker_id=worker_id, queues=["default"], limit=1,
+                                    lease_seconds=60)
+        assert claimed.id == job_id
+        assert wq.store.release(conn, worker_id=worker_id, ids=[job_id], started=[job_id],
+                                reason="given back at a warm shutdown: still running when "
+                                       "the 30 s grace ended") == 1
+    page = web.get(f"/jobs/{job_id}", params={"format": "json"}).json()
+    assert (page["job"]["state"], page["job"]["attempt"]) == ("queued", 0)
+    (cut,) = page["attempts"]
+    assert (cut["attempt"], cut["outcome"], cut["worker_host"]) == (1, "returned", "stopping-host")
+    assert "the 30 s grace ended" in cut["error"]
+    assert "attempt 1 given back by its worker (not counted)" in [
+        t["event"] for t in page["timeline"]]
+    html = web.get(f"/jobs/{job_id}").text
+    assert 'data-outcome="returned"' in html and "given back by its worker, not counted" in html
+
+
 def test_missing_job_and_bad_filters_are_one_line_errors(web: TestClient) -> None:
     missing = web.get("/jobs/999999")
     assert missing.status_code == 404 and "no job 999999" in missing.text
