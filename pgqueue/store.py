@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from pgqueue import connections
 from pgqueue.claiming import CONCURRENCY_PARK_SECONDS
@@ -228,20 +228,7 @@ class JobStore:
         asks it directly first and fails at once: a dashboard polling a down database
         answers in milliseconds, not 10 s a request.
         """
-        if self._refusing:
-            self.raise_if_refused()
-        pool = self._connection_pool()
-        try:
-            conn = pool.getconn()
-        except PoolTimeout:
-            self.raise_if_refused()
-            if self._in_use >= self.pool_size:
-                raise DatabaseUnavailable(
-                    f"no free connection to PostgreSQL at {describe(self._dsn)} within "
-                    f"{CONNECT_TIMEOUT} s: all {self.pool_size} of this process's pooled "
-                    "connections are busy (pool_size)") from None
-            pool = self._renew_pool(pool)
-            conn = pool.getconn()
+        pool, conn = self._borrow()
         with self._pool_lock:
             self._in_use += 1
         try:
@@ -251,6 +238,28 @@ class JobStore:
             with self._pool_lock:
                 self._in_use -= 1
             pool.putconn(conn)
+
+    def _borrow(self) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
+        """A connection from the pool, and the pool (see `_pool_session`)."""
+        if self._refusing:
+            self.raise_if_refused()
+        renewed = False
+        for _ in range(3):
+            pool = self._connection_pool()
+            try:
+                return pool, pool.getconn()
+            except PoolClosed:  # another thread renewed it while this one waited
+                continue
+            except PoolTimeout:
+                self.raise_if_refused()
+                if renewed or self._in_use >= self.pool_size:
+                    break
+                self._renew_pool(pool)
+                renewed = True
+        raise DatabaseUnavailable(
+            f"no free connection to PostgreSQL at {describe(self._dsn)} within "
+            f"{CONNECT_TIMEOUT} s: all {self.pool_size} of this process's pooled "
+            "connections are busy (pool_size)")
 
     def raise_if_refused(self) -> None:
         """Connect directly once: DatabaseUnavailable with PostgreSQL's reason if it refuses
@@ -266,7 +275,7 @@ class JobStore:
             if self._pool is not None:
                 self._renew_pool(self._pool)
 
-    def _renew_pool(self, stale: ConnectionPool) -> ConnectionPool:
+    def _renew_pool(self, stale: ConnectionPool) -> None:
         """Replace a pool that cannot connect to a server that accepts: a session waiting
         on it fails (PoolClosed, a DatabaseUnavailable for pgqueue's statements); those
         using its connections keep them until they give them back, then they close."""
@@ -275,7 +284,6 @@ class JobStore:
                 self._pool = None
                 self._pool_key = None
         stale.close(timeout=0)
-        return self._connection_pool()
 
     @contextlib.contextmanager
     def transaction(self, conn: psycopg.Connection[Any] | None = None, *, atomic: bool = True

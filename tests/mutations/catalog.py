@@ -370,8 +370,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{AIO}::test_a_refusing_server_is_an_error_with_its_reason",)),
     Mutation(
         "pool-busy-said", "a pool with every connection in use says busy, not unreachable",
-        (Edit("pgqueue/store.py", "            if self._in_use >= self.pool_size:",
-              "            if False:"),),
+        (Edit("pgqueue/store.py", "                if renewed or self._in_use >= self.pool_size:",
+              "                if renewed:"),),
         (f"{POOL}::test_a_pool_with_every_connection_busy_says_so",)),
     Mutation(
         "retry-keeps-record", "a retry never deletes a failure record",
