@@ -277,8 +277,8 @@ class JobStore:
 
     def _renew_pool(self, stale: ConnectionPool) -> None:
         """Replace a pool that cannot connect to a server that accepts: a session waiting
-        on it fails (PoolClosed, a DatabaseUnavailable for pgqueue's statements); those
-        using its connections keep them until they give them back, then they close."""
+        on it takes the new one (`_borrow`); those using its connections keep them until
+        they give them back, then they close."""
         with self._pool_lock:
             if self._pool is stale:
                 self._pool = None
