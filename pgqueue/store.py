@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from pgqueue.tasks import JobSpec, Task
 
 DEFAULT_POOL_SIZE = 4  # connections for enqueueing and reads; workers hold their own
+NEVER_CONNECTED_CHECK = 0.2  # seconds between looks at a pool that has not connected yet
 
 # A final state to record: (job id, attempt, state, error).
 Final = tuple[int, int, str, str | None]
@@ -99,6 +101,24 @@ def _end_job() -> None:
 
 
 connections.on_job_end(_end_job)
+
+
+def _getconn(pool: ConnectionPool) -> psycopg.Connection[Any]:
+    """`pool.getconn()`, but a pool that has never connected gives up as soon as its every
+    attempt has failed: a command started with a wrong URL, or while PostgreSQL is down,
+    says why in a moment, not after CONNECT_TIMEOUT. A pool that has connected before
+    waits the whole timeout (it rides out a restart)."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return pool.getconn(timeout=max(0.01, min(NEVER_CONNECTED_CHECK, remaining)))
+        except PoolTimeout:
+            stats = pool.get_stats()
+            attempts = stats.get("connections_num", 0)
+            if remaining <= NEVER_CONNECTED_CHECK or \
+                    0 < attempts <= stats.get("connections_errors", 0):
+                raise
 
 
 def lock_key(purpose: str, schema: str) -> int:
@@ -220,13 +240,14 @@ class JobStore:
     def _pool_session(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection, or DatabaseUnavailable saying why there is none.
 
-        The pool waits up to CONNECT_TIMEOUT for a connection (riding out a server restart).
-        When it gives up, one direct connect tells the causes apart: PostgreSQL refuses (its
-        reason is the message); it accepts and every pooled connection is in use (busy); or
-        it accepts and the pool is still backing off from an outage (its retries wait up to
-        minutes): then a fresh pool serves. While the server refuses, each later session
-        asks it directly first and fails at once: a dashboard polling a down database
-        answers in milliseconds, not 10 s a request.
+        The pool waits up to CONNECT_TIMEOUT for a connection (riding out a server restart),
+        or less if it has never connected (`_getconn`). When it gives up, one direct
+        connect tells the causes apart: PostgreSQL refuses (its reason is the message); it
+        accepts and every pooled connection is in use (busy); or it accepts and the pool is
+        still backing off from an outage (its retries wait up to minutes): then a fresh
+        pool serves. While the server refuses, each later session asks it directly first
+        and fails at once: a dashboard polling a down database answers in milliseconds, not
+        10 s a request.
         """
         pool, conn = self._borrow()
         with self._pool_lock:
@@ -247,7 +268,7 @@ class JobStore:
         for _ in range(3):
             pool = self._connection_pool()
             try:
-                return pool, pool.getconn()
+                return pool, _getconn(pool)
             except PoolClosed:  # another thread renewed it while this one waited
                 continue
             except PoolTimeout:

@@ -101,12 +101,14 @@ def test_a_pool_with_every_connection_busy_says_so(db_url: str, monkeypatch: pyt
         store.close()
 
 
+@pytest.mark.timeout(30)  # the pool's timeout is 60 s here: waiting it out fails the test
 def test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts(
         admin_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The database does not exist yet: the first session waits out the pool and reports
-    PostgreSQL's reason; later ones ask the server directly and fail without waiting on
-    the pool; once the database exists, sessions work again."""
-    monkeypatch.setattr(pgqueue.store, "CONNECT_TIMEOUT", 1)
+    """The database does not exist yet: the first session gives up as soon as the pool's
+    first attempt has failed (it never connected) and reports PostgreSQL's reason; later
+    ones ask the server directly and fail without waiting on the pool; once the database
+    exists, sessions work again."""
+    monkeypatch.setattr(pgqueue.store, "CONNECT_TIMEOUT", 60)
     name = f"pgqueue_test_late_{os.getpid()}"
     store = JobStore(database_url(admin_url, name))
     waits: list[float] = []
@@ -121,17 +123,18 @@ def test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_a
         with pytest.raises(DatabaseUnavailable) as first, store.session():
             pass
         assert f'database "{name}" does not exist' in str(first.value), first.value
-        assert len(waits) == 1
+        asked = len(waits)
+        assert asked >= 1
         for _ in range(3):
             with pytest.raises(DatabaseUnavailable) as later, store.session():
                 pass
             assert str(later.value) == str(first.value)
-        assert len(waits) == 1, "a session waited on the pool while the server refused"
+        assert len(waits) == asked, "a session waited on the pool while the server refused"
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
         with store.session() as conn:
             assert conn.execute("SELECT current_database() AS db").fetchone() == {"db": name}
-        assert len(waits) == 2
+        assert len(waits) == asked + 1
     finally:
         store.close()
         with psycopg.connect(admin_url, autocommit=True) as admin:

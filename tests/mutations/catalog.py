@@ -360,6 +360,11 @@ MUTATIONS: tuple[Mutation, ...] = (
               ""),),
         (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",)),
     Mutation(
+        "pool-never-connected-fails-fast", "a pool that never connected says why at once",
+        (Edit("pgqueue/store.py", "                    0 < attempts <= stats.get(\"connections_errors\", 0):",
+              "                    False:"),),
+        (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",)),
+    Mutation(
         "pool-renewed-after-outage", "once PostgreSQL accepts again, so does the pool",
         (Edit("pgqueue/store.py", "            if self._pool is not None:\n"
                                   "                self._renew_pool(self._pool)\n", ""),),
