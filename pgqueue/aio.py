@@ -36,7 +36,7 @@ from typing import Any, Protocol, cast
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from pgqueue import connections, results
 from pgqueue.db import (
@@ -67,7 +67,7 @@ from pgqueue.errors import (
     WaitTimeout,
 )
 from pgqueue.jobs import Job
-from pgqueue.store import DEFAULT_POOL_SIZE, JobStore
+from pgqueue.store import DEFAULT_POOL_SIZE, JobStore, never_connected, pool_busy, wait_slice
 from pgqueue.tasks import JobSpec, Task, check_priority
 
 AsyncConn = psycopg.AsyncConnection[Any]
@@ -82,6 +82,18 @@ class HasRegistry(Protocol):
     tasks: dict[str, Task]
 
 
+async def _getconn(pool: AsyncConnectionPool[AsyncConn]) -> AsyncConn:
+    """`pool.getconn()`; a pool that has never connected gives up at once (see
+    `pgqueue.store._getconn`)."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        try:
+            return await pool.getconn(timeout=wait_slice(deadline))
+        except PoolTimeout:
+            if time.monotonic() >= deadline or never_connected(pool.get_stats()):
+                raise
+
+
 class AsyncQueue:
     """The async face of one `Queue`: same tables, tasks and statements; see the module
     docstring. Every method takes an optional `conn` (an `AsyncConnection` of the caller,
@@ -94,6 +106,7 @@ class AsyncQueue:
         self.schema = self.store.schema
         self.pool_size = pool_size
         self._pool: AsyncConnectionPool[AsyncConn] | None = None
+        self._in_use = 0  # pooled connections lent out now (busy, or a stale pool?)
         self._opening: asyncio.Lock | None = None
 
     # -- connections ----------------------------------------------------------------------
@@ -148,20 +161,42 @@ class AsyncQueue:
                 else:
                     yield conn
                 return
-            pool = await self._connection_pool()
+            pool, pooled = await self._borrow()
+            self._in_use += 1
             try:
-                async with pool.connection() as pooled:
+                async with pooled:  # as AsyncConnectionPool.connection(), then given back
                     if atomic:
                         async with pooled.transaction():
                             yield pooled
                     else:
                         yield pooled
+            finally:
+                self._in_use -= 1
+                await pool.putconn(pooled)
+
+    async def _borrow(self) -> tuple[AsyncConnectionPool[AsyncConn], AsyncConn]:
+        """A pooled connection and its pool, or DatabaseUnavailable saying why there is none,
+        as `JobStore._borrow`: a pool that never connected gives up at once, PostgreSQL's
+        reason comes from one direct connect, and a pool still backing off from an outage
+        the server is over is renewed."""
+        if self.store.refusing:
+            await asyncio.to_thread(self.store.raise_if_refused)
+        renewed = False
+        for _ in range(3):
+            pool = await self._connection_pool()
+            try:
+                return pool, await _getconn(pool)
+            except PoolClosed:  # renewed by another task while this one waited
+                continue
             except PoolTimeout:
-                await asyncio.to_thread(self.store.raise_if_refused)  # PostgreSQL's reason
-                raise DatabaseUnavailable(
-                    f"no free connection to PostgreSQL at {describe(self.store.dsn)} within "
-                    f"{CONNECT_TIMEOUT} s: all {self.pool_size} of this process's async "
-                    "pooled connections are busy (pool_size)") from None
+                await asyncio.to_thread(self.store.raise_if_refused)
+                if renewed or self._in_use >= self.pool_size:
+                    break
+                if self._pool is pool:
+                    self._pool = None
+                await pool.close(timeout=0)
+                renewed = True
+        raise pool_busy(self.store.dsn, self.pool_size, "async ")
 
     async def run(self, conn: AsyncConn, name: str, params: Any = None
                   ) -> psycopg.AsyncCursor[dict[str, Any]]:

@@ -103,6 +103,24 @@ def _end_job() -> None:
 connections.on_job_end(_end_job)
 
 
+def never_connected(stats: Mapping[str, int]) -> bool:
+    """A pool (its `get_stats()`) that has tried to connect and failed every time: a
+    wrong URL, or a server down since this process started."""
+    return 0 < stats.get("connections_num", 0) <= stats.get("connections_errors", 0)
+
+
+def wait_slice(deadline: float) -> float:
+    """How long to wait on a pool before looking again whether it ever connected."""
+    return max(0.01, min(NEVER_CONNECTED_CHECK, deadline - time.monotonic()))
+
+
+def pool_busy(dsn: str, size: int, kind: str = "") -> DatabaseUnavailable:
+    """The error when PostgreSQL accepts connections and a pool still has none to give."""
+    return DatabaseUnavailable(
+        f"no free connection to PostgreSQL at {describe(dsn)} within {CONNECT_TIMEOUT} s: "
+        f"all {size} of this process's {kind}pooled connections are busy (pool_size)")
+
+
 def _getconn(pool: ConnectionPool) -> psycopg.Connection[Any]:
     """`pool.getconn()`, but a pool that has never connected gives up as soon as its every
     attempt has failed: a command started with a wrong URL, or while PostgreSQL is down,
@@ -110,14 +128,10 @@ def _getconn(pool: ConnectionPool) -> psycopg.Connection[Any]:
     waits the whole timeout (it rides out a restart)."""
     deadline = time.monotonic() + CONNECT_TIMEOUT
     while True:
-        remaining = deadline - time.monotonic()
         try:
-            return pool.getconn(timeout=max(0.01, min(NEVER_CONNECTED_CHECK, remaining)))
+            return pool.getconn(timeout=wait_slice(deadline))
         except PoolTimeout:
-            stats = pool.get_stats()
-            attempts = stats.get("connections_num", 0)
-            if remaining <= NEVER_CONNECTED_CHECK or \
-                    0 < attempts <= stats.get("connections_errors", 0):
+            if time.monotonic() >= deadline or never_connected(pool.get_stats()):
                 raise
 
 
@@ -262,7 +276,7 @@ class JobStore:
 
     def _borrow(self) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
         """A connection from the pool, and the pool (see `_pool_session`)."""
-        if self._refusing:
+        if self.refusing:
             self.raise_if_refused()
         renewed = False
         for _ in range(3):
@@ -277,10 +291,12 @@ class JobStore:
                     break
                 self._renew_pool(pool)
                 renewed = True
-        raise DatabaseUnavailable(
-            f"no free connection to PostgreSQL at {describe(self._dsn)} within "
-            f"{CONNECT_TIMEOUT} s: all {self.pool_size} of this process's pooled "
-            "connections are busy (pool_size)")
+        raise pool_busy(self._dsn, self.pool_size)
+
+    @property
+    def refusing(self) -> bool:
+        """The last direct connect (`raise_if_refused`) was refused."""
+        return self._refusing
 
     def raise_if_refused(self) -> None:
         """Connect directly once: DatabaseUnavailable with PostgreSQL's reason if it refuses

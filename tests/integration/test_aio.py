@@ -4,9 +4,11 @@ blocking the loop, COPY of many jobs, groups, get_job, wait_async woken by LISTE
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pgqueue import (
@@ -55,22 +57,31 @@ def test_enqueue_from_a_coroutine(app: Queue) -> None:
     assert app.get_job(job_id).args == {"item": 7}  # the sync facade sees the same job
 
 
+@pytest.mark.timeout(30)  # the pool's timeout is 60 s here: waiting it out fails the test
 def test_a_refusing_server_is_an_error_with_its_reason(admin_url: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """No such database: the async pool's timeout becomes PostgreSQL's own reason."""
-    monkeypatch.setattr(aio, "CONNECT_TIMEOUT", 1)
-    name = "pgqueue_test_never_created"
+    """No such database: the async pool, which never connected, gives up at once with
+    PostgreSQL's own reason; once the database exists, the same AsyncQueue works."""
+    monkeypatch.setattr(aio, "CONNECT_TIMEOUT", 60)
+    name = f"pgqueue_test_late_async_{os.getpid()}"
     queue = Queue(database_url(admin_url, name))
 
     async def main() -> None:
         async with AsyncQueue(queue) as aq:
-            await aq.get_job(1)
+            with pytest.raises(DatabaseUnavailable) as raised:
+                await aq.get_job(1)
+            assert f'database "{name}" does not exist' in str(raised.value), raised.value
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            async with aq.session() as conn:
+                row = await (await conn.execute("SELECT current_database() AS db")).fetchone()
+            assert row == {"db": name}
     try:
-        with pytest.raises(DatabaseUnavailable) as raised:
-            asyncio.run(main())
-        assert f'database "{name}" does not exist' in str(raised.value), raised.value
+        asyncio.run(main())
     finally:
         queue.close()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_enqueue_many_by_copy_never_blocks_the_loop(app: Queue, db_url: str) -> None:

@@ -356,14 +356,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{CONNECTIONS}::test_behind_pgbouncer_in_transaction_mode_listen_goes_direct",)),
     Mutation(
         "pool-refusal-fails-fast", "while PostgreSQL refuses, a session fails at once with why",
-        (Edit("pgqueue/store.py", "        if self._refusing:\n            self.raise_if_refused()\n",
+        (Edit("pgqueue/store.py", "        if self.refusing:\n            self.raise_if_refused()\n",
               ""),),
         (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",)),
     Mutation(
         "pool-never-connected-fails-fast", "a pool that never connected says why at once",
-        (Edit("pgqueue/store.py", "                    0 < attempts <= stats.get(\"connections_errors\", 0):",
-              "                    False:"),),
-        (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",)),
+        (Edit("pgqueue/store.py",
+              '    return 0 < stats.get("connections_num", 0) <= stats.get("connections_errors", 0)',
+              "    return False"),),
+        (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",
+         f"{AIO}::test_a_refusing_server_is_an_error_with_its_reason")),
     Mutation(
         "pool-renewed-after-outage", "once PostgreSQL accepts again, so does the pool",
         (Edit("pgqueue/store.py", "            if self._pool is not None:\n"
@@ -371,7 +373,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",)),
     Mutation(
         "pool-refusal-reason-async", "the async pool's timeout says PostgreSQL's reason too",
-        (Edit("pgqueue/aio.py", "await asyncio.to_thread(self.store.raise_if_refused)", "None"),),
+        (Edit("pgqueue/aio.py", "            except PoolTimeout:\n"
+                                "                await asyncio.to_thread(self.store.raise_if_refused)\n",
+              "            except PoolTimeout:\n"),),
+        (f"{AIO}::test_a_refusing_server_is_an_error_with_its_reason",)),
+    Mutation(
+        "pool-renewed-after-outage-async", "once PostgreSQL accepts again, so does the async pool",
+        (Edit("pgqueue/aio.py", "                if self._pool is pool:\n"
+                                "                    self._pool = None\n"
+                                "                await pool.close(timeout=0)\n", ""),),
         (f"{AIO}::test_a_refusing_server_is_an_error_with_its_reason",)),
     Mutation(
         "pool-busy-said", "a pool with every connection in use says busy, not unreachable",
