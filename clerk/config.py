@@ -185,7 +185,21 @@ def _schema(value: object) -> object:
         raise ValueError("is not a schema name (lowercase letters, digits, underscores)") from None
 
 
+def _conninfo(value: object) -> object:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+    try:
+        conninfo_to_dict(str(value))
+    except ProgrammingError:
+        raise ValueError("is not a PostgreSQL connection string: give a URL like "
+                         "postgresql://user:password@host:5432/dbname (or libpq's "
+                         "key=value settings)") from None
+    return value
+
+
 RULES: dict[str, Rule] = {
+    "database_url": _conninfo,
+    "listen_database_url": _conninfo,
     "queue_schema": _schema,
     "default_ocr_backend": _registered("OCR backend", _ocr_backends),
     "deploy_backend": _registered("deploy backend", _deployers),
@@ -295,7 +309,8 @@ def load_settings(env_file: str | os.PathLike[str] | None = ".env",
         try:
             values[item.name] = value if rule is None else rule(value)
         except ValueError as error:
-            problems.append(f"{key}={raw!r} {error}")
+            from pgqueue.db import mask_url
+            problems.append(f"{key}={mask_url(repr(raw))} {error}")
     settings = Settings(**values)  # type: ignore[arg-type]
     if problems:
         raise ConfigError(problems, partial=settings)

@@ -17,6 +17,9 @@ def problem(environ: dict[str, str]) -> str:
 
 @pytest.mark.parametrize(("environ", "message"), [
     ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL='verbose' is not one of DEBUG, INFO, WARNING, ERROR"),
+    ({"DATABASE_URL": "notaurl"}, "DATABASE_URL='notaurl' is not a PostgreSQL connection string"),
+    ({"LISTEN_DATABASE_URL": "postgresql://clerk:s3cretpw@db/clerk extra"},
+     "LISTEN_DATABASE_URL='postgresql://clerk:***@db/clerk extra' is not a PostgreSQL connection"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not one of text, json"),
     ({"OCR_WORKERS": "abc"}, "OCR_WORKERS='abc' is not a valid int"),
     ({"OCR_WORKERS": "-3"}, "OCR_WORKERS='-3' must be >= 0"),
