@@ -188,11 +188,14 @@ def _schema(value: object) -> object:
 def _conninfo(value: object) -> object:
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
+
+    from pgqueue.db import first_line, remember_secrets
+    remember_secrets(str(value))  # masked in libpq's reason below, and in _shown
     try:
         conninfo_to_dict(str(value))
-    except ProgrammingError:
-        raise ValueError("is not a PostgreSQL connection string: give a URL like "
-                         "postgresql://user:password@host:5432/dbname (or libpq's "
+    except ProgrammingError as error:
+        raise ValueError(f"is not a PostgreSQL connection string ({first_line(error)}): give "
+                         "a URL like postgresql://user:password@host:5432/dbname (or libpq's "
                          "key=value settings)") from None
     return value
 
@@ -277,6 +280,15 @@ def read_env_file(env_file: str | os.PathLike[str] | None, *, required: bool = F
         raise ConfigError([f"env file {path} cannot be read: {error}"]) from None
 
 
+def _shown(name: str, raw: str) -> str:
+    """A setting's value for a message: a connection string's password (even in a string
+    too broken to parse) never appears."""
+    if name not in ("database_url", "listen_database_url"):
+        return repr(raw)
+    from pgqueue.db import mask_url
+    return mask_url(repr(raw))  # its password was remembered by _conninfo
+
+
 def load_settings(env_file: str | os.PathLike[str] | None = ".env",
                   environ: Mapping[str, str] | None = None, *, file_wins: bool = False,
                   required: bool = False) -> Settings:
@@ -309,8 +321,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = ".env",
         try:
             values[item.name] = value if rule is None else rule(value)
         except ValueError as error:
-            from pgqueue.db import mask_url
-            problems.append(f"{key}={mask_url(repr(raw))} {error}")
+            problems.append(f"{key}={_shown(item.name, raw)} {error}")
     settings = Settings(**values)  # type: ignore[arg-type]
     if problems:
         raise ConfigError(problems, partial=settings)
