@@ -367,21 +367,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",
          f"{AIO}::test_a_refusing_server_is_an_error_with_its_reason")),
     Mutation(
-        "pool-renewed-after-outage", "once PostgreSQL accepts again, so does the pool",
-        (Edit("pgqueue/store.py", "            if self._pool is not None:\n"
-                                  "                self._renew_pool(self._pool)\n", ""),),
-        (f"{POOL}::test_a_refusing_server_fails_each_session_at_once_with_its_reason_until_it_accepts",)),
-    Mutation(
         "pool-refusal-reason-async", "the async pool's timeout says PostgreSQL's reason too",
         (Edit("pgqueue/aio.py", "            except PoolTimeout:\n"
                                 "                await asyncio.to_thread(self.store.raise_if_refused)\n",
               "            except PoolTimeout:\n"),),
-        (f"{AIO}::test_a_refusing_server_is_an_error_with_its_reason",)),
-    Mutation(
-        "pool-renewed-after-outage-async", "once PostgreSQL accepts again, so does the async pool",
-        (Edit("pgqueue/aio.py", "                if self._pool is pool:\n"
-                                "                    self._pool = None\n"
-                                "                await pool.close(timeout=0)\n", ""),),
         (f"{AIO}::test_a_refusing_server_is_an_error_with_its_reason",)),
     Mutation(
         "pool-busy-said", "a pool with every connection in use says busy, not unreachable",
